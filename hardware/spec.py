@@ -1,0 +1,138 @@
+"""Hardware spec: the typed, validated description of one accelerator.
+
+Every number the simulator uses comes from a spec. Specs are YAML files in
+``hardware/specs/``; ``load_spec`` accepts a path or a bundled spec's name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SPECS_DIR = Path(__file__).parent / "specs"
+DEFAULT_SPEC = "neural-engine-32"
+
+# Op kinds the simulator knows; fusion rules may only name these.
+OP_KINDS = ("conv", "depthwise", "fc", "add", "pool")
+
+
+class SpecError(ValueError):
+    """A hardware spec that cannot be loaded; the message names the file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MacArray(_Strict):
+    rows: int = Field(gt=0, le=4096)
+    cols: int = Field(gt=0, le=4096)
+
+
+class VectorUnit(_Strict):
+    lanes: int = Field(gt=0, le=65536)
+
+
+class Energy(_Strict):
+    """Energy per event, in picojoules."""
+
+    mac_pj: float = Field(gt=0)
+    sram_byte_pj: float = Field(gt=0)
+    dram_byte_pj: float = Field(gt=0)
+
+
+class HardwareSpec(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    clock_mhz: float = Field(gt=0, le=10_000)
+    mac_array: MacArray
+    dataflow: Literal["output_stationary"]
+    vector_unit: VectorUnit
+    depthwise_on: Literal["vector", "array"]
+    sram_kib: float = Field(gt=0)
+    dram_bandwidth_gb_s: float = Field(gt=0)
+    bytes_per_element: int = Field(ge=1, le=8)
+    launch_overhead_cycles: int = Field(ge=0)
+    # Each rule [producer, consumer] lets a consumer op join its producer's kernel:
+    # one launch, and the tensor between them never leaves the chip.
+    fusion: tuple[tuple[str, str], ...] = ()
+    energy: Energy
+
+    @field_validator("fusion")
+    @classmethod
+    def _known_kinds(cls, rules):
+        for rule in rules:
+            for kind in rule:
+                if kind not in OP_KINDS:
+                    raise ValueError(f"unknown op kind {kind!r} (known: {', '.join(OP_KINDS)})")
+        return rules
+
+    @property
+    def parallelism(self) -> int:
+        """The parallelism factor: output channels map onto the array's columns."""
+        return self.mac_array.cols
+
+    @property
+    def sram_bytes(self) -> int:
+        return int(self.sram_kib * 1024)
+
+    @property
+    def dram_bytes_per_cycle(self) -> float:
+        return self.dram_bandwidth_gb_s * 1e9 / (self.clock_mhz * 1e6)
+
+    def cycles_to_ms(self, cycles: float) -> float:
+        return cycles / (self.clock_mhz * 1e3)
+
+    def spec_hash(self) -> str:
+        """Stable hash of every field: keys estimators and lineage to this exact spec."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    problems = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
+        problems.append(f"field '{field}': {msg}")
+    return f"{source}: invalid hardware spec: " + "; ".join(problems)
+
+
+def spec_from_dict(data: object, source: str = "<spec>") -> HardwareSpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a hardware spec must be a mapping of fields")
+    try:
+        return HardwareSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_error(source, err)) from None
+
+
+def resolve_spec_path(spec: str | Path) -> Path:
+    """A path to a YAML file, or the name of a bundled spec (``neural-engine-32``)."""
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    return SPECS_DIR / f"{spec}.yaml"
+
+
+def available_specs() -> list[str]:
+    return sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
+
+
+def load_spec(spec: str | Path | HardwareSpec = DEFAULT_SPEC) -> HardwareSpec:
+    if isinstance(spec, HardwareSpec):
+        return spec
+    path = resolve_spec_path(spec)
+    if not path.is_file():
+        raise SpecError(
+            f"{path}: hardware spec not found (bundled specs: {', '.join(available_specs())})"
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from None
+    return spec_from_dict(data, str(path))

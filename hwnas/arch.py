@@ -1,0 +1,314 @@
+"""Architectures as data: frozen, hashable specs with a JSON form and a compact string.
+
+JSON (the canonical form; see DESIGN.md):
+    {"name": "optional", "input": {"channels": 3, "height": 224, "width": 224},
+     "stem": {"out": 32, "kernel": 3, "stride": 2},
+     "blocks": [{"type": "ibn", "kernel": 3, "expand": 6, "out": 24, "stride": 2}, ...],
+     "head": {"task": "classification", "features": 1280, "classes": 1000}}
+
+String (the ID in logs, MLflow and lookup keys; ``decode(encode(a)) == a``):
+    [name:]i3x224x224-stem_k3_c32_s2-ibn_k3_e6_c24_s2-fused_ibn_k3_e4_c24_s1-conv_k3_c48_s2-cls_f1280_n1000
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from math import ceil
+from typing import ClassVar
+
+BLOCK_TYPES = ("ibn", "fused_ibn", "conv")
+
+
+class ArchError(ValueError):
+    """An invalid architecture; the message names the block and field."""
+
+
+def _int(value, where: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArchError(f"{where}: must be an integer, got {value!r}")
+    if value < minimum:
+        raise ArchError(f"{where}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _number(value, where: str) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArchError(f"{where}: must be a number, got {value!r}")
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _check_kernel(value, where: str) -> int:
+    value = _int(value, where)
+    if value % 2 == 0:
+        raise ArchError(f"{where}: kernel must be odd, got {value}")
+    return value
+
+
+def _check_stride(value, where: str) -> int:
+    value = _int(value, where)
+    if value not in (1, 2):
+        raise ArchError(f"{where}: stride must be 1 or 2, got {value}")
+    return value
+
+
+def _fields(data, where: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
+    if not isinstance(data, dict):
+        raise ArchError(f"{where}: must be an object, got {type(data).__name__}")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ArchError(f"{where}: missing field '{missing[0]}'")
+    unknown = [k for k in data if k not in required + optional]
+    if unknown:
+        raise ArchError(f"{where}: unknown field '{unknown[0]}'")
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    channels: int = 3
+    height: int = 224
+    width: int = 224
+
+
+@dataclass(frozen=True, slots=True)
+class StemSpec:
+    out: int
+    kernel: int = 3
+    stride: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class BlockSpec:
+    type: str
+    kernel: int
+    out: int
+    stride: int = 1
+    expand: int | float = 1
+
+    def mid(self, in_channels: int) -> int:
+        return max(1, round(in_channels * self.expand))
+
+    def residual(self, in_channels: int) -> bool:
+        return self.type != "conv" and self.stride == 1 and in_channels == self.out
+
+    def to_json(self) -> dict:
+        out = {"type": self.type, "kernel": self.kernel}
+        if self.type != "conv":
+            out["expand"] = self.expand
+        out.update(out=self.out, stride=self.stride)
+        return out
+
+    def encode(self) -> str:
+        e = "" if self.type == "conv" else f"_e{self.expand:g}"
+        return f"{self.type}_k{self.kernel}{e}_c{self.out}_s{self.stride}"
+
+
+# ---- heads: a registry keyed by ``head.task`` so new tasks plug in ----------
+
+HEADS: dict[str, type] = {}
+
+
+def register_head(cls):
+    HEADS[cls.task] = cls
+    return cls
+
+
+@register_head
+@dataclass(frozen=True, slots=True)
+class ClassificationHead:
+    task: ClassVar[str] = "classification"
+    code: ClassVar[str] = "cls"
+    features: int = 1280  # 1x1 conv before pooling; 0 = none
+    classes: int = 1000
+
+    @classmethod
+    def from_json(cls, data: dict, where: str) -> "ClassificationHead":
+        _fields(data, where, ("task", "classes"), ("features",))
+        return cls(features=_int(data.get("features", 0), f"{where}.features", 0),
+                   classes=_int(data["classes"], f"{where}.classes"))
+
+    def to_json(self) -> dict:
+        return {"task": self.task, "features": self.features, "classes": self.classes}
+
+    def encode(self) -> str:
+        return f"{self.code}_f{self.features}_n{self.classes}"
+
+    @classmethod
+    def decode(cls, fields: dict[str, str]) -> "ClassificationHead":
+        return cls(features=int(fields["f"]), classes=int(fields["n"]))
+
+
+@dataclass(frozen=True, slots=True)
+class ArchSpec:
+    stem: StemSpec
+    blocks: tuple[BlockSpec, ...]
+    head: ClassificationHead = field(default_factory=ClassificationHead)
+    input: InputSpec = field(default_factory=InputSpec)
+    name: str = ""
+
+    def channels(self) -> list[int]:
+        """Input channel count of each block."""
+        chans, c = [], self.stem.out
+        for b in self.blocks:
+            chans.append(c)
+            c = b.out
+        return chans
+
+    @property
+    def last_channels(self) -> int:
+        return self.blocks[-1].out if self.blocks else self.stem.out
+
+    def with_name(self, name: str) -> "ArchSpec":
+        return replace(self, name=name)
+
+    def to_json(self) -> dict:
+        out = {"name": self.name} if self.name else {}
+        out.update(
+            input={"channels": self.input.channels, "height": self.input.height,
+                   "width": self.input.width},
+            stem={"out": self.stem.out, "kernel": self.stem.kernel, "stride": self.stem.stride},
+            blocks=[b.to_json() for b in self.blocks],
+            head=self.head.to_json())
+        return out
+
+    def encode(self) -> str:
+        return encode(self)
+
+
+# ---- validation and parsing ------------------------------------------------
+
+
+def validate(arch: ArchSpec) -> ArchSpec:
+    """Check every field; return the arch unchanged or raise ArchError."""
+    _int(arch.input.channels, "input.channels")
+    _int(arch.input.height, "input.height")
+    _int(arch.input.width, "input.width")
+    _int(arch.stem.out, "stem.out")
+    _check_kernel(arch.stem.kernel, "stem.kernel")
+    _check_stride(arch.stem.stride, "stem.stride")
+    if arch.name and (":" in arch.name or any(ch.isspace() for ch in arch.name)):
+        raise ArchError(f"name: must not contain ':' or spaces, got {arch.name!r}")
+    h, w = arch.input.height, arch.input.width
+    h, w = ceil(h / arch.stem.stride), ceil(w / arch.stem.stride)
+    for i, b in enumerate(arch.blocks):
+        where = f"blocks[{i}]"
+        if b.type not in BLOCK_TYPES:
+            raise ArchError(f"{where}.type: unknown block type {b.type!r} "
+                            f"(known: {', '.join(BLOCK_TYPES)})")
+        _check_kernel(b.kernel, f"{where}.kernel")
+        _int(b.out, f"{where}.out")
+        _check_stride(b.stride, f"{where}.stride")
+        expand = _number(b.expand, f"{where}.expand")
+        if expand < 1:
+            raise ArchError(f"{where}.expand: must be at least 1, got {expand}")
+        if b.type == "conv" and expand != 1:
+            raise ArchError(f"{where}.expand: a conv block has no expansion, got {expand}")
+        if b.stride == 2 and (h < 2 or w < 2):
+            raise ArchError(f"{where}.stride: input {arch.input.height}x{arch.input.width} is "
+                            f"too small for the strides up to here (feature map is {h}x{w})")
+        h, w = ceil(h / b.stride), ceil(w / b.stride)
+    head_cls = HEADS.get(getattr(arch.head, "task", None))
+    if head_cls is None or not isinstance(arch.head, head_cls):
+        raise ArchError(f"head.task: unknown task (known: {', '.join(HEADS)})")
+    return arch
+
+
+def from_json(data) -> ArchSpec:
+    """Parse the JSON form (a dict or a JSON string) into a validated ArchSpec."""
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as err:
+            raise ArchError(f"malformed JSON: {err}") from None
+    _fields(data, "architecture", ("stem", "blocks", "head"), ("name", "input"))
+    inp = _fields(data.get("input", {}), "input", (), ("channels", "height", "width"))
+    stem = _fields(data["stem"], "stem", ("out",), ("kernel", "stride"))
+    if not isinstance(data["blocks"], list):
+        raise ArchError("blocks: must be a list")
+    blocks = []
+    for i, b in enumerate(data["blocks"]):
+        where = f"blocks[{i}]"
+        b = _fields(b, where, ("type", "kernel", "out"), ("expand", "stride"))
+        blocks.append(BlockSpec(type=b["type"], kernel=b["kernel"], out=b["out"],
+                                stride=b.get("stride", 1),
+                                expand=_number(b.get("expand", 1), f"{where}.expand")))
+    head = data["head"]
+    task = head.get("task") if isinstance(head, dict) else None
+    if task not in HEADS:
+        raise ArchError(f"head.task: unknown task {task!r} (known: {', '.join(HEADS)})")
+    name = data.get("name", "")
+    if not isinstance(name, str):
+        raise ArchError(f"name: must be a string, got {name!r}")
+    arch = ArchSpec(
+        name=name,
+        input=InputSpec(channels=inp.get("channels", 3), height=inp.get("height", 224),
+                        width=inp.get("width", 224)),
+        stem=StemSpec(out=stem["out"], kernel=stem.get("kernel", 3), stride=stem.get("stride", 2)),
+        blocks=tuple(blocks),
+        head=HEADS[task].from_json(head, "head"))
+    return validate(arch)
+
+
+def to_json(arch: ArchSpec) -> dict:
+    return arch.to_json()
+
+
+def encode(arch: ArchSpec) -> str:
+    i = arch.input
+    parts = [f"i{i.channels}x{i.height}x{i.width}",
+             f"stem_k{arch.stem.kernel}_c{arch.stem.out}_s{arch.stem.stride}"]
+    parts += [b.encode() for b in arch.blocks]
+    parts.append(arch.head.encode())
+    body = "-".join(parts)
+    return f"{arch.name}:{body}" if arch.name else body
+
+
+_TOKEN = re.compile(r"^([a-z_]+?)((?:_[a-z]+[0-9.]+)+)$")
+_FIELD = re.compile(r"_([a-z]+)([0-9.]+)")
+
+
+def _split_token(token: str) -> tuple[str, dict[str, str]]:
+    m = _TOKEN.match(token)
+    if not m:
+        raise ArchError(f"cannot parse {token!r}")
+    return m.group(1), dict(_FIELD.findall(m.group(2)))
+
+
+def decode(text: str) -> ArchSpec:
+    """Parse the compact string form; raises ArchError naming the bad token."""
+    name, sep, body = text.strip().rpartition(":")
+    tokens = body.split("-")
+    if len(tokens) < 3:
+        raise ArchError(f"architecture string {text!r}: expected input, stem, blocks and head")
+    m = re.fullmatch(r"i(\d+)x(\d+)x(\d+)", tokens[0])
+    if not m:
+        raise ArchError(f"architecture string: bad input token {tokens[0]!r} (e.g. i3x224x224)")
+    inp = InputSpec(*(int(g) for g in m.groups()))
+    try:
+        kind, f = _split_token(tokens[1])
+        if kind != "stem":
+            raise ArchError(f"expected a stem token, got {tokens[1]!r}")
+        stem = StemSpec(out=int(f["c"]), kernel=int(f["k"]), stride=int(f["s"]))
+        blocks = []
+        for i, tok in enumerate(tokens[2:-1]):
+            kind, f = _split_token(tok)
+            expand = _number(float(f.get("e", 1)), f"blocks[{i}].expand")
+            blocks.append(BlockSpec(type=kind, kernel=int(f["k"]), out=int(f["c"]),
+                                    stride=int(f["s"]), expand=expand))
+        code, f = _split_token(tokens[-1])
+        heads = {h.code: h for h in HEADS.values()}
+        if code not in heads:
+            raise ArchError(f"unknown head {code!r} (known: {', '.join(heads)})")
+        head = heads[code].decode(f)
+    except (KeyError, ValueError) as err:
+        if isinstance(err, ArchError):
+            raise ArchError(f"architecture string: {err}") from None
+        raise ArchError(f"architecture string {text!r}: missing or bad field {err}") from None
+    return validate(ArchSpec(stem=stem, blocks=tuple(blocks), head=head, input=inp, name=name))
+
+
+def parse_arch(text: str) -> ArchSpec:
+    """A JSON object or a compact string (the CLI's inline ARCH forms)."""
+    text = text.strip()
+    return from_json(text) if text.startswith("{") else decode(text)

@@ -1,0 +1,211 @@
+"""The ``hwnas`` command line. Bad input prints one line on stderr and exits 2,
+having written nothing to stdout."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hardware.graph import Op
+from hardware.simulator import simulate_op
+from hardware.spec import DEFAULT_SPEC, SpecError, available_specs, load_spec
+from hwnas.arch import ArchError, ArchSpec, from_json, parse_arch
+from hwnas.profile import simulate_arch
+from hwnas.registry import REFERENCES, reference
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Hardware-aware neural architecture search for neural accelerators.")
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+HardwareOpt = Annotated[str, typer.Option("--hardware", "-H",
+                        help="Spec YAML path or bundled spec name "
+                             f"({', '.join(available_specs())}).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (one line per network).")]
+
+
+class InputError(ValueError):
+    """Bad user input: reported on one line, exit status 2."""
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def read_arch(text: str) -> ArchSpec:
+    """ARCH as a JSON file, inline JSON, a compact string or a reference name."""
+    text = text.strip()
+    if text in REFERENCES:
+        return reference(text)
+    if text.startswith("{") or ":" in text or text.startswith("i") and "-" in text:
+        return parse_arch(text)
+    path = Path(text)
+    if path.is_file():
+        try:
+            return from_json(path.read_text())
+        except ArchError as err:
+            raise ArchError(f"{path}: {err}") from None
+    raise InputError(f"architecture {text!r} is not a file, JSON object, architecture string "
+                     f"or reference name ({', '.join(REFERENCES)})")
+
+
+def read_archs(arch: str) -> list[ArchSpec]:
+    """One ARCH, or with ``-`` one JSON/string per stdin line. All are parsed before
+    any is run so that a bad line stops the batch before output starts."""
+    if arch != "-":
+        return [read_arch(arch)]
+    archs = []
+    for n, line in enumerate(sys.stdin, 1):
+        if line.strip():
+            try:
+                archs.append(read_arch(line))
+            except (ArchError, InputError) as err:
+                raise InputError(f"stdin line {n}: {err}") from None
+    return archs
+
+
+def parse_op(text: str) -> Op:
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"--op: malformed JSON: {err}") from None
+    if not isinstance(d, dict):
+        raise InputError("--op: must be a JSON object")
+    kinds = ("conv", "depthwise", "fc", "add", "pool")
+    if d.get("op") not in kinds:
+        raise InputError(f"--op: field 'op' must be one of {', '.join(kinds)}")
+    allowed = {"op", "height", "width", "in", "out", "kernel", "stride"}
+    if unknown := sorted(set(d) - allowed):
+        raise InputError(f"--op: unknown field '{unknown[0]}'")
+    kind = d["op"]
+    h, w = (1, 1) if kind == "fc" else (d.get("height"), d.get("width"))
+    cin = d.get("in")
+    cout = cin if kind in ("depthwise", "add", "pool") else d.get("out")
+    vals = {"height": h, "width": w, "in": cin, "out": cout,
+            "kernel": d.get("kernel", 1), "stride": d.get("stride", 1)}
+    for key, v in vals.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InputError(f"--op: field '{key}' must be a positive integer, got {v!r}")
+    if vals["stride"] not in (1, 2) or vals["kernel"] % 2 == 0:
+        raise InputError("--op: 'stride' must be 1 or 2 and 'kernel' odd")
+    if kind == "depthwise" and d.get("out", cin) != cin:
+        raise InputError("--op: a depthwise op has out == in")
+    inputs = (0, 1) if kind == "add" else (0,)
+    return Op(kind, kind, h, w, cin, cout, vals["kernel"], vals["stride"], inputs=inputs,
+              output=len(inputs))
+
+
+def _table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title)
+    cols = [("name", "network", str), ("latency_ms", "latency ms", "{:.4f}".format),
+            ("macs", "MMACs", lambda v: f"{v / 1e6:.1f}"),
+            ("params", "params (k)", lambda v: f"{v / 1e3:.1f}"),
+            ("peak_activation_bytes", "peak act KiB", lambda v: f"{v / 1024:.0f}"),
+            ("energy_mj", "energy mJ", "{:.3f}".format),
+            ("utilization", "MAC util", "{:.0%}".format)]
+    table.add_column("network", no_wrap=True, min_width=22)
+    for _, head, _ in cols[1:]:
+        table.add_column(head, justify="right")
+    for r in rows:
+        table.add_row(*(fmt(r[key]) for key, _, fmt in cols))
+    return table
+
+
+@app.command()
+def simulate(
+    hardware: HardwareOpt = DEFAULT_SPEC,
+    arch: Annotated[Optional[str], typer.Option(
+        help="JSON file, inline JSON, architecture string, reference name, "
+             "or '-' for one per stdin line.")] = None,
+    op: Annotated[Optional[str], typer.Option(
+        help='One kernel as JSON, e.g. {"op": "conv", "height": 56, "width": 56, "in": 64, '
+             '"out": 64, "kernel": 3, "stride": 1}.')] = None,
+    as_json: JsonOpt = False,
+    noise: Annotated[float, typer.Option(help="Relative measurement noise (0 = exact).")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the measurement noise.")] = 0,
+):
+    """Simulate networks (--arch) or one kernel (--op) on an accelerator spec."""
+    try:
+        if (arch is None) == (op is None):
+            raise InputError("give exactly one of --arch or --op")
+        if noise < 0:
+            raise InputError("--noise must be >= 0")
+        spec = load_spec(hardware)
+        if op is not None:
+            r = simulate_op(parse_op(op), spec, noise, seed).to_dict()
+            if as_json:
+                typer.echo(json.dumps(r))
+            else:
+                for k, v in r.items():
+                    typer.echo(f"{k:>15}: {v}")
+            return
+        archs = read_archs(arch)
+    except (ArchError, SpecError, InputError) as err:
+        fail(str(err))
+    rows = [simulate_arch(a, spec, noise, seed) for a in archs]
+    if as_json:
+        for r in rows:
+            typer.echo(json.dumps(r))
+    else:
+        console.print(_table(rows, f"simulated on {spec.name}"))
+
+
+@app.command()
+def references(hardware: HardwareOpt = DEFAULT_SPEC, as_json: JsonOpt = False):
+    """Simulate every reference architecture on a spec and print a table."""
+    try:
+        spec = load_spec(hardware)
+    except SpecError as err:
+        fail(str(err))
+    rows = [simulate_arch(reference(n), spec, per_kernel=False) for n in REFERENCES]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    console.print(_table(rows, f"reference architectures on {spec.name} "
+                               f"({spec.mac_array.rows}x{spec.mac_array.cols} MAC array, "
+                               f"{spec.clock_mhz:g} MHz)"))
+
+
+@app.command()
+def specs():
+    """List the bundled hardware specs."""
+    table = Table(title="bundled hardware specs")
+    for col in ("name", "MAC array", "clock MHz", "vector lanes", "SRAM KiB", "DRAM GB/s",
+                "fusion"):
+        table.add_column(col)
+    for name in available_specs():
+        s = load_spec(name)
+        table.add_row(s.name, f"{s.mac_array.rows}x{s.mac_array.cols}", f"{s.clock_mhz:g}",
+                      str(s.vector_unit.lanes), f"{s.sram_kib:g}", f"{s.dram_bandwidth_gb_s:g}",
+                      ", ".join("+".join(r) for r in s.fusion))
+    console.print(table)
+
+
+@app.command()
+def sample(
+    hardware: HardwareOpt = DEFAULT_SPEC,
+    n: Annotated[int, typer.Option("-n", min=1, help="How many architectures.")] = 5,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    uncurated: Annotated[bool, typer.Option(help="Sample the uncurated space (steps of 8).")] = False,
+):
+    """Sample architecture strings from the curated (or uncurated) search space."""
+    from hwnas.space import curated_space, uncurated_space
+
+    try:
+        spec = load_spec(hardware)
+    except SpecError as err:
+        fail(str(err))
+    space = uncurated_space() if uncurated else curated_space(spec)
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        typer.echo(space.sample(rng).encode())
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,28 @@
+"""DVC stage ``references``: simulate every reference architecture on the target spec."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hardware.spec import load_spec
+from hwnas.params import load_params, section
+from hwnas.profile import simulate_arch
+from hwnas.registry import REFERENCES, reference
+
+OUT = Path("results/references")
+
+
+def main() -> None:
+    p = section(load_params(), "references")
+    spec = load_spec(p["hardware"])
+    rows = [simulate_arch(reference(n), spec, p["noise"], p["seed"], per_kernel=False)
+            for n in REFERENCES]
+    OUT.mkdir(parents=True, exist_ok=True)
+    metrics = {r["name"]: {k: r[k] for k in ("latency_ms", "energy_mj", "macs", "params",
+                                             "memory_bytes", "utilization")} for r in rows}
+    (OUT / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (OUT / "simulated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+if __name__ == "__main__":
+    main()
