@@ -10,10 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from math import ceil
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hardware.spec import HardwareSpec
 
 # Ops that run on the MAC array as a GEMM; the others run on the vector unit
 # (depthwise may run on the array too, as per-channel GEMMs: see the simulator).
 GEMM_KINDS = frozenset({"conv", "fc"})
+
+# A tensor stays on chip between two kernels only if it takes at most this share
+# of SRAM, leaving room for the consumer's weights and output.
+RESIDENT_SRAM_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,3 +197,20 @@ def peak_live_elements(graph: Graph) -> int:
                 live.discard(t)
                 held -= graph.tensors[t]
     return peak
+
+
+def residency(graph: Graph, kernels: list[Kernel], spec: "HardwareSpec") -> set[int]:
+    """Tensors handed from one kernel straight to the next, read by nothing else,
+    and small enough to stay in SRAM."""
+    readers = consumers(graph)
+    op_kernel = {id(op): i for i, k in enumerate(kernels) for op in k.ops}
+    limit = spec.sram_bytes * RESIDENT_SRAM_SHARE
+    finals = set(graph.graph_outputs)
+    resident = set()
+    for i, kernel in enumerate(kernels[:-1]):
+        for t in kernel.outputs:
+            if t in finals or graph.tensors[t] * spec.bytes_per_element > limit:
+                continue
+            if all(op_kernel[id(graph.ops[j])] == i + 1 for j in readers.get(t, ())):
+                resident.add(t)
+    return resident

@@ -16,13 +16,8 @@ from math import ceil
 
 import numpy as np
 
-from hardware.graph import GEMM_KINDS, Graph, Kernel, Op, consumers, fuse, single_op_graph
+from hardware.graph import GEMM_KINDS, Graph, Kernel, Op, fuse, residency, single_op_graph
 from hardware.spec import HardwareSpec
-
-# A tensor stays on chip between two kernels only if it takes at most this share
-# of SRAM, leaving room for the consumer's weights and output.
-RESIDENT_SRAM_SHARE = 0.5
-
 
 @dataclass(frozen=True, slots=True)
 class KernelResult:
@@ -129,23 +124,6 @@ def kernel_result(kernel: Kernel, spec: HardwareSpec, tensors: tuple[int, ...],
         memory_cycles=memory_cycles, cycles=cycles, latency_ms=spec.cycles_to_ms(cycles),
         macs=macs, dram_bytes=int(dram), sram_bytes=sram, energy_mj=energy_pj * 1e-9,
         utilization=array_macs / peak if peak else 0.0)
-
-
-def residency(graph: Graph, kernels: list[Kernel], spec: HardwareSpec) -> set[int]:
-    """Tensors handed from one kernel straight to the next, read by nothing else,
-    and small enough to stay in SRAM."""
-    readers = consumers(graph)
-    op_kernel = {id(op): i for i, k in enumerate(kernels) for op in k.ops}
-    limit = spec.sram_bytes * RESIDENT_SRAM_SHARE
-    finals = set(graph.graph_outputs)
-    resident = set()
-    for i, kernel in enumerate(kernels[:-1]):
-        for t in kernel.outputs:
-            if t in finals or graph.tensors[t] * spec.bytes_per_element > limit:
-                continue
-            if all(op_kernel[id(graph.ops[j])] == i + 1 for j in readers.get(t, ())):
-                resident.add(t)
-    return resident
 
 
 def simulate_kernels(graph: Graph, kernels: list[Kernel], spec: HardwareSpec,

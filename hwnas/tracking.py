@@ -1,0 +1,55 @@
+"""MLflow tracking with the project's defaults: an embedded sqlite store unless
+``MLFLOW_TRACKING_URI`` names a server; every run tagged with its lineage."""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import warnings
+from collections.abc import Iterator
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+EXPERIMENT = "hwnas"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def git_commit(cwd: str | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=cwd, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _mlflow():
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="sqlalchemy")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+@contextlib.contextmanager
+def run(name: str, params: dict | None = None, tags: dict | None = None,
+        nested: bool = False, experiment: str = EXPERIMENT) -> Iterator[object]:
+    """An MLflow run tagged with the git commit (plus ``tags``); params logged
+    flat. The run ends FAILED if the body raises."""
+    mlflow = _mlflow()
+    mlflow.set_experiment(experiment)
+    all_tags = {"git_commit": git_commit(), **(tags or {})}
+    with mlflow.start_run(run_name=name, nested=nested, tags=all_tags) as active:
+        if params:
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        yield active
+
+
+def log_metrics(metrics: dict, step: int | None = None) -> None:
+    """Log the numeric entries of ``metrics`` to the active run."""
+    mlflow = _mlflow()
+    numeric = {k: float(v) for k, v in metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    mlflow.log_metrics(numeric, step=step)
