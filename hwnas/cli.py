@@ -3,6 +3,7 @@ having written nothing to stdout."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -43,14 +44,14 @@ def read_arch(text: str) -> ArchSpec:
     text = text.strip()
     if text in REFERENCES:
         return reference(text)
-    if text.startswith("{") or ":" in text or text.startswith("i") and "-" in text:
-        return parse_arch(text)
     path = Path(text)
-    if path.is_file():
+    if not text.startswith("{") and len(text) < 4096 and path.is_file():
         try:
             return from_json(path.read_text())
         except ArchError as err:
             raise ArchError(f"{path}: {err}") from None
+    if text.startswith("{") or re.match(r"^([^:\s]+:)?i\d+x", text):
+        return parse_arch(text)
     raise InputError(f"architecture {text!r} is not a file, JSON object, architecture string "
                      f"or reference name ({', '.join(REFERENCES)})")
 
@@ -207,5 +208,5 @@ def sample(
         typer.echo(space.sample(rng).encode())
 
 
-def main() -> None:  # pragma: no cover
+if __name__ == "__main__":
     app()
