@@ -1,0 +1,113 @@
+"""Accuracy of an estimator on networks it never saw: nn-Meter's metrics.
+
+Ground truth is the simulator without noise (``sim``) or the measured latency of the
+whole PyTorch network (``cpu``). This module imports the simulator; the estimator
+itself (``hwnas.estimator.model``) never does.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hwnas.arch import ArchSpec
+from hwnas.estimator.sampling import space_configs, spaces_for
+from hwnas.registry import REFERENCES, reference
+
+
+def heldout_networks(spec, spaces: list[dict], n: int, seed: int,
+                     with_references: bool = True) -> tuple[list[ArchSpec], list[str]]:
+    """``n`` networks drawn evenly from the curated and uncurated spaces of each config
+    (a seed the microbenchmarks never use), plus the reference registry."""
+    rng = np.random.default_rng(seed)
+    all_spaces = spaces_for(spec, space_configs(spaces))
+    archs, sources = [], []
+    for i in range(n):
+        space = all_spaces[i % len(all_spaces)]
+        archs.append(space.sample(rng))
+        sources.append(space.name + f"@{space.input.height}")
+    if with_references:
+        for name in REFERENCES:
+            archs.append(reference(name))
+            sources.append("reference")
+    return archs, sources
+
+
+def truth_sim(archs: list[ArchSpec], spec) -> tuple[np.ndarray, pd.DataFrame]:
+    """Noise-free simulated latency per network, and per kernel (kind, latency_ms, net)."""
+    from hardware.graph import fuse
+    from hardware.simulator import simulate_kernels
+    from hwnas.lowering import to_graph
+
+    lat, rows = np.empty(len(archs)), []
+    for i, a in enumerate(archs):
+        g = to_graph(a)
+        r = simulate_kernels(g, fuse(g, spec.fusion), spec)
+        lat[i] = r.latency_ms
+        rows += [(i, k.kind, k.latency_ms) for k in r.kernels]
+    return lat, pd.DataFrame(rows, columns=["net", "kind", "latency_ms"])
+
+
+def truth_cpu(archs: list[ArchSpec], repeats: int = 5, warmup: int = 2,
+              min_repeat_ms: float = 5.0, progress=None) -> np.ndarray:
+    """Median measured latency (ms) of each whole PyTorch network on this CPU."""
+    from hwnas.estimator.microbench import time_module
+    from hwnas.model import build_model
+
+    out = np.empty(len(archs))
+    for i, a in enumerate(archs):
+        shape = (1, a.input.channels, a.input.height, a.input.width)
+        out[i] = float(np.median(time_module(build_model(a), shape, repeats, warmup, min_repeat_ms)))
+        if progress:
+            progress(1)
+    return out
+
+
+def accuracy(pred: np.ndarray, true: np.ndarray) -> dict:
+    """RMSPE, share within +-5% / +-10%, Spearman rank correlation."""
+    from scipy.stats import spearmanr
+
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    ok = np.isfinite(pred) & np.isfinite(true) & (true > 0)
+    rel = pred[ok] / true[ok] - 1
+    rho = spearmanr(pred[ok], true[ok]).statistic if ok.sum() > 2 else float("nan")
+    return {"n": int(ok.sum()), "rmspe": float(np.sqrt(np.mean(rel ** 2))),
+            "within_5pct": float(np.mean(np.abs(rel) <= 0.05)),
+            "within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
+            "max_abs_error": float(np.max(np.abs(rel))) if len(rel) else float("nan"),
+            "spearman": float(rho)}
+
+
+def spearman(a, b) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def plot(pred: np.ndarray, true: np.ndarray, sources: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    src = np.array([s.split("@")[0].split("-")[0] for s in sources])
+    for name in dict.fromkeys(src):
+        m = src == name
+        ax.scatter(true[m], pred[m], s=10, alpha=0.7, label=name)
+    lo, hi = np.nanmin([true.min(), pred.min()]) * 0.9, np.nanmax([true.max(), pred.max()]) * 1.1
+    xs = np.geomspace(lo, hi, 50)
+    ax.plot(xs, xs, "k-", lw=0.8)
+    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="gray", alpha=0.15, label="±10%")
+    ax.fill_between(xs, xs * 0.95, xs * 1.05, color="gray", alpha=0.25, label="±5%")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("true latency (ms)")
+    ax.set_ylabel("estimated latency (ms)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,281 @@
+"""LightGBM latency models per kernel (or block) kind, saved as text files + a manifest.
+
+Training regresses log latency on the named features of the microbenchmark rows (the
+median over repeats); one model per kind. ``Estimator`` loads a saved directory and
+predicts whole networks: decompose into kernels, one ``predict`` call per kind, sum per
+network. Memory (parameter and peak activation bytes) comes from the graph, not a model.
+Nothing here imports the simulator.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hardware.spec import HardwareSpec
+from hwnas.arch import ArchSpec, encode
+from hwnas.estimator.decompose import RANGE_FEATURES, decompose, network_memory, op_table
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+MIN_ROWS = 5  # fewest measured kernels of a kind worth a model
+
+
+class EstimatorError(ValueError):
+    """An estimator directory that cannot be used; the message names the file or field."""
+
+
+@dataclass
+class TrainConfig:
+    n_estimators: int = 600
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_data_in_leaf: int = 5
+    feature_fraction: float = 0.9
+    bagging_fraction: float = 0.9
+    linear_tree: bool = True     # a linear model in each leaf, on log features
+    seed: int = 0
+    num_threads: int = 2
+
+
+def _log_frame(x: pd.DataFrame) -> np.ndarray:
+    """Features as log1p (trees don't care; leaf-linear models fit power laws)."""
+    return np.log1p(np.maximum(x.to_numpy(dtype=np.float64), 0.0))
+
+
+def training_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per measured kernel: features plus the median latency over repeats."""
+    keys = ["sample", "kernel_index"]
+    med = table.groupby(keys, sort=False)["latency_ms"].median()
+    first = table.drop_duplicates(keys).set_index(keys)
+    first["latency_ms"] = med
+    first = first.reset_index()
+    first["kind"] = first["kind"].astype(str)
+    return first
+
+
+def fit_models(frame: pd.DataFrame, features: list[str], cfg: TrainConfig) -> dict:
+    import lightgbm as lgb
+
+    models = {}
+    params = {"objective": "regression", "learning_rate": cfg.learning_rate,
+              "num_leaves": cfg.num_leaves, "min_data_in_leaf": cfg.min_data_in_leaf,
+              "feature_fraction": cfg.feature_fraction, "bagging_fraction": cfg.bagging_fraction,
+              "bagging_freq": 1 if cfg.bagging_fraction < 1 else 0, "seed": cfg.seed,
+              "deterministic": True, "num_threads": cfg.num_threads, "verbosity": -1,
+              "linear_tree": cfg.linear_tree, "linear_lambda": 1e-3}
+    for kind, part in frame.groupby("kind", sort=True):
+        if len(part) < MIN_ROWS:  # too few to fit: the kind stays unknown (flagged)
+            continue
+        y = np.log(part["latency_ms"].to_numpy())
+        p = dict(params, min_data_in_leaf=min(cfg.min_data_in_leaf, max(1, len(part) // 4)))
+        ds = lgb.Dataset(_log_frame(part[features]), y, feature_name=list(features),
+                         params={"verbosity": -1, "min_data_in_bin": 1})
+        models[kind] = lgb.train(p, ds, num_boost_round=cfg.n_estimators)
+    return models
+
+
+def predict_rows(models: dict, rows: pd.DataFrame, features: list[str]) -> np.ndarray:
+    """Latency (ms) per row; NaN where no model exists for the row's kind."""
+    out = np.full(len(rows), np.nan)
+    kinds = rows["kind"].astype(str).to_numpy()
+    for kind in np.unique(kinds):
+        if kind in models:
+            mask = kinds == kind
+            out[mask] = np.exp(models[kind].predict(_log_frame(rows.loc[mask, features])))
+    return out
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _model_file(kind: str) -> str:
+    return re.sub(r"[^a-z0-9_]+", "_", kind.replace("+", "__")) + ".txt"
+
+
+def library_versions() -> dict:
+    import lightgbm
+
+    return {"python": platform.python_version(), "lightgbm": lightgbm.__version__,
+            "numpy": np.__version__, "pandas": pd.__version__}
+
+
+def save(models: dict, out_dir: Path, *, backend: str, grouping: str, features: list[str],
+         frame: pd.DataFrame, spec: HardwareSpec | None, data_hash: str,
+         cfg: TrainConfig, bytes_per_element: int, host: dict | None = None) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kinds = {}
+    for kind, booster in models.items():
+        name = _model_file(kind)
+        booster.save_model(str(out_dir / name))
+        part = frame[frame["kind"] == kind]
+        kinds[kind] = {"file": name, "rows": int(len(part)),
+                       "ranges": {f: [float(part[f].min()), float(part[f].max())]
+                                  for f in RANGE_FEATURES}}
+    manifest = {
+        "format": FORMAT, "backend": backend, "grouping": grouping,
+        "target": "log(latency_ms)", "feature_transform": "log1p",
+        "hardware": spec.name if spec is not None else "cpu",
+        "spec_hash": spec.spec_hash() if spec is not None else None,
+        "bytes_per_element": bytes_per_element,
+        "features": list(features), "kinds": kinds, "data_hash": data_hash,
+        "train": asdict(cfg), "versions": library_versions(), "host": host or {},
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _unit_name(unit: int, n_units: int) -> str:
+    if unit == 0:
+        return "stem"
+    return "head" if unit == n_units - 1 else f"blocks.{unit - 1}"
+
+
+class Estimator:
+    """Latency from saved LightGBM models, memory from the graph."""
+
+    def __init__(self, manifest: dict, models: dict, spec: HardwareSpec | None, path: Path):
+        self.manifest, self.models, self.spec, self.path = manifest, models, spec, path
+        self.features = manifest["features"]
+        self.grouping = manifest["grouping"]
+        self.bytes_per_element = manifest["bytes_per_element"]
+        self.ranges = {k: v["ranges"] for k, v in manifest["kinds"].items()}
+
+    @classmethod
+    def load(cls, path: str | Path, spec: HardwareSpec | None = None) -> "Estimator":
+        """Load ``path``; with ``spec``, refuse an estimator trained for another spec."""
+        import lightgbm as lgb
+
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not path.is_dir():
+            raise EstimatorError(f"{path}: estimator directory not found (train one with "
+                                 f"`hwnas train-estimator` or `dvc repro train_estimator`)")
+        if not mpath.is_file():
+            raise EstimatorError(f"{mpath}: estimator manifest not found")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise EstimatorError(f"{mpath}: unreadable manifest: {err}") from None
+        for key in ("format", "backend", "grouping", "features", "kinds", "spec_hash",
+                    "hardware", "bytes_per_element"):
+            if not isinstance(manifest, dict) or key not in manifest:
+                raise EstimatorError(f"{mpath}: manifest lacks field '{key}'")
+        if manifest["format"] != FORMAT:
+            raise EstimatorError(f"{mpath}: manifest format {manifest['format']!r}, "
+                                 f"this version reads {FORMAT}")
+        if manifest["backend"] == "sim":
+            if spec is None:
+                raise EstimatorError(f"{mpath}: a simulator-trained estimator needs its hardware spec")
+            if manifest["spec_hash"] != spec.spec_hash():
+                raise EstimatorError(
+                    f"{mpath}: trained for hardware '{manifest['hardware']}' (spec hash "
+                    f"{manifest['spec_hash']}), not '{spec.name}' (spec hash {spec.spec_hash()}); "
+                    f"retrain or pass the matching --estimator")
+        else:
+            spec = None
+        models = {}
+        for kind, entry in manifest["kinds"].items():
+            f = path / entry.get("file", "")
+            if not f.is_file():
+                raise EstimatorError(f"{f}: model file for kernel kind '{kind}' is missing")
+            try:
+                booster = lgb.Booster(model_file=str(f))
+            except lgb.basic.LightGBMError as err:
+                raise EstimatorError(f"{f}: not a LightGBM model file: {err}") from None
+            if booster.feature_name() != manifest["features"]:
+                raise EstimatorError(f"{f}: model features differ from the manifest's")
+            models[kind] = booster
+        return cls(manifest, models, spec, path)
+
+    # ---- prediction ----------------------------------------------------------
+
+    def kernel_frame(self, archs: list[ArchSpec], ops=None) -> pd.DataFrame:
+        """Decomposed kernels with a ``pred_ms`` column and an out-of-range flag."""
+        df = decompose(archs, self.spec, self.grouping, ops=ops)
+        kinds = df["kind"].astype(str).to_numpy()
+        pred = np.full(len(df), np.nan)
+        outside = np.zeros(len(df), bool)
+        for kind in np.unique(kinds):
+            mask = kinds == kind
+            if kind not in self.models:
+                outside |= mask
+                continue
+            sub = df.loc[mask]
+            # Identical kernels recur across networks: predict each distinct row once.
+            x = _log_frame(sub[self.features])
+            uniq, inverse = np.unique(x, axis=0, return_inverse=True)
+            pred[mask] = np.exp(self.models[kind].predict(uniq))[inverse.reshape(-1)]
+            for f, (lo, hi) in self.ranges[kind].items():
+                v = sub[f].to_numpy()
+                outside[mask] |= (v < lo) | (v > hi)
+        df["pred_ms"] = pred
+        df["out_of_range"] = outside
+        return df
+
+    def _reasons(self, df: pd.DataFrame, archs: list[ArchSpec]) -> dict[int, list[str]]:
+        reasons: dict[int, list[str]] = {}
+        n_units = {i: len(a.blocks) + 2 for i, a in enumerate(archs)}
+        for row in df[df["out_of_range"]].itertuples(index=False):
+            net = int(row.net)
+            where = f"{_unit_name(int(row.unit), n_units[net])} ({row.kind})"
+            if row.kind not in self.ranges:
+                reasons.setdefault(net, []).append(f"{where}: no model for this kernel kind")
+                continue
+            for f, (lo, hi) in self.ranges[row.kind].items():
+                v = getattr(row, f)
+                if v < lo:
+                    reasons.setdefault(net, []).append(f"{where}: {f}={v:g} below trained min {lo:g}")
+                elif v > hi:
+                    reasons.setdefault(net, []).append(f"{where}: {f}={v:g} above trained max {hi:g}")
+        return reasons
+
+    def predict_latency(self, archs: list[ArchSpec]) -> np.ndarray:
+        """Estimated latency (ms) of each network; NaN where a kernel kind has no model."""
+        df = self.kernel_frame(archs)
+        return np.bincount(df["net"].to_numpy(), weights=df["pred_ms"].to_numpy(),
+                           minlength=len(archs))
+
+    def estimate(self, archs: list[ArchSpec], per_kernel: bool = False) -> list[dict]:
+        """One record per network with the keys ``hwnas simulate --json`` prints
+        (``name``, ``latency_ms``, ``params_bytes``, ``peak_activation_bytes``...),
+        plus ``out_of_range``: the kernels outside the trained ranges (empty if none)."""
+        ops = op_table(archs)
+        df = self.kernel_frame(archs, ops)
+        nets = df["net"].to_numpy()
+        latency = np.bincount(nets, weights=df["pred_ms"].to_numpy(), minlength=len(archs))
+        macs = np.bincount(nets, weights=df["macs"].to_numpy(), minlength=len(archs))
+        params_b, peak_b = network_memory(archs, self.bytes_per_element, ops)
+        reasons = self._reasons(df, archs) if df["out_of_range"].any() else {}
+        hw = self.manifest["hardware"]
+        records = []
+        for i, a in enumerate(archs):
+            lat = float(latency[i])
+            rec = {"name": a.name or encode(a), "arch": encode(a), "hardware": hw,
+                   "estimator": str(self.path),
+                   "latency_ms": None if np.isnan(lat) else lat,
+                   "macs": int(macs[i]), "flops": int(2 * macs[i]),
+                   "params_bytes": int(params_b[i]), "peak_activation_bytes": int(peak_b[i]),
+                   "memory_bytes": int(params_b[i] + peak_b[i]),
+                   "out_of_range": reasons.get(i, [])}
+            records.append(rec)
+        if per_kernel:
+            for i, part in df.groupby("net"):
+                records[int(i)]["kernels"] = [
+                    {"unit": _unit_name(int(r.unit), len(archs[int(i)].blocks) + 2),
+                     "kind": str(r.kind), "latency_ms": float(r.pred_ms),
+                     "out_of_range": bool(r.out_of_range)}
+                    for r in part.itertuples(index=False)]
+        return records
