@@ -48,6 +48,7 @@ class MicrobenchConfig:
     neighbours: int = 2            # nearby shapes per network unit
     adaptive_share: float = 0.25   # share of the budget for the adaptive round
     adaptive_top: float = 0.2      # round-1 samples with the highest error to resample around
+    max_block_macs: float = 4e9    # random shapes: largest block (MACs) worth measuring
     seed: int = 0
     spaces: list = field(default_factory=lambda: [{"resolution": 32, "in_channels": 1}])
 
@@ -231,7 +232,7 @@ def run_microbench(cfg: MicrobenchConfig, spec: HardwareSpec | None,
     n1 = max(1, round(cfg.samples * (1 - cfg.adaptive_share)))
     n_net = round(n1 * cfg.network_share)
     first = network_samples(n_net, spaces, rng, cfg.neighbours)
-    first += [random_sample(rng, step) for _ in range(n1 - n_net)]
+    first += [random_sample(rng, step, cfg.max_block_macs) for _ in range(n1 - n_net)]
     order = rng.permutation(len(first))  # a time-cut round keeps the same mix
     first = [first[i] for i in order]
     chunk = 500 if cfg.backend == "sim" else 20
@@ -247,7 +248,7 @@ def run_microbench(cfg: MicrobenchConfig, spec: HardwareSpec | None,
         features = feature_names(spec if GROUPING[cfg.backend] == "kernel" else None)
         worst = adaptive_targets(table, features, cfg.adaptive_top, cfg.seed)
         by_id = {i: s for i, s in zip(range(len(first)), first)}
-        second = [neighbour(by_id[int(worst[i % len(worst)])], rng, "adaptive")
+        second = [neighbour(by_id[int(worst[i % len(worst)])], rng, "adaptive", cfg.max_block_macs)
                   for i in range(n2)]
         deadline2 = start + cfg.time_budget_s
         parts2 = _measure_within(second, cfg, spec, len(first), 2, deadline2, progress, chunk)

@@ -103,7 +103,7 @@ def unit_of(arch: ArchSpec, u: int, source: str) -> Sample:
     return block_in_context(arch.blocks[u - 1], c, h, w, nxt, source)
 
 
-def _macs_ok(block: BlockSpec, c: int, h: int, w: int) -> bool:
+def _macs_ok(block: BlockSpec, c: int, h: int, w: int, max_macs: float = MAX_BLOCK_MACS) -> bool:
     mid = max(1, round(c * block.expand))
     k2 = block.kernel ** 2
     oh, ow = ceil(h / block.stride), ceil(w / block.stride)
@@ -113,7 +113,7 @@ def _macs_ok(block: BlockSpec, c: int, h: int, w: int) -> bool:
         macs = oh * ow * mid * k2 * c + oh * ow * mid * block.out
     else:
         macs = h * w * c * mid + oh * ow * mid * (k2 + block.out)
-    return macs <= MAX_BLOCK_MACS
+    return macs <= max_macs
 
 
 def _channels(rng: np.random.Generator, lo: int = CHANNELS[0], hi: int = CHANNELS[1],
@@ -140,7 +140,8 @@ def _random_block(rng, c: int, h: int, step: int, residual_p: float = 0.4) -> Bl
     return BlockSpec(kind, kernel, out, stride, expand)
 
 
-def random_sample(rng: np.random.Generator, step: int = 32) -> Sample:
+def random_sample(rng: np.random.Generator, step: int = 32,
+                  max_macs: float = MAX_BLOCK_MACS) -> Sample:
     """A unit with shapes drawn over the whole supported range."""
     r = rng.random()
     if r < 0.08:  # stem
@@ -163,7 +164,7 @@ def random_sample(rng: np.random.Generator, step: int = 32) -> Sample:
         h = int(np.exp(rng.uniform(np.log(RESOLUTION[0]), np.log(RESOLUTION[1]))))
         c = _channels(rng, step=step)
         block = _random_block(rng, c, h, step)
-        if _macs_ok(block, c, h, h):
+        if _macs_ok(block, c, h, h, max_macs):
             break
     oh = ceil(h / block.stride)
     if rng.random() < 0.15:
@@ -173,7 +174,8 @@ def random_sample(rng: np.random.Generator, step: int = 32) -> Sample:
     return block_in_context(block, c, h, h, nxt, "random")
 
 
-def neighbour(sample: Sample, rng: np.random.Generator, source: str | None = None) -> Sample:
+def neighbour(sample: Sample, rng: np.random.Generator, source: str | None = None,
+              max_macs: float = MAX_BLOCK_MACS) -> Sample:
     """A nearby shape: channels, resolution, kernel or expansion nudged, context kept."""
     source = source or sample.source
     arch = sample.arch
@@ -206,7 +208,7 @@ def neighbour(sample: Sample, rng: np.random.Generator, source: str | None = Non
             if isinstance(nxt, BlockSpec) and nxt.type != "conv" and nxt.stride == 1 \
                     and nxt.out == block.out:
                 nxt = replace(nxt, out=out)  # keep the successor's residual
-            if not _macs_ok(new_block, c2, h2, h2):
+            if not _macs_ok(new_block, c2, h2, h2, max_macs):
                 continue
             return block_in_context(new_block, c2, h2, h2, nxt, source)
         except ValueError:

@@ -1,0 +1,64 @@
+"""DVC stage ``microbench`` (and ``microbench_cpu``): measure sampled units on a backend.
+
+Writes ``data/microbench/<hw>.parquet`` (every raw repeat), where ``<hw>`` is the spec
+name for the ``sim`` backend and ``cpu`` for the host CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from rich.progress import Progress
+
+from hardware.spec import load_spec
+from hwnas.estimator.microbench import MicrobenchConfig, run_microbench
+from hwnas.estimator.train import config_from
+from hwnas.params import load_params, section
+
+DATA = Path("data/microbench")
+
+
+def params_for(backend: str, params: dict | None = None) -> dict:
+    """The ``microbench`` section, with its ``cpu:`` overrides for the cpu backend."""
+    p = section(params or load_params(), "microbench")
+    overrides = p.pop("cpu", {}) or {}
+    if backend == "cpu":
+        p.update(overrides)
+    p["backend"] = backend
+    return p
+
+
+def table_path(backend: str, spec_name: str) -> Path:
+    return DATA / f"{spec_name if backend == 'sim' else 'cpu'}.parquet"
+
+
+def run(backend: str, params: dict | None = None) -> Path:
+    p = params_for(backend, params)
+    spec = load_spec(p["hardware"])
+    cfg = config_from(MicrobenchConfig, p)
+    out = table_path(backend, spec.name)
+    start = time.monotonic()
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"microbench {backend} on {spec.name if backend == 'sim' else 'cpu'}",
+                            total=cfg.samples)
+        table = run_microbench(cfg, spec, progress=lambda n: bar.advance(task, n),
+                               log=bar.console.print)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(out, index=False)
+    summary = {"backend": backend, "units": int(table["sample"].nunique()), "rows": len(table),
+               "seconds": round(time.monotonic() - start, 1),
+               "by_kind": table.groupby("kind")["sample"].nunique().to_dict()}
+    print(json.dumps(summary))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--backend", choices=("sim", "cpu"), default="sim")
+    run(ap.parse_args(argv).backend)
+
+
+if __name__ == "__main__":
+    main()
