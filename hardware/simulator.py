@@ -2,7 +2,9 @@
 
 Dense conv, 1x1 conv and FC are lowered to a GEMM (M = output pixels, N = output
 channels, K = k*k*in) on an output-stationary R x C MAC array, costing
-``ceil(M/R) * ceil(N/C) * (K + R + C - 2)`` cycles: SCALE-Sim's own count.
+``ceil(M/R) * ceil(N/C) * (K + R + C - 2)`` cycles: SCALE-Sim's own count (the rows
+of its demand matrices, one per cycle; its report's "Total Cycles" is that minus 1,
+being the 0-based index of the last cycle; see tests/test_scalesim.py).
 Depthwise, pooling and elementwise ops run on the vector unit (channels across
 lanes), or depthwise as per-channel GEMMs when the spec says ``depthwise_on: array``.
 A kernel costs ``max(compute, DRAM bytes / bandwidth) + launch overhead``; a model
