@@ -1,0 +1,397 @@
+"""Single-shot weight-sharing supernet over a ``SearchSpace``.
+
+Every block position owns the largest weights its choices need (one set per block
+type) and slices them: output/input channels take the first N, a smaller kernel is
+the center crop of the largest, depth is the first blocks of each stage. The
+architecture is an argument of ``forward(x, arch)``; nothing is set beforehand.
+
+    supernet = SuperNet(space)
+    logits = supernet(x, arch)                  # any arch the space can sample
+    net = extract_subnet(supernet, arch)        # a standalone ``build_model(arch)``
+    recalibrate_bn(net, loader)                 # BN statistics for that subnet alone
+
+BatchNorm: each dynamic conv owns one BN of its largest width; a subnet uses the
+first channels of its affine parameters and running statistics. Running statistics
+collected while training many subnets are a mixture, so an extracted subnet needs
+``recalibrate_bn`` before its accuracy means anything. In eval mode the supernet
+and the extracted subnet compute the same function (same weights, same statistics).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, replace
+from itertools import product
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead, InputSpec, StemSpec, validate
+from hwnas.model import ConvBNAct, Network, build_model
+from hwnas.space import SearchSpace, StageChoices
+
+STEM_KERNEL = 3  # SearchSpace.sample always draws a 3x3 stem
+
+
+class SupernetError(ValueError):
+    """An architecture the supernet cannot run; the message names the block and field."""
+
+
+# ---- the space as data (stored with the weights so a checkpoint rebuilds alone) ----------
+
+
+def space_to_json(space: SearchSpace) -> dict:
+    return asdict(space)
+
+
+def space_from_json(data: dict) -> SearchSpace:
+    t = lambda v: tuple(v) if v is not None else None  # noqa: E731
+    return SearchSpace(
+        name=data["name"], input=InputSpec(**data["input"]),
+        stem_channels=t(data["stem_channels"]),
+        stages=tuple(StageChoices(**{k: t(v) if isinstance(v, list) else v for k, v in s.items()})
+                     for s in data["stages"]),
+        head=ClassificationHead(**data["head"]), stem_stride=data["stem_stride"],
+        depth_multipliers=t(data.get("depth_multipliers")))
+
+
+def _depth_vectors(space: SearchSpace) -> list[tuple[int, ...]]:
+    """Every per-stage depth combination the space allows (ordered, unique)."""
+    seen: dict[tuple[int, ...], None] = {}
+    for m in space.depth_multipliers or (None,):
+        for combo in product(*(space.stage_depths(s, m) for s in space.stages)):
+            seen.setdefault(combo)
+    return list(seen)
+
+
+def _extreme_arch(space: SearchSpace, largest: bool) -> ArchSpec:
+    pick = max if largest else min
+    # fused_ibn has the most MACs at equal dims, ibn the fewest
+    order = ("ibn", "conv", "fused_ibn")
+    blocks = []
+    depths = pick(_depth_vectors(space), key=sum)
+    for stage, depth in zip(space.stages, depths):
+        kind = pick(stage.types, key=lambda t: order.index(t) if t in order else 0)
+        out = pick(stage.channels)
+        for j in range(depth):
+            blocks.append(BlockSpec(kind, pick(stage.kernels), out, stage.stride if j == 0 else 1,
+                                    1 if kind == "conv" else pick(stage.expands)))
+    arch = ArchSpec(stem=StemSpec(pick(space.stem_channels), STEM_KERNEL, space.stem_stride),
+                    blocks=tuple(blocks), head=space.head, input=space.input,
+                    name="largest" if largest else "smallest")
+    return validate(arch)
+
+
+def largest_arch(space: SearchSpace) -> ArchSpec:
+    """Deepest, widest, largest kernel and expansion; ``fused_ibn`` where allowed."""
+    return _extreme_arch(space, True)
+
+
+def smallest_arch(space: SearchSpace) -> ArchSpec:
+    """Shallowest, narrowest, smallest kernel and expansion; ``ibn`` where allowed."""
+    return _extreme_arch(space, False)
+
+
+# ---- dynamic ops -------------------------------------------------------------------------
+
+
+class DynamicConvBN(nn.Module):
+    """Conv (no bias) -> BN -> ReLU|identity owning the largest weight; ``forward``
+    slices the first ``cout`` (and input) channels and center-crops the kernel."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 1, depthwise: bool = False,
+                 act: bool = True):
+        super().__init__()
+        self.depthwise, self.act = depthwise, act
+        # nn.Conv2d for the same initialization as the static model's convs
+        self.conv = nn.Conv2d(cin, cout, kernel, groups=cin if depthwise else 1, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def weight(self, cin: int, cout: int, kernel: int) -> torch.Tensor:
+        w = self.conv.weight
+        big = w.shape[-1]
+        o = (big - kernel) // 2
+        return w[:cout, :1 if self.depthwise else cin, o:o + kernel, o:o + kernel]
+
+    def forward(self, x: torch.Tensor, cout: int, kernel: int = 1, stride: int = 1) -> torch.Tensor:
+        cin = x.shape[1]
+        w = self.weight(cin, cout, kernel)
+        if kernel != self.conv.weight.shape[-1]:
+            w = w.contiguous()
+        y = F.conv2d(x, w, None, stride, kernel // 2, 1, cin if self.depthwise else 1)
+        bn = self.bn
+        factor = 0.0
+        if self.training:
+            bn.num_batches_tracked.add_(1)
+            factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+        y = F.batch_norm(y, bn.running_mean[:cout], bn.running_var[:cout], bn.weight[:cout],
+                         bn.bias[:cout], self.training, factor, bn.eps)
+        return F.relu(y) if self.act else y
+
+    @torch.no_grad()
+    def export_to(self, target: ConvBNAct, cin: int, cout: int, kernel: int) -> None:
+        conv, bn = target[0], target[1]
+        conv.weight.copy_(self.weight(cin, cout, kernel))
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(bn, name).copy_(getattr(self.bn, name)[:cout])
+        bn.num_batches_tracked.copy_(self.bn.num_batches_tracked)
+
+
+class DynamicIBN(nn.Module):
+    def __init__(self, cin: int, out: int, mid: int, kernel: int):
+        super().__init__()
+        self.expand = DynamicConvBN(cin, mid)
+        self.dw = DynamicConvBN(mid, mid, kernel, depthwise=True)
+        self.project = DynamicConvBN(mid, out, act=False)
+
+    def forward(self, x: torch.Tensor, b: BlockSpec) -> torch.Tensor:
+        cin = x.shape[1]
+        mid = b.mid(cin)
+        h = self.expand(x, mid) if b.expand != 1 else x
+        y = self.project(self.dw(h, mid, b.kernel, b.stride), b.out)
+        return x + y if b.residual(cin) else y
+
+    def export_to(self, target: nn.Module, cin: int, b: BlockSpec) -> None:
+        mid = b.mid(cin)
+        if b.expand != 1:
+            self.expand.export_to(target.expand, cin, mid, 1)
+        self.dw.export_to(target.dw, mid, mid, b.kernel)
+        self.project.export_to(target.project, mid, b.out, 1)
+
+
+class DynamicFusedIBN(nn.Module):
+    def __init__(self, cin: int, out: int, mid: int, kernel: int):
+        super().__init__()
+        self.fused = DynamicConvBN(cin, mid, kernel)
+        self.project = DynamicConvBN(mid, out, act=False)
+
+    def forward(self, x: torch.Tensor, b: BlockSpec) -> torch.Tensor:
+        cin = x.shape[1]
+        y = self.project(self.fused(x, b.mid(cin), b.kernel, b.stride), b.out)
+        return x + y if b.residual(cin) else y
+
+    def export_to(self, target: nn.Module, cin: int, b: BlockSpec) -> None:
+        mid = b.mid(cin)
+        self.fused.export_to(target.fused, cin, mid, b.kernel)
+        self.project.export_to(target.project, mid, b.out, 1)
+
+
+class DynamicConvBlock(nn.Module):
+    def __init__(self, cin: int, out: int, mid: int, kernel: int):
+        super().__init__()
+        self.conv = DynamicConvBN(cin, out, kernel)
+
+    def forward(self, x: torch.Tensor, b: BlockSpec) -> torch.Tensor:
+        return self.conv(x, b.out, b.kernel, b.stride)
+
+    def export_to(self, target: nn.Module, cin: int, b: BlockSpec) -> None:
+        self.conv.export_to(target.conv, cin, b.out, b.kernel)
+
+
+DYNAMIC_BLOCKS: dict[str, type[nn.Module]] = {
+    "ibn": DynamicIBN, "fused_ibn": DynamicFusedIBN, "conv": DynamicConvBlock}
+
+
+class DynamicClassifierHead(nn.Module):
+    def __init__(self, cin: int, head: ClassificationHead):
+        super().__init__()
+        self.conv = DynamicConvBN(cin, head.features) if head.features else None
+        self.fc = nn.Linear(head.features or cin, head.classes)
+
+    def forward(self, x: torch.Tensor, head: ClassificationHead) -> torch.Tensor:
+        if self.conv is not None:
+            x = self.conv(x, head.features)
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return F.linear(x, self.fc.weight[:, :x.shape[1]], self.fc.bias)
+
+    @torch.no_grad()
+    def export_to(self, target: nn.Module, cin: int, head: ClassificationHead) -> None:
+        if self.conv is not None:
+            self.conv.export_to(target.conv, cin, head.features, 1)
+        target.fc.weight.copy_(self.fc.weight[:, :target.fc.in_features])
+        target.fc.bias.copy_(self.fc.bias)
+
+
+# ---- the supernet ------------------------------------------------------------------------
+
+
+class SuperNet(nn.Module):
+    """Weight-sharing supernet: ``stages[s][j][type]`` is block ``j`` of stage ``s``."""
+
+    def __init__(self, space: SearchSpace):
+        super().__init__()
+        self.space = space
+        self.max_depths = tuple(max(d) for d in zip(*_depth_vectors(space)))
+        self.stem_max = max(space.stem_channels)
+        self.stem = DynamicConvBN(space.input.channels, self.stem_max, STEM_KERNEL)
+        stages, cin = [], self.stem_max
+        self.mid_max: list[list[int]] = []
+        for stage, depth in zip(space.stages, self.max_depths):
+            out, kernel = max(stage.channels), max(stage.kernels)
+            blocks, mids = [], []
+            for j in range(depth):
+                c = cin if j == 0 else out
+                mid = max(1, round(c * max(stage.expands)))
+                mids.append(mid)
+                blocks.append(nn.ModuleDict({t: DYNAMIC_BLOCKS[t](c, out, mid, kernel)
+                                             for t in stage.types}))
+            stages.append(nn.ModuleList(blocks))
+            self.mid_max.append(mids)
+            cin = out
+        self.stages = nn.ModuleList(stages)
+        self.head = DynamicClassifierHead(cin, space.head)
+        self._plans: dict[ArchSpec, tuple[tuple[int, int], ...]] = {}
+
+    # -- which supernet position runs each block of ``arch`` --
+    def plan(self, arch: ArchSpec) -> tuple[tuple[int, int], ...]:
+        """(stage, index) of each block of ``arch``; SupernetError if it does not fit."""
+        key = replace(arch, name="")
+        if key not in self._plans:
+            self._plans[key] = self._plan(key)
+        return self._plans[key]
+
+    def _plan(self, arch: ArchSpec) -> tuple[tuple[int, int], ...]:
+        sp = self.space
+        if arch.input.channels != sp.input.channels:
+            raise SupernetError(f"input.channels: {arch.input.channels} != the supernet's "
+                                f"{sp.input.channels}")
+        if arch.head != sp.head:
+            raise SupernetError(f"head: {arch.head.encode()} != the supernet's {sp.head.encode()}")
+        if arch.stem.out > self.stem_max:
+            raise SupernetError(f"stem.out: {arch.stem.out} exceeds the supernet's {self.stem_max}")
+        if arch.stem.kernel > STEM_KERNEL:
+            raise SupernetError(f"stem.kernel: {arch.stem.kernel} exceeds {STEM_KERNEL}")
+        problem = f"blocks: {len(arch.blocks)} blocks match no depth combination of the space"
+        for depths in _depth_vectors(sp):
+            if sum(depths) != len(arch.blocks):
+                continue
+            try:
+                return self._fit(arch, depths)
+            except SupernetError as err:
+                problem = str(err)
+        raise SupernetError(problem)
+
+    def _fit(self, arch: ArchSpec, depths: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+        plan, i = [], 0
+        chans = arch.channels()
+        for s, (stage, depth) in enumerate(zip(self.space.stages, depths)):
+            for j in range(depth):
+                b, where = arch.blocks[i], f"blocks[{i}]"
+                stride = stage.stride if j == 0 else 1
+                if b.type not in stage.types:
+                    raise SupernetError(f"{where}.type: {b.type!r} is not a choice of stage {s} "
+                                        f"({', '.join(stage.types)})")
+                if b.stride != stride:
+                    raise SupernetError(f"{where}.stride: stage {s} block {j} has stride {stride}")
+                if b.kernel > max(stage.kernels):
+                    raise SupernetError(f"{where}.kernel: {b.kernel} exceeds stage {s}'s largest "
+                                        f"kernel {max(stage.kernels)}")
+                if b.out > max(stage.channels):
+                    raise SupernetError(f"{where}.out: {b.out} exceeds stage {s}'s widest "
+                                        f"{max(stage.channels)}")
+                if b.type != "conv" and b.mid(chans[i]) > self.mid_max[s][j]:
+                    raise SupernetError(f"{where}.expand: {b.expand:g} gives {b.mid(chans[i])} "
+                                        f"channels, more than the {self.mid_max[s][j]} held")
+                plan.append((s, j))
+                i += 1
+        return tuple(plan)
+
+    def forward(self, x: torch.Tensor, arch: ArchSpec) -> torch.Tensor:
+        plan = self.plan(arch)
+        x = self.stem(x, arch.stem.out, arch.stem.kernel, arch.stem.stride)
+        for (s, j), b in zip(plan, arch.blocks):
+            x = self.stages[s][j][b.type](x, b)
+        return self.head(x, arch.head)
+
+    def sample(self, rng) -> ArchSpec:
+        return self.space.sample(rng)
+
+    def largest(self) -> ArchSpec:
+        return largest_arch(self.space)
+
+    def smallest(self) -> ArchSpec:
+        return smallest_arch(self.space)
+
+
+def extract_subnet(supernet: SuperNet, arch: ArchSpec) -> Network:
+    """A standalone ``build_model(arch)`` holding the supernet's weights and BN
+    statistics for ``arch``; on the supernet's device, in the supernet's mode."""
+    plan = supernet.plan(arch)
+    device = next(supernet.parameters()).device
+    net = build_model(arch).to(device)
+    supernet.stem.export_to(net.stem, arch.input.channels, arch.stem.out, arch.stem.kernel)
+    for (s, j), b, cin, target in zip(plan, arch.blocks, arch.channels(), net.blocks):
+        supernet.stages[s][j][b.type].export_to(target, cin, b)
+    supernet.head.export_to(net.head, arch.last_channels, arch.head)
+    return net.train(supernet.training)
+
+
+# ---- BN recalibration and evaluation ----------------------------------------------------
+
+
+def _inputs(batch):
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader: Iterable, max_batches: int | None = None,
+                   forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> nn.Module:
+    """Reset every BatchNorm's running statistics and re-estimate them as the plain
+    average over ``loader``'s batches (``(x, y)`` pairs or tensors), in train mode
+    without gradients. ``forward`` replaces ``model(x)`` (e.g. ``lambda x:
+    supernet(x, arch)``). The model's mode and BN momenta are restored."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta, was_training = [m.momentum for m in bns], model.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    run = forward or model
+    try:
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            run(_inputs(batch))
+    finally:
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return model
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module | Callable, loader: Iterable) -> float:
+    """Top-1 accuracy in percent (eval mode when ``model`` is a module)."""
+    was_training = getattr(model, "training", False)
+    if isinstance(model, nn.Module):
+        model.eval()
+    correct = total = 0
+    for x, y in loader:
+        correct += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    if isinstance(model, nn.Module):
+        model.train(was_training)
+    return 100.0 * correct / max(1, total)
+
+
+def subnet_accuracy(supernet: SuperNet, arch: ArchSpec, calib_loader: Iterable,
+                    eval_loader: Iterable, calib_batches: int | None = None) -> float:
+    """Accuracy inherited from the supernet: extract, recalibrate BN, evaluate."""
+    net = extract_subnet(supernet, arch)
+    recalibrate_bn(net, calib_loader, calib_batches)
+    return accuracy(net, eval_loader)
+
+
+# ---- persistence: weights + the space, loadable with ``weights_only=True`` -------------
+
+
+def supernet_state(supernet: SuperNet) -> dict:
+    return {"space": space_to_json(supernet.space), "state_dict": supernet.state_dict()}
+
+
+def load_supernet(path, map_location: str | torch.device = "cpu") -> SuperNet:
+    """Rebuild a supernet from a file written by the ``train_supernet`` stage."""
+    data = torch.load(path, map_location=map_location, weights_only=True)
+    net = SuperNet(space_from_json(data["space"]))
+    net.load_state_dict(data["state_dict"])
+    return net.to(map_location)

@@ -1,0 +1,162 @@
+"""Training loops shared by the supernet stage, its proof and the benchmark.
+
+``sandwich_step``: one optimizer step over the largest subnet (ground truth), the
+smallest and ``num_random`` random subnets (soft targets from the largest: in-place
+distillation), gradients accumulated. ``train_step``: one plain step of a standalone
+model. Both use the same optimizer and per-step cosine schedule, so "the same
+budget" means the same epochs, batches, augmentation and learning rates.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwnas.arch import ArchSpec
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 6
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-5
+    warmup_epochs: float = 0.5
+    label_smoothing: float = 0.1
+    num_random: int = 2       # sandwich rule: random subnets per step besides largest/smallest
+    distill: bool = True      # in-place distillation from the largest subnet
+    max_shift: int = 2        # augmentation: random translation in pixels
+    grad_clip: float = 5.0    # 0 = off
+
+    @classmethod
+    def from_params(cls, params: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"train: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
+        return cls(**params)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum; no weight decay on BN parameters and biases."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}],
+                           lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+
+
+def lr_at(step: int, total_steps: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    """Linear warmup then cosine decay to zero, per step (so a resume needs only the step)."""
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, total_steps - warmup)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def distill_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student), batch mean."""
+    return F.kl_div(F.log_softmax(student_logits, 1), teacher_probs, reduction="batchmean")
+
+
+def _clip_and_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+    if cfg.grad_clip:
+        nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None],
+                                 cfg.grad_clip)
+    opt.step()
+
+
+def sandwich_step(supernet: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  archs: list[ArchSpec], opt: torch.optim.Optimizer, cfg: TrainConfig) -> dict:
+    """``archs[0]`` is the teacher (largest); the rest learn from its soft targets."""
+    opt.zero_grad(set_to_none=True)
+    logits = supernet(x, archs[0])
+    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    loss.backward()
+    teacher = F.softmax(logits.detach(), 1)
+    student_loss = 0.0
+    for arch in archs[1:]:
+        out = supernet(x, arch)
+        sl = distill_loss(out, teacher) if cfg.distill else F.cross_entropy(
+            out, y, label_smoothing=cfg.label_smoothing)
+        sl.backward()
+        student_loss += sl.item() / max(1, len(archs) - 1)
+    _clip_and_step(supernet, opt, cfg)
+    return {"loss_largest": loss.item(), "loss_students": student_loss,
+            "correct_largest": int((logits.argmax(1) == y).sum())}
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               opt: torch.optim.Optimizer, cfg: TrainConfig) -> dict:
+    opt.zero_grad(set_to_none=True)
+    logits = model(x)
+    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    loss.backward()
+    _clip_and_step(model, opt, cfg)
+    return {"loss": loss.item(), "correct": int((logits.argmax(1) == y).sum())}
+
+
+def sandwich_archs(supernet, rng: np.random.Generator, num_random: int) -> list[ArchSpec]:
+    """Largest, smallest and ``num_random`` random subnets (the sandwich rule)."""
+    return [supernet.largest(), supernet.smallest()] + [supernet.sample(rng)
+                                                        for _ in range(num_random)]
+
+
+def supernet_epoch(supernet: nn.Module, loader: Iterable, opt: torch.optim.Optimizer,
+                   cfg: TrainConfig, rng: np.random.Generator, step: int, total_steps: int,
+                   on_step: Callable[[int], None] | None = None) -> tuple[dict, int]:
+    """One epoch of sandwich training from global step ``step``; returns (metrics, next step)."""
+    supernet.train()
+    n_batches = len(loader)
+    sums = {"loss_largest": 0.0, "loss_students": 0.0}
+    correct = seen = 0
+    for x, y in loader:
+        set_lr(opt, lr_at(step, total_steps, n_batches, cfg))
+        out = sandwich_step(supernet, x, y, sandwich_archs(supernet, rng, cfg.num_random), opt, cfg)
+        for k in sums:
+            sums[k] += out[k] / n_batches
+        correct, seen, step = correct + out["correct_largest"], seen + len(y), step + 1
+        if on_step:
+            on_step(step)
+    return {**sums, "train_acc_largest": 100.0 * correct / max(1, seen)}, step
+
+
+def model_epoch(model: nn.Module, loader: Iterable, opt: torch.optim.Optimizer,
+                cfg: TrainConfig, step: int, total_steps: int,
+                on_step: Callable[[int], None] | None = None) -> tuple[dict, int]:
+    """One epoch of plain training (a subnet from scratch); returns (metrics, next step)."""
+    model.train()
+    n_batches = len(loader)
+    loss = 0.0
+    correct = seen = 0
+    for x, y in loader:
+        set_lr(opt, lr_at(step, total_steps, n_batches, cfg))
+        out = train_step(model, x, y, opt, cfg)
+        loss += out["loss"] / n_batches
+        correct, seen, step = correct + out["correct"], seen + len(y), step + 1
+        if on_step:
+            on_step(step)
+    return {"loss": loss, "train_acc": 100.0 * correct / max(1, seen)}, step
+
+
+def train_from_scratch(model: nn.Module, loader: Iterable, cfg: TrainConfig,
+                       on_step: Callable[[int], None] | None = None) -> nn.Module:
+    """``cfg.epochs`` epochs of plain training with the supernet's optimizer and schedule."""
+    opt = make_optimizer(model, cfg)
+    total, step = cfg.epochs * len(loader), 0
+    for _ in range(cfg.epochs):
+        _, step = model_epoch(model, loader, opt, cfg, step, total, on_step)
+    return model

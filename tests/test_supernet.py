@@ -1,0 +1,133 @@
+"""Supernet: exact subnet extraction, no hidden state, BN recalibration, sandwich
+training and checkpoint resume, on a tiny space and scikit-learn's digits."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hardware.spec import load_spec
+from hwnas.arch import ArchSpec, BlockSpec, StemSpec, validate
+from hwnas.space import SpaceConfig, curated_space
+from hwnas.supernet import (SuperNet, SupernetError, extract_subnet, largest_arch, load_supernet,
+                            recalibrate_bn, smallest_arch, supernet_state)
+from hwnas.training import TrainConfig, make_optimizer, sandwich_archs, sandwich_step
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convs: one thread avoids OpenMP barrier waits on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+TINY = SpaceConfig(resolution=16, in_channels=1, classes=10, head_features=32, stem_stride=2,
+                   stages=((32, 1, 2), (32, 2, 1), (64, 1, 2)), kernels=(3, 5, 7),
+                   expands=(1, 2, 3), depth_multipliers=(0.5, 1.0, 1.5), width_range=(0.5, 1.0))
+
+
+@pytest.fixture(scope="module")
+def space():
+    return curated_space(load_spec("neural-engine-32"), TINY)
+
+
+@pytest.fixture(scope="module")
+def supernet(space):
+    """A supernet whose BN running statistics are non-trivial (a few train-mode passes)."""
+    torch.manual_seed(0)
+    net = SuperNet(space)
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        for _ in range(3):
+            for arch in sandwich_archs(net, rng, 2):
+                net(torch.randn(8, 1, 16, 16), arch)
+    return net.eval()
+
+
+def _special_archs(space) -> list[ArchSpec]:
+    """Residual ibn with expand 1, residual fused_ibn, a cropped kernel, narrow widths."""
+    big = largest_arch(space)
+    blocks = (BlockSpec("ibn", 3, 32, 2, 1), BlockSpec("ibn", 5, 32, 1, 1),     # stage 0
+              BlockSpec("fused_ibn", 5, 32, 1, 2), BlockSpec("fused_ibn", 3, 32, 1, 3),
+              BlockSpec("ibn", 7, 32, 1, 2),                                       # stage 1
+              BlockSpec("ibn", 3, 64, 2, 3), BlockSpec("fused_ibn", 5, 64, 1, 1))  # stage 2
+    mixed = validate(ArchSpec(stem=StemSpec(32, 3, 2), blocks=blocks, head=big.head,
+                              input=big.input))
+    return [big, smallest_arch(space), mixed]
+
+
+def test_extracted_subnet_equals_supernet_in_eval_mode(space, supernet):
+    rng = np.random.default_rng(1)
+    archs = _special_archs(space) + [space.sample(rng) for _ in range(6)]
+    kinds = {(b.type, b.expand == 1, b.residual(c)) for a in archs
+             for b, c in zip(a.blocks, a.channels())}
+    assert {("ibn", True, True), ("fused_ibn", False, True), ("ibn", False, False)} <= kinds
+    x = torch.randn(4, 1, 16, 16)
+    with torch.no_grad():
+        for arch in archs:
+            net = extract_subnet(supernet, arch).eval()
+            assert (net(x) - supernet(x, arch)).abs().max() <= 1e-5, arch.encode()
+
+
+def test_forward_takes_the_arch_and_keeps_no_state(space, supernet):
+    x = torch.randn(2, 1, 16, 16)
+    a, b = largest_arch(space), smallest_arch(space)
+    with torch.no_grad():
+        first = supernet(x, a)
+        supernet(x, b)
+        assert torch.equal(first, supernet(x, a))
+
+
+def test_recalibration_is_consistent_between_supernet_and_subnet(space):
+    torch.manual_seed(0)
+    net = SuperNet(space)
+    arch = space.sample(np.random.default_rng(5))
+    batches = [(torch.randn(16, 1, 16, 16), None) for _ in range(3)]
+    sub = recalibrate_bn(extract_subnet(net, arch), batches).eval()
+    recalibrate_bn(net, batches, forward=lambda x: net(x, arch))
+    net.eval()
+    x = torch.randn(4, 1, 16, 16)
+    with torch.no_grad():
+        assert (sub(x) - net(x, arch)).abs().max() <= 1e-5
+    # the statistics are the plain average over the batches, not the initial ones
+    assert not torch.allclose(sub.stem[1].running_var, torch.ones_like(sub.stem[1].running_var))
+    assert not sub.training and sub.stem[1].momentum == 0.1
+
+
+def test_archs_that_do_not_fit_are_named(space, supernet):
+    big = largest_arch(space)
+    bad = validate(ArchSpec(stem=big.stem, input=big.input, head=big.head,
+                            blocks=(*big.blocks[:-1], BlockSpec("fused_ibn", 9, 64, 1, 3))))
+    with pytest.raises(SupernetError, match=r"blocks\[\d+\]\.kernel: 9 exceeds"):
+        supernet(torch.randn(1, 1, 16, 16), bad)
+    with pytest.raises(SupernetError, match="match no depth"):
+        supernet.plan(ArchSpec(stem=big.stem, input=big.input, head=big.head,
+                               blocks=big.blocks[:-1] * 3))
+
+
+def test_sandwich_step_trains_every_subnet_it_runs(space):
+    torch.manual_seed(0)
+    net = SuperNet(space)
+    cfg = TrainConfig(lr=0.05)
+    opt = make_optimizer(net, cfg)
+    x, y = torch.randn(16, 1, 16, 16), torch.randint(0, 10, (16,))
+    archs = sandwich_archs(net, np.random.default_rng(0), 2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    out = sandwich_step(net, x, y, archs, opt, cfg)
+    assert out["loss_largest"] > 0 and out["loss_students"] >= 0
+    changed = {k.split(".")[0] for k, v in net.state_dict().items()
+               if not torch.equal(v, before[k])}
+    assert {"stem", "stages", "head"} <= changed
+    # ibn weights of the first block (used only by the smallest/random subnets) got trained too
+    ibn = net.stages[0][0]["ibn"].dw.conv.weight
+    assert not torch.equal(ibn, before["stages.0.0.ibn.dw.conv.weight"])
+
+
+def test_state_round_trips_through_a_file(space, supernet, tmp_path):
+    torch.save(supernet_state(supernet), tmp_path / "s.pt")
+    loaded = load_supernet(tmp_path / "s.pt").eval()
+    x, arch = torch.randn(2, 1, 16, 16), space.sample(np.random.default_rng(2))
+    with torch.no_grad():
+        assert torch.equal(loaded(x, arch), supernet(x, arch))
