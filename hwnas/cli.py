@@ -307,7 +307,7 @@ def train_estimator(
     table: Annotated[Path, typer.Option(help="Microbenchmark parquet table.")],
     hardware: HardwareOpt = DEFAULT_SPEC,
     out: Annotated[Optional[Path], typer.Option(help="Estimator directory to write.")] = None,
-    n_estimators: Annotated[int, typer.Option(min=1, help="Boosting rounds per kind.")] = 600,
+    n_estimators: Annotated[int, typer.Option(min=1, help="Boosting rounds per kind.")] = 200,
 ):
     """Fit the per-kind LightGBM models on a microbenchmark table and save them."""
     from hwnas.estimator.microbench import MicrobenchError, read_table

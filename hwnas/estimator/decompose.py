@@ -15,7 +15,7 @@ Two groupings:
 """
 from __future__ import annotations
 
-from math import ceil
+from itertools import chain
 from typing import Iterable
 
 import numpy as np
@@ -108,7 +108,7 @@ def op_table(archs: Iterable[ArchSpec]) -> dict[str, np.ndarray]:
     rows: list = []
     for n, arch in enumerate(archs):
         _lower(arch, n, rows)
-    a = np.array(rows, dtype=np.int64).reshape(-1, 11)
+    a = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=11 * len(rows)).reshape(-1, 11)
     return dict(zip(("net", "unit", "role", "kind", "in_h", "in_w", "in_c", "out_c", "k", "s",
                      "skip_back"), a.T))
 

@@ -33,9 +33,9 @@ class EstimatorError(ValueError):
 
 @dataclass
 class TrainConfig:
-    n_estimators: int = 600
-    learning_rate: float = 0.05
-    num_leaves: int = 31
+    n_estimators: int = 200
+    learning_rate: float = 0.1
+    num_leaves: int = 15
     min_data_in_leaf: int = 5
     feature_fraction: float = 0.9
     bagging_fraction: float = 0.9
@@ -137,6 +137,24 @@ def save(models: dict, out_dir: Path, *, backend: str, grouping: str, features: 
     return manifest
 
 
+_BLOCK_CODES: dict = {}
+
+
+def fast_encode(arch: ArchSpec) -> str:
+    """``hwnas.arch.encode`` with block strings memoized (a batch repeats few blocks)."""
+    codes = _BLOCK_CODES
+    parts = []
+    for b in arch.blocks:
+        c = codes.get(b)
+        if c is None:
+            c = codes[b] = b.encode()
+        parts.append(c)
+    i, s = arch.input, arch.stem
+    body = "-".join([f"i{i.channels}x{i.height}x{i.width}", f"stem_k{s.kernel}_c{s.out}_s{s.stride}",
+                     *parts, arch.head.encode()])
+    return f"{arch.name}:{body}" if arch.name else body
+
+
 def _unit_name(unit: int, n_units: int) -> str:
     if unit == 0:
         return "stem"
@@ -152,6 +170,7 @@ class Estimator:
         self.grouping = manifest["grouping"]
         self.bytes_per_element = manifest["bytes_per_element"]
         self.ranges = {k: v["ranges"] for k, v in manifest["kinds"].items()}
+        self.threads = 0  # LightGBM's default: all cores
 
     @classmethod
     def load(cls, path: str | Path, spec: HardwareSpec | None = None) -> "Estimator":
@@ -215,9 +234,10 @@ class Estimator:
                 continue
             sub = df.loc[mask]
             # Identical kernels recur across networks: predict each distinct row once.
-            x = _log_frame(sub[self.features])
-            uniq, inverse = np.unique(x, axis=0, return_inverse=True)
-            pred[mask] = np.exp(self.models[kind].predict(uniq))[inverse.reshape(-1)]
+            key = pd.util.hash_pandas_object(sub[self.features], index=False).to_numpy()
+            _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+            x = _log_frame(sub[self.features].iloc[first])
+            pred[mask] = np.exp(self.models[kind].predict(x, num_threads=self.threads))[inverse]
             for f, (lo, hi) in self.ranges[kind].items():
                 v = sub[f].to_numpy()
                 outside[mask] |= (v < lo) | (v > hi)
@@ -263,7 +283,8 @@ class Estimator:
         records = []
         for i, a in enumerate(archs):
             lat = float(latency[i])
-            rec = {"name": a.name or encode(a), "arch": encode(a), "hardware": hw,
+            code = fast_encode(a)
+            rec = {"name": a.name or code, "arch": code, "hardware": hw,
                    "estimator": str(self.path),
                    "latency_ms": None if np.isnan(lat) else lat,
                    "macs": int(macs[i]), "flops": int(2 * macs[i]),

@@ -140,9 +140,24 @@ def _random_block(rng, c: int, h: int, step: int, residual_p: float = 0.4) -> Bl
     return BlockSpec(kind, kernel, out, stride, expand)
 
 
+def unit_macs(sample: Sample) -> int:
+    from hwnas.estimator.decompose import decompose
+
+    df = decompose([sample.arch], None, "block")
+    return int(df["macs"].to_numpy()[sample.unit])
+
+
 def random_sample(rng: np.random.Generator, step: int = 32,
                   max_macs: float = MAX_BLOCK_MACS) -> Sample:
-    """A unit with shapes drawn over the whole supported range."""
+    """A unit with shapes drawn over the whole supported range, at most ``max_macs``."""
+    for _ in range(50):
+        s = _random_sample(rng, step, max_macs)
+        if unit_macs(s) <= max_macs:
+            break
+    return s
+
+
+def _random_sample(rng: np.random.Generator, step: int, max_macs: float) -> Sample:
     r = rng.random()
     if r < 0.08:  # stem
         res = int(np.exp(rng.uniform(np.log(RESOLUTION[0]), np.log(RESOLUTION[1]))))
@@ -166,6 +181,12 @@ def random_sample(rng: np.random.Generator, step: int = 32,
         block = _random_block(rng, c, h, step)
         if _macs_ok(block, c, h, h, max_macs):
             break
+    while not _macs_ok(block, c, h, h, max_macs) and (h > RESOLUTION[0] or block.out > CHANNELS[0]
+                                                      or c > CHANNELS[0]):
+        # Shrink until it fits (halve resolution and channels, keeping a residual one).
+        c2 = max(CHANNELS[0], c // 2)
+        out = c2 if block.out == c else max(CHANNELS[0], block.out // 2)
+        h, c, block = max(RESOLUTION[0], h // 2), c2, replace(block, out=out)
     oh = ceil(h / block.stride)
     if rng.random() < 0.15:
         nxt = ClassificationHead(int(rng.choice((0, 1280))), 10)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -132,7 +133,7 @@ def flat_metrics(metrics: dict, prefix: str = "") -> dict:
     for k, v in metrics.items():
         if k.startswith("_"):
             continue
-        key = f"{prefix}{k}".replace("+", "_")
+        key = re.sub(r"[^A-Za-z0-9_./ :-]", "_", f"{prefix}{k}")
         if isinstance(v, dict):
             out.update(flat_metrics(v, key + "."))
         elif isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v):
