@@ -70,6 +70,34 @@ def scratch_accuracy(arch: ArchSpec, s: Setup) -> float:
     return accuracy(net, s.loader("test"))
 
 
+def scratch_results(archs: list[ArchSpec], s: Setup, cache_path: Path,
+                    on_done=None) -> dict[str, dict]:
+    """From-scratch accuracy per architecture string, trained now or read from the cache
+    (rows written with the same training params; one JSON line appended per subnet)."""
+    fp = fingerprint(s.params)
+    cached = {}
+    if cache_path.exists():
+        for line in cache_path.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("fingerprint") == fp:
+                cached[r["arch"]] = r
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    for arch in archs:
+        key = arch.with_name("").encode()
+        if key not in cached:
+            t = time.perf_counter()
+            acc = scratch_accuracy(arch, s)
+            cost = static_cost(arch)
+            cached[key] = {"arch": key, "fingerprint": fp, "scratch_acc": acc,
+                           "scratch_seconds": round(time.perf_counter() - t, 1),
+                           "macs": cost.macs, "params": cost.params}
+            with cache_path.open("a") as f:
+                f.write(json.dumps(cached[key]) + "\n")
+        if on_done:
+            on_done(cached[key])
+    return cached
+
+
 def main() -> None:
     from rich.progress import Progress
 
@@ -78,39 +106,22 @@ def main() -> None:
     params = load_params()
     pt, pe = section(params, "train_supernet"), section(params, "eval_supernet")
     s = setup(pt)
-    fp = fingerprint(pt)
     supernet = load_supernet(MODEL, s.device).eval()
     archs = spread_subnets(s.space, pe["subnets"], pe["candidates"], pe["seed"])
     OUT.mkdir(parents=True, exist_ok=True)
-    cache_path = OUT / "subnets.jsonl"
-    cached = {}
-    if cache_path.exists():
-        for line in cache_path.read_text().splitlines():
-            r = json.loads(line)
-            if r.get("fingerprint") == fp:
-                cached[r["arch"]] = r
     calib, test = s.calib_loader(), s.loader("test")
     rows, t0 = [], time.perf_counter()
-    with tracking.run("eval_supernet", {**pe, "train_fingerprint": fp},
+    with tracking.run("eval_supernet", {**pe, "train_fingerprint": fingerprint(pt)},
                       tags={"stage": "eval_supernet"}), Progress() as bar:
-        task = bar.add_task("subnets: inherited vs from scratch", total=len(archs))
+        task = bar.add_task("subnets: from scratch", total=len(archs))
+        scratch = scratch_results(archs, s, OUT / "subnets.jsonl",
+                                  on_done=lambda r: bar.update(task, advance=1))
         for i, arch in enumerate(archs):
-            key = arch.with_name("").encode()
+            row = scratch[arch.with_name("").encode()]
             inherited = subnet_accuracy(supernet, arch, calib, test, pt.get("calib_batches", 8))
-            if key not in cached:
-                t = time.perf_counter()
-                acc = scratch_accuracy(arch, s)
-                cost = static_cost(arch)
-                cached[key] = {"arch": key, "fingerprint": fp, "scratch_acc": acc,
-                               "scratch_seconds": round(time.perf_counter() - t, 1),
-                               "macs": cost.macs, "params": cost.params}
-                with cache_path.open("a") as f:
-                    f.write(json.dumps(cached[key]) + "\n")
-            row = {**cached[key], "inherited_acc": inherited, "name": arch.name or f"subnet{i}"}
-            rows.append(row)
+            rows.append({**row, "inherited_acc": inherited, "name": arch.name or f"subnet{i}"})
             tracking.log_metrics({"inherited_acc": inherited, "scratch_acc": row["scratch_acc"]},
                                  step=i)
-            bar.update(task, advance=1)
         metrics = rank_metrics(rows)
         metrics["seconds"] = round(time.perf_counter() - t0, 1)
         tracking.log_metrics(metrics)

@@ -131,3 +131,37 @@ def test_state_round_trips_through_a_file(space, supernet, tmp_path):
     x, arch = torch.randn(2, 1, 16, 16), space.sample(np.random.default_rng(2))
     with torch.no_grad():
         assert torch.equal(loaded(x, arch), supernet(x, arch))
+
+
+def _stage_params(epochs: int) -> dict:
+    return {"seed": 0, "hardware": "neural-engine-32", "device": "cpu", "calib_batches": 2,
+            "data": {"dataset": "digits", "resolution": 16, "val_fraction": 0.1,
+                     "test_fraction": 0.2},
+            "space": {"head_features": 32, "stem_stride": 2, "kernels": [3, 5], "expands": [1, 2],
+                      "stages": [[32, 1, 2], [32, 1, 1]], "depth_multipliers": [1.0, 2.0],
+                      "width_range": [0.5, 1.0]},
+            "train": {"epochs": epochs, "batch_size": 128, "num_random": 1, "lr": 0.1}}
+
+
+def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path):
+    from stages.train_supernet import setup, train
+
+    s = setup(_stage_params(2))
+    straight, summary = train(s, tmp_path / "a.pt", progress=False)
+    assert summary["epochs"] == 2 and summary["val_acc_largest"] > 30  # it learns digits
+
+    class Killed(Exception):
+        pass
+
+    def die(metrics, epoch):
+        raise Killed
+
+    with pytest.raises(Killed):
+        train(s, tmp_path / "b.pt", progress=False, log=die)  # dies after epoch 1's checkpoint
+    resumed, _ = train(s, tmp_path / "b.pt", progress=False)
+    for (k, v), w in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(v, w), k
+    # other params: the checkpoint is not reused
+    other = setup({**_stage_params(2), "seed": 1})
+    fresh, _ = train(other, tmp_path / "b.pt", progress=False)
+    assert not torch.equal(fresh.stem.conv.weight, straight.stem.conv.weight)
