@@ -54,10 +54,15 @@ def run(backend: str, params: dict | None = None) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+def parse_backend(argv: list[str] | None, description: str | None) -> str:
+    """``--backend sim|cpu`` from the command line (both estimator stages take it)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--backend", choices=("sim", "cpu"), default="sim")
-    run(ap.parse_args(argv).backend)
+    return ap.parse_args(argv).backend
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(parse_backend(argv, __doc__))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ and logs an MLflow run.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from hwnas.estimator.model import Estimator, TrainConfig, file_hash
 from hwnas.estimator.train import (EvalConfig, config_from, evaluate, flat_metrics, train,
                                    write_metrics)
 from hwnas.params import load_params, section
-from stages.microbench import params_for, table_path
+from stages.microbench import params_for, parse_backend, table_path
 
 MODELS = Path("models/estimator")
 RESULTS = Path("results/estimator")
@@ -63,9 +62,7 @@ def run(backend: str, params: dict | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--backend", choices=("sim", "cpu"), default="sim")
-    run(ap.parse_args(argv).backend)
+    run(parse_backend(argv, __doc__))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def truth_sim(archs: list[ArchSpec], spec) -> tuple[np.ndarray, pd.DataFrame]:
 
 
 def truth_cpu(archs: list[ArchSpec], repeats: int = 5, warmup: int = 2,
-              min_repeat_ms: float = 5.0, progress=None) -> np.ndarray:
+              min_repeat_ms: float = 5.0, progress=None, clock: str = "thread") -> np.ndarray:
     """Median measured latency (ms) of each whole PyTorch network on this CPU."""
     from hwnas.estimator.microbench import time_module
     from hwnas.model import build_model
@@ -58,7 +58,8 @@ def truth_cpu(archs: list[ArchSpec], repeats: int = 5, warmup: int = 2,
     out = np.empty(len(archs))
     for i, a in enumerate(archs):
         shape = (1, a.input.channels, a.input.height, a.input.width)
-        out[i] = float(np.median(time_module(build_model(a), shape, repeats, warmup, min_repeat_ms)))
+        out[i] = float(np.median(time_module(build_model(a), shape, repeats, warmup, min_repeat_ms,
+                                             clock)))
         if progress:
             progress(1)
     return out

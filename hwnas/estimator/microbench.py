@@ -23,8 +23,8 @@ import pandas as pd
 from hardware.spec import HardwareSpec
 from hwnas.arch import encode
 from hwnas.estimator.decompose import decompose, feature_names
-from hwnas.estimator.sampling import (Sample, network_samples, neighbour, random_sample,
-                                      space_configs, spaces_for)
+from hwnas.estimator.sampling import (MAX_BLOCK_MACS, Sample, network_samples, neighbour,
+                                      random_sample, space_configs, spaces_for)
 
 BACKENDS = ("sim", "cpu")
 GROUPING = {"sim": "kernel", "cpu": "block"}
@@ -44,17 +44,21 @@ class MicrobenchConfig:
     warmup: int = 2                # cpu: untimed calls first
     threads: int = 1               # cpu: torch.set_num_threads
     min_repeat_ms: float = 2.0     # cpu: one repeat loops the module for at least this long
+    clock: str = "thread"          # cpu: thread CPU time (robust to other load) or wall
     network_share: float = 0.6     # round 1: share of units cut from space networks (rest random)
     neighbours: int = 2            # nearby shapes per network unit
     adaptive_share: float = 0.25   # share of the budget for the adaptive round
     adaptive_top: float = 0.2      # round-1 samples with the highest error to resample around
-    max_block_macs: float = 4e9    # random shapes: largest block (MACs) worth measuring
+    calibration_networks: int = 0  # cpu: whole space networks timed to calibrate the unit sum
+    max_block_macs: float = MAX_BLOCK_MACS  # random shapes: largest unit (MACs) worth measuring
     seed: int = 0
     spaces: list = field(default_factory=lambda: [{"resolution": 32, "in_channels": 1}])
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise MicrobenchError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.clock not in CLOCKS:
+            raise MicrobenchError(f"clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
         if self.samples < 1 or self.repeats < 1:
             raise MicrobenchError("samples and repeats must be at least 1")
 
@@ -101,39 +105,68 @@ def unit_module(sample: Sample):
     return BLOCKS[block.type](a.stem.out, block), shape
 
 
-def time_module(module, shape, repeats: int, warmup: int = 2, min_repeat_ms: float = 2.0) -> list[float]:
+CLOCKS = {"thread": time.thread_time_ns, "wall": time.perf_counter_ns}
+
+
+def time_module(module, shape, repeats: int, warmup: int = 2, min_repeat_ms: float = 2.0,
+                clock: str = "thread") -> list[float]:
     """Milliseconds per call of ``module`` on a random input: ``repeats`` timed repeats,
-    each looping the call enough times to last ``min_repeat_ms``."""
+    each looping the call enough times to last ``min_repeat_ms``.
+
+    ``clock="thread"`` (the default) counts the CPU time of the calling thread, which with
+    one intra-op thread is all of the inference's work, and is not inflated when other
+    processes share the cores; ``"wall"`` is elapsed time."""
     import torch
 
+    now = CLOCKS[clock]
     module.eval()
     x = torch.randn(*shape)
     with torch.inference_mode():
-        t = time.perf_counter()
+        t = now()
         module(x)
-        per_call = time.perf_counter() - t
+        per_call = now() - t
         for _ in range(warmup):
-            t = time.perf_counter()
+            t = now()
             module(x)
-            per_call = min(per_call, time.perf_counter() - t)
-        inner = max(1, int(min_repeat_ms / 1e3 / max(per_call, 1e-7)))
+            per_call = min(per_call, now() - t)
+        inner = max(1, int(min_repeat_ms * 1e6 / max(per_call, 100)))
         times = []
         for _ in range(repeats):
-            t = time.perf_counter_ns()
+            t = now()
             for _ in range(inner):
                 module(x)
-            times.append((time.perf_counter_ns() - t) / inner / 1e6)
+            times.append((now() - t) / inner / 1e6)
     return times
 
 
 def measure_cpu(samples: list[Sample], rows: pd.DataFrame, repeats: int, warmup: int,
-                min_repeat_ms: float) -> np.ndarray:
+                min_repeat_ms: float, clock: str = "thread") -> np.ndarray:
     out = np.empty((len(rows), repeats))
     nets = rows["net"].to_numpy()
     for j, i in enumerate(nets):
         module, shape = unit_module(samples[i])
-        out[j] = time_module(module, shape, repeats, warmup, min_repeat_ms)
+        out[j] = time_module(module, shape, repeats, warmup, min_repeat_ms, clock)
     return out
+
+
+NETWORK_KIND = "network"  # rows timing a whole network (calibration), not a unit
+
+
+def measure_networks(archs, cfg: MicrobenchConfig, first_id: int, progress=None) -> pd.DataFrame:
+    """Whole PyTorch networks timed like the units: one row per network and repeat."""
+    from hwnas.model import build_model
+
+    rows = []
+    for n, a in enumerate(archs):
+        shape = (1, a.input.channels, a.input.height, a.input.width)
+        times = time_module(build_model(a), shape, cfg.repeats, cfg.warmup,
+                            cfg.min_repeat_ms, cfg.clock)
+        rows += [{"sample": first_id + n, "round": 3, "source": "calibration", "arch": encode(a),
+                  "role": -1, "kind": NETWORK_KIND, "kernel_index": 0, "repeat": r,
+                  "latency_ms": t} for r, t in enumerate(times)]
+        if progress:
+            progress(0)
+    return pd.DataFrame(rows)
 
 
 def set_threads(threads: int) -> None:
@@ -166,7 +199,7 @@ def measure(samples: list[Sample], cfg: MicrobenchConfig, spec: HardwareSpec | N
     if cfg.backend == "sim":
         lat = measure_sim(samples, rows, spec, cfg.repeats, cfg.noise, cfg.seed + first_id)
     else:
-        lat = measure_cpu(samples, rows, cfg.repeats, cfg.warmup, cfg.min_repeat_ms)
+        lat = measure_cpu(samples, rows, cfg.repeats, cfg.warmup, cfg.min_repeat_ms, cfg.clock)
     nets = rows["net"].to_numpy()
     rows = rows.drop(columns=["net"])
     rows.insert(0, "sample", nets + first_id)
@@ -256,7 +289,12 @@ def run_microbench(cfg: MicrobenchConfig, spec: HardwareSpec | None,
             table = pd.concat([table, *parts2], ignore_index=True)
         log(f"round 2 (adaptive around {len(worst)} worst units): "
             f"{table['sample'].nunique() - done} units")
-    table["role"] = table["role"].map({0: "stem", 1: "block", 2: "head"})
+    if cfg.calibration_networks and cfg.backend == "cpu":
+        nets = [spaces[i % len(spaces)].sample(rng) for i in range(cfg.calibration_networks)]
+        table = pd.concat([table, measure_networks(nets, cfg, int(table["sample"].max()) + 1,
+                                                   progress)], ignore_index=True)
+        log(f"calibration: {len(nets)} whole networks")
+    table["role"] = table["role"].map({0: "stem", 1: "block", 2: "head", -1: "network"})
     table["backend"] = cfg.backend
     return table
 

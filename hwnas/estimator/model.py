@@ -71,7 +71,7 @@ def fit_models(frame: pd.DataFrame, features: list[str], cfg: TrainConfig) -> di
               "deterministic": True, "num_threads": cfg.num_threads, "verbosity": -1,
               "linear_tree": cfg.linear_tree, "linear_lambda": 1e-3}
     for kind, part in frame.groupby("kind", sort=True):
-        if len(part) < MIN_ROWS:  # too few to fit: the kind stays unknown (flagged)
+        if kind == "network" or len(part) < MIN_ROWS:  # whole networks calibrate, not train  # too few to fit: the kind stays unknown (flagged)
             continue
         y = np.log(part["latency_ms"].to_numpy())
         p = dict(params, min_data_in_leaf=min(cfg.min_data_in_leaf, max(1, len(part) // 4)))
@@ -90,6 +90,34 @@ def predict_rows(models: dict, rows: pd.DataFrame, features: list[str]) -> np.nd
             mask = kinds == kind
             out[mask] = np.exp(models[kind].predict(_log_frame(rows.loc[mask, features])))
     return out
+
+
+def fit_calibration(frame: pd.DataFrame, models: dict, features: list[str],
+                    grouping: str, spec: HardwareSpec | None) -> dict | None:
+    """Whole-network latency = scale * (sum of unit predictions) + per_unit_ms * units,
+    least squares in relative error over the table's timed networks (``kind == network``).
+    A network run costs more than its units timed alone (caches, dispatch)."""
+    from hwnas.arch import decode
+
+    nets = frame[frame["kind"] == "network"]
+    if len(nets) < 5:
+        return None
+    archs = [decode(a) for a in nets["arch"]]
+    df = decompose(archs, spec, grouping)
+    pred = predict_rows(models, df, features)
+    total = np.bincount(df["net"].to_numpy(), weights=pred, minlength=len(archs))
+    units = np.bincount(df["net"].to_numpy(), minlength=len(archs)).astype(float)
+    true = nets["latency_ms"].to_numpy()
+    ok = np.isfinite(total) & (true > 0)
+    if ok.sum() < 5:  # networks with an unmodelled kind cannot calibrate
+        return None
+    total, units, true = total[ok], units[ok], true[ok]
+    a = np.stack([total / true, units / true], axis=1)
+    (scale, per_unit), *_ = np.linalg.lstsq(a, np.ones(len(true)), rcond=None)
+    before = np.sqrt(np.mean((total / true - 1) ** 2))
+    after = np.sqrt(np.mean(((scale * total + per_unit * units) / true - 1) ** 2))
+    return {"scale": float(scale), "per_unit_ms": float(per_unit), "networks": int(len(true)),
+            "rmspe_before": float(before), "rmspe_after": float(after)}
 
 
 def file_hash(path: Path) -> str:
@@ -113,7 +141,8 @@ def library_versions() -> dict:
 
 def save(models: dict, out_dir: Path, *, backend: str, grouping: str, features: list[str],
          frame: pd.DataFrame, spec: HardwareSpec | None, data_hash: str,
-         cfg: TrainConfig, bytes_per_element: int, host: dict | None = None) -> dict:
+         cfg: TrainConfig, bytes_per_element: int, host: dict | None = None,
+         calibration: dict | None = None) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kinds = {}
@@ -132,6 +161,7 @@ def save(models: dict, out_dir: Path, *, backend: str, grouping: str, features: 
         "bytes_per_element": bytes_per_element,
         "features": list(features), "kinds": kinds, "data_hash": data_hash,
         "train": asdict(cfg), "versions": library_versions(), "host": host or {},
+        "calibration": calibration,
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -171,6 +201,13 @@ class Estimator:
         self.bytes_per_element = manifest["bytes_per_element"]
         self.ranges = {k: v["ranges"] for k, v in manifest["kinds"].items()}
         self.threads = 0  # LightGBM's default: all cores
+        self.calibration = manifest.get("calibration") or {"scale": 1.0, "per_unit_ms": 0.0}
+
+    def _network_latency(self, df: pd.DataFrame, n: int) -> np.ndarray:
+        nets = df["net"].to_numpy()
+        total = np.bincount(nets, weights=df["pred_ms"].to_numpy(), minlength=n)
+        units = np.bincount(nets, minlength=n)
+        return self.calibration["scale"] * total + self.calibration["per_unit_ms"] * units
 
     @classmethod
     def load(cls, path: str | Path, spec: HardwareSpec | None = None) -> "Estimator":
@@ -264,9 +301,7 @@ class Estimator:
 
     def predict_latency(self, archs: list[ArchSpec]) -> np.ndarray:
         """Estimated latency (ms) of each network; NaN where a kernel kind has no model."""
-        df = self.kernel_frame(archs)
-        return np.bincount(df["net"].to_numpy(), weights=df["pred_ms"].to_numpy(),
-                           minlength=len(archs))
+        return self._network_latency(self.kernel_frame(archs), len(archs))
 
     def estimate(self, archs: list[ArchSpec], per_kernel: bool = False) -> list[dict]:
         """One record per network with the keys ``hwnas simulate --json`` prints
@@ -275,7 +310,7 @@ class Estimator:
         ops = op_table(archs)
         df = self.kernel_frame(archs, ops)
         nets = df["net"].to_numpy()
-        latency = np.bincount(nets, weights=df["pred_ms"].to_numpy(), minlength=len(archs))
+        latency = self._network_latency(df, len(archs))
         macs = np.bincount(nets, weights=df["macs"].to_numpy(), minlength=len(archs))
         params_b, peak_b = network_memory(archs, self.bytes_per_element, ops)
         reasons = self._reasons(df, archs) if df["out_of_range"].any() else {}

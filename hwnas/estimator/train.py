@@ -18,7 +18,8 @@ import pandas as pd
 from hardware.spec import HardwareSpec
 from hwnas.estimator.decompose import feature_names
 from hwnas.estimator.microbench import GROUPING, MicrobenchConfig
-from hwnas.estimator.model import (Estimator, TrainConfig, fit_models, save, training_frame)
+from hwnas.estimator.model import (Estimator, TrainConfig, fit_calibration, fit_models, save,
+                                   training_frame)
 
 
 def config_from(cls, params: dict):
@@ -43,10 +44,12 @@ def train(table: pd.DataFrame, spec: HardwareSpec | None, backend: str, cfg: Tra
     features = feature_names(model_spec)
     frame = training_frame(table)
     models = fit_models(frame, features, cfg)
+    calibration = fit_calibration(frame, models, features, grouping, model_spec)
+    units = frame[frame["kind"] != "network"]
     return save(models, out_dir, backend=backend, grouping=grouping, features=features,
-                frame=frame, spec=model_spec, data_hash=data_hash, cfg=cfg,
+                frame=units, spec=model_spec, data_hash=data_hash, cfg=cfg,
                 bytes_per_element=spec.bytes_per_element if model_spec is not None else 4,
-                host=host_info(threads) if backend == "cpu" else {})
+                host=host_info(threads) if backend == "cpu" else {}, calibration=calibration)
 
 
 @dataclass
@@ -58,6 +61,7 @@ class EvalConfig:
     warmup: int = 2
     min_repeat_ms: float = 5.0
     threads: int = 1
+    clock: str = "thread"     # cpu: the clock the microbenchmarks used
     spaces: list = field(default_factory=lambda: [{"resolution": 32, "in_channels": 1}])
 
 
@@ -91,8 +95,8 @@ def evaluate(est: Estimator, spec: HardwareSpec, backend: str, cfg: EvalConfig,
         from hwnas.estimator.microbench import set_threads
 
         set_threads(cfg.threads)
-        true = ev.truth_cpu(archs, cfg.repeats, cfg.warmup, cfg.min_repeat_ms, progress)
-        truth_name = f"measured on this CPU, {cfg.threads} thread(s)"
+        true = ev.truth_cpu(archs, cfg.repeats, cfg.warmup, cfg.min_repeat_ms, progress, cfg.clock)
+        truth_name = f"measured on this CPU, {cfg.threads} thread(s), {cfg.clock} clock"
     metrics["truth"] = truth_name
     metrics["network"] = ev.accuracy(pred, true)
     metrics["network"]["flops_spearman"] = ev.spearman(flops, true)
