@@ -28,3 +28,31 @@ def section(params: dict, name: str) -> dict:
     if name not in params:
         raise ParamsError(f"params.yaml: missing section '{name}'")
     return {**params["base"], **(params[name] or {})}
+
+
+def validate_params(params: dict) -> dict:
+    """Check every section before any stage runs: ``base`` here, and each stage
+    module's own ``parse_params(params)`` (stages/<name>.py) where it has one.
+    Raises ParamsError naming the key."""
+    import importlib
+
+    from hardware.spec import SpecError, load_spec
+
+    base = params["base"]
+    seed = base.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ParamsError(f"params.yaml: base.seed must be a non-negative integer, got {seed!r}")
+    try:
+        load_spec(base.get("hardware", ""))
+    except SpecError as err:
+        raise ParamsError(f"params.yaml: base.hardware: {err}") from None
+    for name in params:
+        if name == "base":
+            continue
+        try:
+            module = importlib.import_module(f"stages.{name}")
+        except ModuleNotFoundError:
+            continue
+        if hasattr(module, "parse_params"):
+            module.parse_params(params)
+    return params

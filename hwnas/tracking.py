@@ -10,6 +10,9 @@ from collections.abc import Iterator
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "hwnas"
+# Set by the pipeline flow for a stage's subprocess: the stage's own runs nest
+# under the flow's run for that stage.
+PARENT_ENV = "HWNAS_MLFLOW_PARENT_RUN_ID"
 
 
 def tracking_uri() -> str:
@@ -37,11 +40,14 @@ def _mlflow():
 def run(name: str, params: dict | None = None, tags: dict | None = None,
         nested: bool = False, experiment: str = EXPERIMENT) -> Iterator[object]:
     """An MLflow run tagged with the git commit (plus ``tags``); params logged
-    flat. The run ends FAILED if the body raises."""
+    flat. The run ends FAILED if the body raises. Outside any active run it nests
+    under the pipeline's stage run when the flow started this process."""
     mlflow = _mlflow()
     mlflow.set_experiment(experiment)
     all_tags = {"git_commit": git_commit(), **(tags or {})}
-    with mlflow.start_run(run_name=name, nested=nested, tags=all_tags) as active:
+    parent = None if nested or mlflow.active_run() else os.environ.get(PARENT_ENV)
+    with mlflow.start_run(run_name=name, nested=nested, tags=all_tags,
+                          parent_run_id=parent) as active:
         if params:
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         yield active

@@ -1,0 +1,116 @@
+"""The pipeline as a Prefect flow: one task per DVC stage, run in order with
+``dvc repro <stage>`` (DVC decides what is stale; Prefect caching stays off),
+retried on failure, with an MLflow parent run and a child run per stage."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Embedded defaults: Prefect's state in the project, a patient temporary server.
+os.environ.setdefault("PREFECT_HOME", str(Path(".prefect").resolve()))
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from prefect import flow, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from hwnas.lineage import lineage_tags  # noqa: E402
+from hwnas.params import load_params, validate_params  # noqa: E402
+from hwnas.tracking import EXPERIMENT, PARENT_ENV, _mlflow, git_commit  # noqa: E402
+
+STAGES = ("references", "microbench", "train_estimator", "train_supernet", "search", "extract",
+          "baseline", "evaluate")
+LOCK = Path(".hwnas-pipeline.lock")
+
+
+class PipelineBusy(RuntimeError):
+    """Another pipeline holds this workspace."""
+
+
+@contextlib.contextmanager
+def workspace_lock(wait: bool = False, poll_s: float = 2.0):
+    """One pipeline per workspace (DVC's own lock forbids two ``dvc repro``);
+    a second one waits for the first or stops with a clear message."""
+    with LOCK.open("a+") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not wait:
+                    handle.seek(0)
+                    owner = handle.read().strip() or "unknown"
+                    raise PipelineBusy(f"another pipeline is running in this workspace "
+                                       f"(pid {owner}); wait for it or use --wait") from None
+                time.sleep(poll_s)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def dvc_stages() -> list[str]:
+    import yaml
+
+    return list((yaml.safe_load(Path("dvc.yaml").read_text()) or {}).get("stages", {}))
+
+
+@task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def run_stage(stage: str, parent_run_id: str, spec_hash: str) -> str:
+    """``dvc repro <stage>`` under an MLflow child run; the stage's own runs nest in it."""
+    mlflow = _mlflow()
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    child = client.create_run(experiment, run_name=f"stage:{stage}",
+                              tags={"mlflow.parentRunId": parent_run_id, "stage": stage,
+                                    "git_commit": git_commit(),
+                                    "hardware_spec_hash": spec_hash})
+    run_id = child.info.run_id
+    env = {**os.environ, PARENT_ENV: run_id,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", stage], env=env)
+    for key, value in lineage_tags(stage, spec_hash).items():
+        client.set_tag(run_id, key, value)
+    client.set_terminated(run_id, "FINISHED" if proc.returncode == 0 else "FAILED")
+    if proc.returncode:
+        raise RuntimeError(f"stage {stage!r} failed (dvc repro exit {proc.returncode}); "
+                           "outputs of earlier stages are intact")
+    return run_id
+
+
+@flow(name="hwnas-pipeline")
+def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
+             wait: bool = False) -> str:
+    """Validate params, then run each stage in order. Returns the MLflow parent run id."""
+    from hardware.spec import load_spec
+
+    params = validate_params(load_params(params_path))  # before any stage runs
+    spec_hash = load_spec(params["base"]["hardware"]).spec_hash()
+    wanted = [s for s in (stages or STAGES) if s in dvc_stages()]
+    mlflow = _mlflow()
+    mlflow.set_experiment(EXPERIMENT)
+    client = mlflow.MlflowClient()
+    with workspace_lock(wait):
+        parent = client.create_run(client.get_experiment_by_name(EXPERIMENT).experiment_id,
+                                   run_name="pipeline",
+                                   tags={"git_commit": git_commit(),
+                                         "hardware_spec_hash": spec_hash,
+                                         "stages": ",".join(wanted)})
+        status = "FAILED"
+        try:
+            for stage in wanted:
+                run_stage(stage, parent.info.run_id, spec_hash)
+            status = "FINISHED"
+        finally:
+            client.set_terminated(parent.info.run_id, status)
+    return parent.info.run_id

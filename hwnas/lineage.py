@@ -1,0 +1,76 @@
+"""Lineage: which inputs (by content hash) made a stage's outputs, as MLflow tags,
+and the walk back from any run to the data, estimator, supernet and search behind it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+LOCK_FILE = Path("dvc.lock")
+
+
+def dvc_lock_hashes(stage: str, lock: Path = LOCK_FILE) -> dict[str, str]:
+    """``dvc.<dep path>`` -> content hash of each dependency and output of ``stage``
+    as recorded in dvc.lock (empty before the stage has run)."""
+    if not lock.exists():
+        return {}
+    data = yaml.safe_load(lock.read_text()) or {}
+    entry = (data.get("stages") or {}).get(stage) or {}
+    tags = {}
+    for kind in ("deps", "outs"):
+        for item in entry.get(kind) or ():
+            digest = item.get("md5") or item.get("hash") or item.get("checksum")
+            if digest:
+                tags[f"dvc.{kind}.{item['path']}"] = str(digest)
+    return tags
+
+
+def lineage_tags(stage: str, spec_hash: str | None = None) -> dict[str, str]:
+    from hwnas.tracking import git_commit
+
+    tags = {"git_commit": git_commit(), "stage": stage, **dvc_lock_hashes(stage)}
+    if spec_hash:
+        tags["hardware_spec_hash"] = spec_hash
+    return tags
+
+
+def describe(run_id: str) -> list[str]:
+    """Human-readable lineage of a run: itself, its ancestors, and the stage runs
+    beside it in the same pipeline run (data, estimator, supernet, search)."""
+    from mlflow.tracking import MlflowClient
+
+    from hwnas.tracking import _mlflow
+
+    _mlflow()
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    lines = [_run_line(run, "")]
+    lines += [f"    {k} = {v}" for k, v in sorted(run.data.params.items())]
+    lines += [f"    tag {k} = {v}" for k, v in sorted(run.data.tags.items())
+              if not k.startswith("mlflow.")]
+    chain = []
+    parent_id = run.data.tags.get("mlflow.parentRunId")
+    while parent_id:
+        parent = client.get_run(parent_id)
+        chain.append(parent)
+        parent_id = parent.data.tags.get("mlflow.parentRunId")
+    for depth, parent in enumerate(chain, 1):
+        lines.append(_run_line(parent, "  " * depth + "<- "))
+    top = chain[-1] if chain else run
+    siblings = client.search_runs(
+            [top.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{top.info.run_id}'",
+            order_by=["attributes.start_time ASC"])
+    if siblings:
+        lines.append(f"stages of pipeline run {top.info.run_id}:")
+    for s in siblings:
+        lines.append(_run_line(s, "  - "))
+        lines += [f"      {k} = {v}" for k, v in sorted(s.data.tags.items())
+                  if k.startswith("dvc.") or k == "hardware_spec_hash"]
+    return lines
+
+
+def _run_line(run, prefix: str) -> str:
+    name = run.data.tags.get("mlflow.runName", run.info.run_name)
+    commit = run.data.tags.get("git_commit", "?")[:10]
+    return f"{prefix}{name} [{run.info.run_id}] {run.info.status} commit {commit}"

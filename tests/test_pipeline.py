@@ -1,0 +1,97 @@
+"""The Prefect flow over DVC stages with MLflow runs, in a throwaway DVC project."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from hwnas.params import ParamsError, validate_params
+
+
+@pytest.fixture()
+def project(tmp_path, monkeypatch):
+    """A DVC project with two stages: `first` writes a file, `second` copies it
+    (or fails when params say so)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], check=True)
+    (tmp_path / "params.yaml").write_text("base: {seed: 0, hardware: neural-engine-32}\n"
+                                          "second: {fail: false}\n")
+    (tmp_path / "dvc.yaml").write_text(textwrap.dedent("""
+        stages:
+          first:
+            cmd: python -c "open('a.txt','w').write('a')"
+            outs: [a.txt]
+          second:
+            cmd: python -c "import yaml,sys; p=yaml.safe_load(open('params.yaml'));
+              sys.exit(3) if p['second']['fail'] else open('b.txt','w').write(open('a.txt').read())"
+            deps: [a.txt]
+            params: [second]
+            outs: [b.txt]
+    """))
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _runs():
+    from hwnas.tracking import _mlflow
+
+    mlflow = _mlflow()
+    return mlflow.search_runs(experiment_names=["hwnas"], output_format="list")
+
+
+def test_flow_runs_stages_in_order_with_mlflow_lineage(project, harness):
+    from flows.pipeline import pipeline
+
+    run_id = pipeline(stages=["first", "second"])
+    assert (project / "b.txt").read_text() == "a"
+    runs = {r.info.run_name: r for r in _runs()}
+    assert runs["pipeline"].info.run_id == run_id and runs["pipeline"].info.status == "FINISHED"
+    child = runs["stage:second"]
+    assert child.data.tags["mlflow.parentRunId"] == run_id
+    assert "dvc.deps.a.txt" in child.data.tags and "git_commit" in child.data.tags
+    assert child.data.tags["hardware_spec_hash"]
+    # a second run has nothing to do: DVC decides, Prefect does not cache
+    before = (project / "b.txt").stat().st_mtime_ns
+    pipeline(stages=["first", "second"])
+    assert (project / "b.txt").stat().st_mtime_ns == before
+
+
+def test_failing_stage_marks_runs_failed_and_keeps_earlier_outputs(project, harness):
+    from flows.pipeline import pipeline
+
+    (project / "params.yaml").write_text("base: {seed: 0, hardware: neural-engine-32}\n"
+                                         "second: {fail: true}\n")
+    with pytest.raises(RuntimeError, match="stage 'second' failed"):
+        pipeline(stages=["first", "second"])
+    assert (project / "a.txt").read_text() == "a"
+    status = {r.info.run_name: r.info.status for r in _runs()}
+    assert status["pipeline"] == "FAILED" and status["stage:second"] == "FAILED"
+    assert status["stage:first"] == "FINISHED"
+
+
+def test_second_pipeline_in_the_workspace_stops_clearly(project):
+    from flows.pipeline import PipelineBusy, workspace_lock
+
+    with workspace_lock():
+        with pytest.raises(PipelineBusy, match="another pipeline is running"):
+            with workspace_lock():
+                pass
+    with workspace_lock():  # released after the first finished
+        pass
+
+
+@pytest.mark.parametrize("base, message", [
+    ({"seed": -1, "hardware": "neural-engine-32"}, "base.seed"),
+    ({"seed": 0, "hardware": "warp-drive"}, "base.hardware"),
+])
+def test_invalid_params_name_the_key(base, message):
+    with pytest.raises(ParamsError, match=message):
+        validate_params({"base": base})
