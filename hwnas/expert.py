@@ -158,19 +158,26 @@ class RuleResult:
     memory_bytes: float
     latency_gain: float  # fraction saved by this rule, relative to before it
     memory_gain: float
-    arch: ArchSpec
+    arch: ArchSpec       # the network after this rule (and the kept ones before it)
+    kept: bool = True
 
 
-def apply_rules(arch: ArchSpec, rules: Sequence, cost: Cost) -> list[RuleResult]:
-    """Apply rules in order; each row says what that rule gained on top of the ones before."""
+def apply_rules(arch: ArchSpec, rules: Sequence, cost: Cost,
+                only_gains: bool = False) -> list[RuleResult]:
+    """Apply rules in order; each row says what that rule gained on top of the
+    ones before. With ``only_gains``, a rule that makes latency or memory worse is
+    reported but not kept."""
     (lat, mem), = cost([arch])
     results = []
     for rule in rules:
         new = rule.apply(arch, cost)
         (new_lat, new_mem), = cost([new])
+        kept = not only_gains or (new_lat <= lat and new_mem <= mem)
         results.append(RuleResult(rule_to_json(rule), new_lat, new_mem,
-                                  1 - new_lat / lat, 1 - new_mem / mem, new))
-        arch, lat, mem = new, new_lat, new_mem
+                                  1 - new_lat / lat, 1 - new_mem / mem,
+                                  new if kept else arch, kept))
+        if kept:
+            arch, lat, mem = new, new_lat, new_mem
     return results
 
 
