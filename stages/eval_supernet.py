@@ -70,11 +70,18 @@ def scratch_accuracy(arch: ArchSpec, s: Setup) -> float:
     return accuracy(net, s.loader("test"))
 
 
+def scratch_fingerprint(params: dict) -> str:
+    """What a from-scratch result depends on: seed, data and the training budget (not the
+    sandwich-only knobs), so changing the supernet's sampling keeps the cached runs."""
+    train = {k: v for k, v in params["train"].items() if k not in ("num_random", "distill")}
+    return fingerprint({"seed": params["seed"], "data": params["data"], "train": train})
+
+
 def scratch_results(archs: list[ArchSpec], s: Setup, cache_path: Path,
                     on_done=None) -> dict[str, dict]:
     """From-scratch accuracy per architecture string, trained now or read from the cache
     (rows written with the same training params; one JSON line appended per subnet)."""
-    fp = fingerprint(s.params)
+    fp = scratch_fingerprint(s.params)
     cached = {}
     if cache_path.exists():
         for line in cache_path.read_text().splitlines():
