@@ -228,10 +228,31 @@ def test_cpu_backend_times_real_modules():
     times = time_module(module, shape, repeats=3, warmup=1, min_repeat_ms=0.1)
     assert len(times) == 3 and min(times) > 0
     cfg = MicrobenchConfig(backend="cpu", samples=6, repeats=2, warmup=1, min_repeat_ms=0.1,
-                           spaces=SPACES[:1], adaptive_share=0, max_block_macs=2e6)
+                           spaces=SPACES[:1], adaptive_share=0, max_block_macs=2e6,
+                           calibration_networks=1)
     table = run_microbench(cfg, None)
     assert (table.groupby("sample").size() == 2).all()  # one row per unit and repeat
-    assert table["kind"].str.contains("conv").all() and (table["latency_ms"] > 0).all()
+    assert table["kind"].str.contains("conv|network").all() and (table["latency_ms"] > 0).all()
+    assert (table["kind"] == "network").sum() == 2  # one whole network, two repeats
+
+
+def test_calibration_fits_network_overhead():
+    """Whole-network latency = scale * sum of units + per-unit overhead, fitted by least squares."""
+    from hwnas.estimator.model import fit_calibration
+
+    class Fixed:  # a "model" predicting 1 ms per unit
+        def predict(self, x, **kw):
+            return np.zeros(len(x))
+
+    archs = [reference(n) for n in REFERENCES]
+    df = decompose(archs, None, "block")
+    units = np.bincount(df["net"])
+    frame = pd.DataFrame({"kind": "network", "arch": [encode(a) for a in archs],
+                          "latency_ms": 1.2 * units + 0.05 * units})
+    models = {k: Fixed() for k in df["kind"].astype(str).unique()}
+    cal = fit_calibration(frame, models, feature_names(None), "block", None)
+    assert cal["scale"] + cal["per_unit_ms"] == pytest.approx(1.25)
+    assert cal["rmspe_after"] < 1e-9
 
 
 def test_accuracy_metrics():

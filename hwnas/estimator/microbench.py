@@ -238,7 +238,8 @@ def adaptive_targets(table: pd.DataFrame, features: list[str], top: float, seed:
     fold = dict(zip(ids, rng.integers(2, size=len(ids))))
     f = frame["sample"].map(fold).to_numpy()
     pred = np.full(len(frame), np.nan)
-    cfg = TrainConfig(n_estimators=n_estimators, seed=seed)
+    # One thread: OpenMP threads spinning on a shared, busy machine slow the fit badly.
+    cfg = TrainConfig(n_estimators=n_estimators, seed=seed, num_threads=1)
     for k in (0, 1):
         models = fit_models(frame[f != k], features, cfg)
         test = frame[f == k]
@@ -276,10 +277,17 @@ def run_microbench(cfg: MicrobenchConfig, spec: HardwareSpec | None,
     table = pd.concat(parts, ignore_index=True)
     done = table["sample"].nunique()
     log(f"round 1: {done} units, {len(table)} rows in {time.monotonic() - start:.1f} s")
+    if cfg.calibration_networks and cfg.backend == "cpu":  # inside the time budget
+        nets = [spaces[i % len(spaces)].sample(rng) for i in range(cfg.calibration_networks)]
+        first_id = len(first) + cfg.samples  # ids past any round-2 sample
+        table = pd.concat([table, measure_networks(nets, cfg, first_id, progress)],
+                          ignore_index=True)
+        log(f"calibration: {len(nets)} whole networks")
     n2 = cfg.samples - done
     if n2 > 0 and cfg.adaptive_share > 0 and done >= 20:
         features = feature_names(spec if GROUPING[cfg.backend] == "kernel" else None)
-        worst = adaptive_targets(table, features, cfg.adaptive_top, cfg.seed)
+        worst = adaptive_targets(table[table["kind"] != NETWORK_KIND], features,
+                                 cfg.adaptive_top, cfg.seed)
         by_id = {i: s for i, s in zip(range(len(first)), first)}
         second = [neighbour(by_id[int(worst[i % len(worst)])], rng, "adaptive", cfg.max_block_macs)
                   for i in range(n2)]
@@ -288,12 +296,7 @@ def run_microbench(cfg: MicrobenchConfig, spec: HardwareSpec | None,
         if parts2:
             table = pd.concat([table, *parts2], ignore_index=True)
         log(f"round 2 (adaptive around {len(worst)} worst units): "
-            f"{table['sample'].nunique() - done} units")
-    if cfg.calibration_networks and cfg.backend == "cpu":
-        nets = [spaces[i % len(spaces)].sample(rng) for i in range(cfg.calibration_networks)]
-        table = pd.concat([table, measure_networks(nets, cfg, int(table["sample"].max()) + 1,
-                                                   progress)], ignore_index=True)
-        log(f"calibration: {len(nets)} whole networks")
+            f"{sum(p['sample'].nunique() for p in parts2)} units")
     table["role"] = table["role"].map({0: "stem", 1: "block", 2: "head", -1: "network"})
     table["backend"] = cfg.backend
     return table

@@ -261,22 +261,30 @@ class Estimator:
     def kernel_frame(self, archs: list[ArchSpec], ops=None) -> pd.DataFrame:
         """Decomposed kernels with a ``pred_ms`` column and an out-of-range flag."""
         df = decompose(archs, self.spec, self.grouping, ops=ops)
-        kinds = df["kind"].astype(str).to_numpy()
+        codes = df["kind"].cat.codes.to_numpy()
+        x_all = _log_frame(df[self.features])
+        col = {f: df[f].to_numpy() for f in {f for r in self.ranges.values() for f in r}}
         pred = np.full(len(df), np.nan)
         outside = np.zeros(len(df), bool)
-        for kind in np.unique(kinds):
-            mask = kinds == kind
+        rng = np.random.default_rng(0)
+        proj = rng.standard_normal(x_all.shape[1])
+        for code, kind in enumerate(df["kind"].cat.categories):
+            mask = codes == code
+            if not mask.any():
+                continue
             if kind not in self.models:
                 outside |= mask
                 continue
-            sub = df.loc[mask]
-            # Identical kernels recur across networks: predict each distinct row once.
-            key = pd.util.hash_pandas_object(sub[self.features], index=False).to_numpy()
-            _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-            x = _log_frame(sub[self.features].iloc[first])
-            pred[mask] = np.exp(self.models[kind].predict(x, num_threads=self.threads))[inverse]
+            x = x_all[mask]
+            # Identical kernels recur across networks: predict each distinct row once
+            # (rows keyed by a random projection, then checked equal).
+            _, first, inverse = np.unique(x @ proj, return_index=True, return_inverse=True)
+            if np.array_equal(x[first][inverse], x):
+                pred[mask] = np.exp(self.models[kind].predict(x[first], num_threads=self.threads))[inverse]
+            else:  # pragma: no cover - a projection collision
+                pred[mask] = np.exp(self.models[kind].predict(x, num_threads=self.threads))
             for f, (lo, hi) in self.ranges[kind].items():
-                v = sub[f].to_numpy()
+                v = col[f][mask]
                 outside[mask] |= (v < lo) | (v > hi)
         df["pred_ms"] = pred
         df["out_of_range"] = outside
