@@ -49,6 +49,10 @@ def _log_frame(x: pd.DataFrame) -> np.ndarray:
     return np.log1p(np.maximum(x.to_numpy(dtype=np.float64), 0.0))
 
 
+def _log_rows(x: np.ndarray) -> np.ndarray:
+    return np.log1p(np.maximum(x, 0.0))
+
+
 def training_frame(table: pd.DataFrame) -> pd.DataFrame:
     """One row per measured kernel: features plus the median latency over repeats."""
     keys = ["sample", "kernel_index"]
@@ -262,12 +266,15 @@ class Estimator:
         """Decomposed kernels with a ``pred_ms`` column and an out-of-range flag."""
         df = decompose(archs, self.spec, self.grouping, ops=ops)
         codes = df["kind"].cat.codes.to_numpy()
-        x_all = _log_frame(df[self.features])
+        x_all = df[self.features].to_numpy(dtype=np.float64)  # log1p'd per distinct row below
         col = {f: df[f].to_numpy() for f in {f for r in self.ranges.values() for f in r}}
         pred = np.full(len(df), np.nan)
         outside = np.zeros(len(df), bool)
-        rng = np.random.default_rng(0)
-        proj = rng.standard_normal(x_all.shape[1])
+        # Identical kernels recur across networks: predict each distinct row once. Rows are
+        # keyed by one random projection and checked by a second (a collision in both is
+        # practically impossible; then all rows of the kind are predicted).
+        proj = np.random.default_rng(0).standard_normal((x_all.shape[1], 2))
+        keys = x_all @ proj
         for code, kind in enumerate(df["kind"].cat.categories):
             mask = codes == code
             if not mask.any():
@@ -275,14 +282,15 @@ class Estimator:
             if kind not in self.models:
                 outside |= mask
                 continue
-            x = x_all[mask]
-            # Identical kernels recur across networks: predict each distinct row once
-            # (rows keyed by a random projection, then checked equal).
-            _, first, inverse = np.unique(x @ proj, return_index=True, return_inverse=True)
-            if np.array_equal(x[first][inverse], x):
-                pred[mask] = np.exp(self.models[kind].predict(x[first], num_threads=self.threads))[inverse]
+            rows = np.flatnonzero(mask)
+            k = keys[rows]
+            _, first, inverse = np.unique(k[:, 0], return_index=True, return_inverse=True)
+            booster = self.models[kind]
+            if np.array_equal(k[first, 1][inverse], k[:, 1]):
+                x = _log_rows(x_all[rows[first]])
+                pred[rows] = np.exp(booster.predict(x, num_threads=self.threads))[inverse]
             else:  # pragma: no cover - a projection collision
-                pred[mask] = np.exp(self.models[kind].predict(x, num_threads=self.threads))
+                pred[rows] = np.exp(booster.predict(_log_rows(x_all[rows]), num_threads=self.threads))
             for f, (lo, hi) in self.ranges[kind].items():
                 v = col[f][mask]
                 outside[mask] |= (v < lo) | (v > hi)
