@@ -32,12 +32,9 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+@pytest.fixture()
+def harness(prefect_harness):
+    yield
 
 
 def _runs():

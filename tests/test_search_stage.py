@@ -1,0 +1,94 @@
+"""Search objectives, the baseline, feasibility checks, summaries and multishot fan-out."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hardware.spec import load_spec
+from hwnas.profile import simulate_arch
+from hwnas.search.evolution import Constraints
+from hwnas.search.genome import from_arch
+from hwnas.search.objectives import (SearchInputError, baseline_arch, cheapest_archs,
+                                     check_feasible, make_evaluator, proxy_accuracy)
+from hwnas.space import SpaceConfig, curated_space
+from stages.search import parse_params, summarize
+
+SPEC = load_spec()
+CFG = SpaceConfig(head_features=64, stem_stride=2, stages=((32, 1, 2), (64, 2, 2), (96, 2, 1)),
+                  expands=(1, 2, 4), depth_multipliers=(0.5, 1.0, 1.5), width_range=(0.5, 1.0))
+SPACE = curated_space(SPEC, CFG)
+
+
+def estimate(archs):
+    return [{**simulate_arch(a, SPEC, per_kernel=False), "out_of_range": []} for a in archs]
+
+
+def test_baseline_is_mobilenetv2_like_and_in_the_space():
+    base = baseline_arch(SPACE, [32, 64, 96])
+    assert {b.type for b in base.blocks} == {"ibn"} and {b.kernel for b in base.blocks} == {3}
+    assert {b.expand for b in base.blocks} == {4}
+    assert [b.out for b in base.blocks] == [32, 64, 64, 96, 96]
+    from_arch(SPACE, base)  # the search can start from it
+
+
+def test_infeasible_constraints_stop_before_searching():
+    fastest = min(r["latency_ms"] for r in estimate(cheapest_archs(SPACE)))
+    check_feasible(SPACE, estimate, Constraints(max_latency_ms=fastest * 1.01))
+    with pytest.raises(SearchInputError, match="infeasible: search.max_latency_ms"):
+        check_feasible(SPACE, estimate, Constraints(max_latency_ms=fastest * 0.5))
+    with pytest.raises(SearchInputError, match="memory budget"):
+        check_feasible(SPACE, estimate, Constraints(max_memory_bytes=10))
+
+
+def test_evaluator_scores_batches_with_a_proxy():
+    x, y = torch.randn(16, 1, 32, 32), torch.randint(0, 10, (16,))
+    proxy = proxy_accuracy("naswot", x, y, seed=0)
+    rng = np.random.default_rng(0)
+    archs = [SPACE.sample(rng) for _ in range(3)]
+    rows = make_evaluator(lambda batch: [proxy(a) for a in batch], estimate)(archs)
+    assert [r["latency_ms"] for r in rows] == [e["latency_ms"] for e in estimate(archs)]
+    assert all(np.isfinite(r["accuracy"]) for r in rows)
+    assert proxy(archs[0]) == rows[0]["accuracy"]  # seeded: the same score again
+    with pytest.raises(SearchInputError, match="unknown proxy"):
+        proxy_accuracy("vibes", x, y, 0)
+
+
+def test_summary_figures():
+    df = pd.DataFrame({"arch": list("abcd"), "accuracy": [90.0, 91.0, 80.0, 89.5],
+                       "latency_ms": [1.0, 0.4, 0.1, 0.9], "memory_bytes": [100, 60, 20, 45],
+                       "feasible": True, "pareto": [False, True, True, True]})
+    base = {"accuracy": 90.0, "latency_ms": 1.0, "memory_bytes": 100}
+    s = summarize(df, base, None)
+    assert s["latency_reduction_at_baseline_accuracy"] == pytest.approx(0.6)
+    assert s["_fastest"] == "b" and s["_smallest"] == "d"
+    assert s["memory_reduction_within_budget"] == pytest.approx(0.55)
+
+
+@pytest.mark.parametrize("key, value", [("accuracy", "magic"), ("candidates", 0),
+                                        ("max_latency_ms", -1)])
+def test_search_params_are_checked(key, value):
+    from hwnas.params import ParamsError
+
+    params = {"base": {"seed": 0, "hardware": "neural-engine-32"},
+              "search": {"accuracy": "supernet", "candidates": 10, "population": 5,
+                         "calib_images": 8, "val_images": 8, "max_latency_ms": None,
+                         "memory_budget": None}}
+    parse_params(params)
+    params["search"][key] = value
+    with pytest.raises(ParamsError, match=f"search.{key}"):
+        parse_params(params)
+
+
+def test_multishot_fans_out_and_is_deterministic(prefect_harness):
+    from flows.multishot import multishot
+
+    rng = np.random.default_rng(1)
+    archs = [SPACE.sample(rng).encode() for _ in range(2)]
+    data = {"dataset": "digits", "resolution": 32, "val_fraction": 0.1, "test_fraction": 0.2}
+    train = {"epochs": 1, "batch_size": 64}
+    a = multishot(archs, data, train, seed=0, kind="threads")
+    b = multishot(archs, data, train, seed=0, kind="threads")
+    assert [r["arch"] for r in a] == archs
+    assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
+    with pytest.raises(ValueError, match="unknown kind"):
+        multishot(archs, data, train, kind="carrier-pigeon")
