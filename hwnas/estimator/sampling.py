@@ -46,11 +46,14 @@ class Sample:
 
 def space_configs(entries: list[dict]) -> list[SpaceConfig]:
     """params.yaml space entries -> SpaceConfig. ``stages: 32`` or ``224`` picks the
-    MobileNetV2-like base table for small or ImageNet-size inputs."""
+    MobileNetV2-like base table for small or ImageNet-size inputs; a list of
+    ``[channels, depth, stride]`` gives the table itself (e.g. the search's space)."""
     configs = []
     for e in entries:
         e = dict(e)
-        table = {32: BASE_STAGES_32, 224: BASE_STAGES_224}[int(e.pop("stages", 32))]
+        stages = e.pop("stages", 32)
+        table = (tuple(tuple(s) for s in stages) if isinstance(stages, list)
+                 else {32: BASE_STAGES_32, 224: BASE_STAGES_224}[int(stages)])
         for key in ("kernels", "expands", "types", "depth_multipliers", "width_range"):
             if key in e:
                 e[key] = tuple(e[key])
