@@ -1,0 +1,146 @@
+"""DVC stage ``extract``: the search's chosen networks as standalone, fine-tuned models.
+
+Reads ``results/search/pareto.json`` (the ``chosen`` entries named by
+``extract.chosen``, plus ``extract.pareto_extra`` further Pareto networks) and
+``models/supernet.pt``. Each network is extracted from the supernet, BN-recalibrated
+(its inherited test accuracy is recorded), fine-tuned ``extract.epochs`` epochs with
+the supernet's optimizer and schedule at ``extract.lr``, recalibrated again and
+tested. With ``extract.baseline`` the baseline architecture goes through the same
+recipe (``baseline-finetuned``): the like-for-like comparison.
+
+Writes ``models/subnets/<name>.pt`` (state dict + architecture string),
+``models/subnets/<name>.onnx`` (onnxruntime checked against PyTorch on test images;
+a difference above ``extract.onnx_tolerance`` is an error), and
+``results/extract/subnets.json`` (every record, the space, the data) + ``metrics.json``.
+"""
+from __future__ import annotations
+
+import os
+
+# Idle OpenMP threads sleep instead of spinning (see stages/train_supernet.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from hwnas.params import ParamsError, load_params, section
+
+PARETO = Path("results/search/pareto.json")
+SUPERNET = Path("models/supernet.pt")
+MODELS = Path("models/subnets")
+OUT = Path("results/extract")
+
+
+def parse_params(params: dict) -> dict:
+    p = section(params, "extract")
+    chosen = p.get("chosen")
+    if not isinstance(chosen, list) or not chosen or any(c not in ("latency", "memory")
+                                                         for c in chosen):
+        raise ParamsError("params.yaml: extract.chosen must be a non-empty list of "
+                          f"'latency' and/or 'memory', got {chosen!r}")
+    for key in ("pareto_extra", "epochs", "onnx_check_images"):
+        v = p.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ParamsError(f"params.yaml: extract.{key} must be a non-negative integer, "
+                              f"got {v!r}")
+    for key in ("lr", "onnx_tolerance"):
+        v = p.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise ParamsError(f"params.yaml: extract.{key} must be a positive number, got {v!r}")
+    if not isinstance(p.get("baseline"), bool):
+        raise ParamsError(f"params.yaml: extract.baseline must be true or false, "
+                          f"got {p.get('baseline')!r}")
+    return p
+
+
+def say(msg: str) -> None:
+    print(f"extract: {msg}", flush=True)
+
+
+def main() -> None:
+    from hardware.spec import load_spec
+    from hwnas import tracking
+    from hwnas.extract import (Data, ExtractError, FineTune, export_onnx, materialize,
+                               pick_subnets, read_pareto, save_subnet, search_record)
+    from hwnas.lineage import lineage_tags
+    from hwnas.search.objectives import baseline_arch
+    from hwnas.supernet import load_supernet, space_to_json
+    from stages.train_supernet import setup
+
+    params = load_params()
+    p = parse_params(params)
+    t_start = time.perf_counter()
+    try:
+        pareto = read_pareto(PARETO)
+        archs = pick_subnets(pareto, p["chosen"], p["pareto_extra"], source=str(PARETO))
+    except ExtractError as err:
+        raise SystemExit(f"extract: {err}") from None
+    if not SUPERNET.is_file():
+        raise SystemExit(f"extract: {SUPERNET}: not found; run the train_supernet stage first")
+    s = setup(section(params, "train_supernet"))
+    supernet = load_supernet(SUPERNET).eval()
+    if p["baseline"]:
+        widths = [c for c, _, _ in params["train_supernet"]["space"]["stages"]]
+        archs["baseline-finetuned"] = baseline_arch(supernet.space, widths).with_name("")
+    seed = p["seed"]
+    data = Data(train=lambda: s.loader("train", train=True, seed=seed), calib=s.calib_loader(),
+                test=s.loader("test"), train_config=s.train)
+    ft = FineTune(epochs=p["epochs"], lr=float(p["lr"]),
+                  calib_batches=int(params["train_supernet"].get("calib_batches", 8)))
+    check_x = s.splits.test.x[:max(1, p["onnx_check_images"])]
+    spec = load_spec(p["hardware"])
+    say(f"{len(archs)} networks ({', '.join(archs)}), {ft.epochs} fine-tuning epoch(s) each")
+
+    records, done = {}, {}
+    MODELS.mkdir(parents=True, exist_ok=True)
+    with tracking.run("extract", params={k: v for k, v in p.items()},
+                      tags=lineage_tags("extract", spec.spec_hash())):
+        for i, (name, arch) in enumerate(archs.items(), 1):
+            t0 = time.perf_counter()
+            key = arch.encode()
+            if key in done:  # the same network chosen twice: reuse, don't train again
+                net, rec = done[key]
+                rec = dict(rec)
+            else:
+                net, rec = materialize(supernet, arch, data, ft, seed,
+                                       log=lambda m, n=name: say(f"  {n}: {m}"))
+                done[key] = (net, rec)
+            rec.update({f"search_{k}": v for k, v in search_record(pareto, arch).items()})
+            save_subnet(net, arch, MODELS / f"{name}.pt", rec)
+            diff = export_onnx(net, MODELS / f"{name}.onnx", check_x)
+            rec.update(onnx_max_abs_diff=diff, test_images=len(s.splits.test))
+            if diff > p["onnx_tolerance"]:
+                raise SystemExit(f"extract: {MODELS / (name + '.onnx')}: onnxruntime differs from "
+                                 f"PyTorch by {diff:.2e} > extract.onnx_tolerance "
+                                 f"{p['onnx_tolerance']:g}")
+            records[name] = rec
+            say(f"[{i}/{len(archs)}] {name}: test {rec['accuracy']:.1f}% (inherited "
+                f"{rec['inherited_accuracy']:.1f}%), ONNX diff {diff:.1e}, "
+                f"{time.perf_counter() - t0:.0f} s")
+            tracking.log_metrics({f"{name}.accuracy": rec["accuracy"],
+                                  f"{name}.inherited_accuracy": rec["inherited_accuracy"],
+                                  f"{name}.onnx_max_abs_diff": diff})
+        seconds = time.perf_counter() - t_start
+        metrics = {"models": len(records), "seconds": round(seconds, 1),
+                   "onnx_max_abs_diff": max(r["onnx_max_abs_diff"] for r in records.values()),
+                   **{f"{n}_accuracy": r["accuracy"] for n, r in records.items()},
+                   **{f"{n}_inherited_accuracy": r["inherited_accuracy"]
+                      for n, r in records.items()}}
+        tracking.log_metrics(metrics)
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "subnets.json").write_text(json.dumps({
+        "hardware": spec.name, "finetune": {"epochs": ft.epochs, "lr": ft.lr},
+        "data": s.splits.summary(), "space": space_to_json(supernet.space),
+        "models": records}, indent=2) + "\n")
+    (OUT / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    say(f"done in {seconds:.0f} s -> {MODELS}/, {OUT / 'subnets.json'}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ParamsError as err:
+        sys.exit(f"extract: {err}")

@@ -1,0 +1,329 @@
+"""Extract, baseline and evaluate on a tiny space and scikit-learn's digits: the pure
+functions end to end, the ONNX export, the metrics keys and the bad-input errors."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hardware.spec import load_spec
+from hwnas.arch import ArchSpec, BlockSpec, StemSpec, validate
+from hwnas.data import Loader, load_dataset
+from hwnas.evaluate import (TARGETS, EvaluateError, ablation_table, build_metrics, measure,
+                            pareto_mask, plot, report, stage_depths, uses_depth_search,
+                            uses_fused)
+from hwnas.extract import (Data, ExtractError, FineTune, export_onnx, load_subnet, materialize,
+                           pick_subnets, read_pareto, save_subnet, search_record, train_scratch)
+from hwnas.search.objectives import baseline_arch
+from hwnas.space import SpaceConfig, curated_space
+from hwnas.supernet import SuperNet
+from hwnas.training import TrainConfig
+
+SPEC = "neural-engine-32"
+# two stages; depth multipliers give per-stage depths (1, 1), (1, 2), (2, 3)
+TINY = SpaceConfig(resolution=16, in_channels=1, classes=10, head_features=32, stem_stride=2,
+                   stages=((32, 1, 2), (64, 2, 1)), kernels=(3, 5), expands=(1, 2),
+                   depth_multipliers=(0.5, 1.0, 1.5), width_range=(0.5, 1.0))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec(SPEC)
+
+
+@pytest.fixture(scope="module")
+def space(spec):
+    return curated_space(spec, TINY)
+
+
+@pytest.fixture(scope="module")
+def supernet(space):
+    torch.manual_seed(0)
+    return SuperNet(space).eval()
+
+
+@pytest.fixture(scope="module")
+def data():
+    splits = load_dataset("digits", 16, 0, 0.1, 0.2)
+    cfg = TrainConfig(epochs=1, batch_size=128, lr=0.05, warmup_epochs=0.0)
+    return Data(train=lambda: Loader(splits.train, 128, shuffle=True, max_shift=1, seed=0,
+                                     drop_last=True),
+                calib=Loader(splits.train, 256, shuffle=True, seed=1),
+                test=Loader(splits.test, 256), train_config=cfg)
+
+
+def _arch(space, blocks) -> ArchSpec:
+    return validate(ArchSpec(stem=StemSpec(32, 3, 2), blocks=tuple(blocks), head=space.head,
+                             input=space.input))
+
+
+@pytest.fixture(scope="module")
+def archs(space):
+    base = baseline_arch(space, [32, 64]).with_name("")
+    fast = _arch(space, [BlockSpec("fused_ibn", 3, 32, 2, 1), BlockSpec("ibn", 3, 32, 1, 1)])
+    deep = _arch(space, [BlockSpec("ibn", 3, 32, 2, 2), BlockSpec("ibn", 3, 32, 1, 2),
+                         BlockSpec("ibn", 5, 64, 1, 1), BlockSpec("ibn", 3, 64, 1, 1),
+                         BlockSpec("ibn", 3, 64, 1, 1)])
+    return {"baseline": base, "fast": fast, "deep": deep}
+
+
+def _pareto(archs, latency="fast", memory="fast") -> dict:
+    row = lambda a, acc, lat, mem: {"arch": a.encode(), "accuracy": acc,  # noqa: E731
+                                    "latency_ms": lat, "memory_bytes": mem}
+    return {"hardware": SPEC, "accuracy_mode": "supernet",
+            "baseline": row(archs["baseline"].with_name("baseline"), 70.0, 0.05, 300000),
+            "chosen": {"latency": latency and archs[latency].encode(),
+                       "memory": memory and archs[memory].encode()},
+            "pareto": [row(archs["fast"], 75.0, 0.02, 100000),
+                       row(archs["deep"], 80.0, 0.04, 200000)]}
+
+
+# ---- reading the search's output ----------------------------------------------------------
+
+
+def test_missing_pareto_names_the_file(tmp_path):
+    with pytest.raises(ExtractError, match="pareto.json: not found"):
+        read_pareto(tmp_path / "pareto.json")
+
+
+def test_malformed_pareto_names_the_file_and_key(tmp_path):
+    path = tmp_path / "pareto.json"
+    path.write_text("{not json")
+    with pytest.raises(ExtractError, match=f"{path}: cannot read as JSON"):
+        read_pareto(path)
+    path.write_text(json.dumps({"baseline": {"arch": "x"}, "pareto": []}))
+    with pytest.raises(ExtractError, match="missing key 'chosen'"):
+        read_pareto(path)
+
+
+def test_null_choice_names_the_file_and_key(archs):
+    with pytest.raises(ExtractError, match=r"pareto.json: chosen.latency is null"):
+        pick_subnets(_pareto(archs, latency=None), ("latency", "memory"), source="pareto.json")
+    with pytest.raises(ExtractError, match=r"results/x.json: chosen.memory is null"):
+        pick_subnets(_pareto(archs, memory=None), ("memory",), source="results/x.json")
+    # only what is asked for must be present
+    assert list(pick_subnets(_pareto(archs, memory=None), ("latency",))) == ["latency"]
+
+
+def test_pick_subnets_adds_distinct_pareto_networks(archs):
+    picked = pick_subnets(_pareto(archs), ("latency", "memory"), extra=3)
+    assert list(picked) == ["latency", "memory", "pareto-1"]
+    assert picked["pareto-1"] == archs["deep"]           # "fast" is already chosen
+    assert search_record(_pareto(archs), archs["baseline"])["accuracy"] == 70.0
+
+
+def test_bad_arch_string_names_the_entry(archs):
+    p = _pareto(archs)
+    p["chosen"]["latency"] = "i1x16x16-nonsense"
+    with pytest.raises(ExtractError, match="chosen.latency"):
+        pick_subnets(p, ("latency",), source="pareto.json")
+
+
+# ---- extraction, fine-tuning, persistence, ONNX -------------------------------------------
+
+
+def test_materialize_save_load_and_onnx(supernet, archs, data, tmp_path):
+    net, rec = materialize(supernet, archs["fast"], data, FineTune(epochs=1, lr=0.05), seed=0)
+    assert 0.0 <= rec["inherited_accuracy"] <= 100.0 and 0.0 <= rec["accuracy"] <= 100.0
+    assert rec["accuracy"] > 20.0                       # one epoch on digits learns something
+    assert rec["arch"] == archs["fast"].encode() and rec["params"] > 0
+    save_subnet(net, archs["fast"], tmp_path / "fast.pt", rec)
+    again, arch = load_subnet(tmp_path / "fast.pt")
+    assert arch == archs["fast"]
+    x = next(iter(data.test))[0][:16]
+    with torch.no_grad():
+        assert torch.allclose(net(x), again(x), atol=1e-6)
+    diff = export_onnx(net, tmp_path / "fast.onnx", x)
+    assert (tmp_path / "fast.onnx").is_file()
+    assert diff < 1e-4
+
+
+def test_arch_outside_the_supernet_is_a_clear_error(supernet, space, data):
+    wide = _arch(space, [BlockSpec("ibn", 3, 96, 2, 1), BlockSpec("ibn", 3, 64, 1, 1)])
+    with pytest.raises(ExtractError, match="not in the supernet's space"):
+        materialize(supernet, wide, data, FineTune(epochs=0))
+
+
+def test_train_scratch_reports_budget(archs, data):
+    net, rec = train_scratch(archs["fast"], data, data.train_config, seed=0)
+    assert rec["epochs"] == 1 and 0.0 <= rec["accuracy"] <= 100.0
+
+
+# ---- evaluation ---------------------------------------------------------------------------
+
+
+def test_depth_and_fused_flags(space, archs):
+    assert stage_depths(archs["baseline"], space) == (1, 2)
+    assert not uses_depth_search(archs["baseline"], space)
+    assert uses_depth_search(archs["fast"], space)      # (1, 1): multiplier 0.5
+    assert uses_depth_search(archs["deep"], space)      # (2, 3): multiplier 1.5
+    assert uses_fused(archs["fast"]) and not uses_fused(archs["deep"])
+
+
+def test_measure_simulates_and_scores_the_estimator(spec, archs):
+    def estimate(items):  # a fake estimator 10% slow and exact on memory
+        from hwnas.profile import simulate_arch
+        return [{"latency_ms": 1.1 * (s := simulate_arch(a, spec, per_kernel=False))["latency_ms"],
+                 "memory_bytes": s["memory_bytes"], "out_of_range": []} for a in items]
+
+    out = measure(archs, spec, estimate)
+    for rec in out.values():
+        assert rec["latency_ms"] > 0 and rec["energy_mj"] > 0 and rec["memory_bytes"] > 0
+        assert rec["estimator_error"] == pytest.approx(0.1)
+        assert rec["estimator_memory_error"] == 0.0
+
+
+def _models(spec, archs, fast_acc=97.0):
+    sims = measure(archs, spec)
+    return {"latency": {**sims["fast"], "accuracy": fast_acc, "test_images": 1000},
+            "memory": {**sims["fast"], "accuracy": 96.0},
+            "baseline-scratch": {**sims["baseline"], "accuracy": 97.2},
+            "baseline-finetuned": {**sims["baseline"], "accuracy": 96.5}}
+
+
+def test_metrics_keys_and_targets(spec, archs):
+    models = _models(spec, archs)
+    m = build_metrics(models, ["baseline-scratch", "baseline-finetuned"])
+    for key in ("accuracy", "baseline_accuracy", "latency_ms", "baseline_latency_ms",
+                "latency_reduction", "memory_bytes", "baseline_memory_bytes",
+                "memory_reduction", "estimator_error", "energy_mj", "memory_model", "targets"):
+        assert key in m, key
+    assert m["baseline_accuracy"] == 97.2 and m["baseline_accuracy_source"] == "baseline-scratch"
+    assert m["latency_reduction"] == pytest.approx(1 - models["latency"]["latency_ms"]
+                                                   / models["baseline-scratch"]["latency_ms"])
+    assert 0 < m["latency_reduction"] < 1 and 0 < m["memory_reduction"] < 1
+    assert m["targets"]["latency_met"] == (m["latency_reduction"] >= TARGETS["latency_reduction"])
+    assert m["targets"]["memory_met"] is False          # 1.2 points below the baseline
+    assert math.isclose(m["accuracy_se"], 100 * math.sqrt(0.97 * 0.03 / 1000))
+    json.dumps(m)                                        # serializable as written
+    worse = build_metrics(_models(spec, archs, fast_acc=96.8), ["baseline-scratch"])
+    assert worse["targets"]["latency_met"] is False      # 0.4 points below
+
+
+def test_metrics_missing_model_is_named(spec, archs):
+    models = _models(spec, archs)
+    del models["memory"]
+    with pytest.raises(EvaluateError, match="'memory'"):
+        build_metrics(models, ["baseline-scratch"])
+    assert "memory_model" not in build_metrics(models, ["baseline-scratch"], memory_name=None)
+
+
+def test_ablation_table_restricts_the_candidates(spec, space, archs):
+    sims = measure(archs, spec)
+    cands = pd.DataFrame([
+        {"arch": archs["fast"].encode(), "accuracy": 72.0, "feasible": True,
+         "sim_latency_ms": sims["fast"]["latency_ms"]},
+        {"arch": archs["deep"].encode(), "accuracy": 71.0, "feasible": True,
+         "sim_latency_ms": sims["deep"]["latency_ms"]},
+        {"arch": archs["deep"].encode(), "accuracy": 99.0, "feasible": False,  # infeasible: out
+         "sim_latency_ms": 1e-6}])
+    base = {"arch": archs["baseline"].encode(), "accuracy": 70.0,
+            "sim_latency_ms": sims["baseline"]["latency_ms"]}
+    rows = {(r["fused_ibn_search"], r["depth_multiplier_search"]): r
+            for r in ablation_table(cands, base, space)}
+    assert rows[(False, False)]["is_baseline"] and rows[(False, False)]["latency_reduction"] == 0
+    assert rows[(True, True)]["arch"] == archs["fast"].encode()     # fused and shallower
+    assert rows[(True, True)]["latency_reduction"] > 0
+    no_fused = rows[(False, True)]
+    assert no_fused["arch"] in (archs["deep"].encode(), base["arch"])
+    # the full search is at least as good as any restriction
+    assert all(rows[(True, True)]["latency_reduction"] >= r["latency_reduction"]
+               for r in rows.values())
+    # a stricter accuracy bar leaves only the baseline
+    strict = ablation_table(cands.assign(accuracy=60.0), base, space)
+    assert all(r["is_baseline"] for r in strict)
+
+
+def test_pareto_mask():
+    assert pareto_mask([1, 2, 3, 2.5], [50, 60, 55, 70]) == [True, True, False, True]
+
+
+def test_report_and_plot(tmp_path, spec, space, archs):
+    models = _models(spec, archs)
+    m = build_metrics(models, ["baseline-scratch", "baseline-finetuned"])
+    cands = pd.DataFrame([{"arch": a.encode(), "accuracy": 70.0 + i, "feasible": True,
+                           "sim_latency_ms": models["latency"]["latency_ms"] * (1 + i)}
+                          for i, a in enumerate(archs.values())])
+    base = {"arch": archs["baseline"].encode(), "accuracy": 70.0,
+            "sim_latency_ms": models["baseline-scratch"]["latency_ms"]}
+    table = ablation_table(cands, base, space)
+    text = report(m, models, table, {"hardware": SPEC, "test_images": 1000, "dataset": "digits"})
+    assert "| fused-IBN search |" in text and "Targets" in text and "pareto.png" in text
+    plot(cands, base, models, ["baseline-scratch", "baseline-finetuned"], tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+# ---- the stages' bad input ----------------------------------------------------------------
+
+
+PARAMS = """
+base: {seed: 0, hardware: neural-engine-32}
+extract: {chosen: [latency, memory], pareto_extra: 0, baseline: false, epochs: 1, lr: 0.05,
+          onnx_tolerance: 1.0e-4, onnx_check_images: 8}
+baseline: {epochs: null}
+evaluate: {equal_accuracy_tolerance: 0.0}
+train_supernet: {train: {epochs: 6}}
+"""
+
+
+def test_extract_stage_missing_or_null_input(tmp_path, monkeypatch, archs):
+    import stages.extract as stage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    with pytest.raises(SystemExit, match=r"results/search/pareto.json: not found"):
+        stage.main()
+    (tmp_path / "results/search").mkdir(parents=True)
+    (tmp_path / "results/search/pareto.json").write_text(json.dumps(_pareto(archs, latency=None)))
+    with pytest.raises(SystemExit, match=r"results/search/pareto.json: chosen.latency is null"):
+        stage.main()
+
+
+def test_evaluate_stage_missing_input(tmp_path, monkeypatch, archs):
+    import stages.evaluate as stage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(PARAMS)
+    (tmp_path / "results/search").mkdir(parents=True)
+    (tmp_path / "results/search/pareto.json").write_text(json.dumps(_pareto(archs)))
+    with pytest.raises(SystemExit, match=r"candidates.parquet: not found"):
+        stage.main()
+    pd.DataFrame([{"arch": archs["fast"].encode(), "accuracy": 1.0}]).to_parquet(
+        tmp_path / "results/search/candidates.parquet")
+    with pytest.raises(SystemExit, match=r"results/extract/subnets.json: not found"):
+        stage.main()
+
+
+def test_stage_params_are_checked():
+    from hwnas.params import ParamsError
+    from stages.baseline import budget_epochs
+    from stages.extract import parse_params as extract_params
+    from stages.evaluate import parse_params as evaluate_params
+    import yaml
+
+    params = yaml.safe_load(PARAMS)
+    assert budget_epochs(params)[0] == 7                 # 6 supernet + 1 fine-tuning epochs
+    params["baseline"]["epochs"] = 3
+    assert budget_epochs(params)[0] == 3
+    for section, key, bad, check in (("extract", "chosen", ["speed"], extract_params),
+                                     ("extract", "lr", 0, extract_params),
+                                     ("extract", "epochs", -1, extract_params),
+                                     ("baseline", "epochs", 0, budget_epochs),
+                                     ("evaluate", "equal_accuracy_tolerance", -1,
+                                      evaluate_params)):
+        broken = yaml.safe_load(PARAMS)
+        broken[section][key] = bad
+        with pytest.raises(ParamsError, match=f"{section}.{key}"):
+            check(broken)
