@@ -200,10 +200,12 @@ def accuracy_se(acc_percent: float, n: int) -> float:
 
 def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
                   latency_name: str = "latency", memory_name: str | None = "memory",
-                  targets: dict = TARGETS) -> dict:
+                  targets: dict = TARGETS, scratch_name: str = "baseline-scratch") -> dict:
     """``metrics.json``: the latency-chosen model against the baseline (the stronger of
     the ``baseline_names`` variants by test accuracy: a conservative comparison), the
-    memory-budget model's figures and whether the issue's targets are met."""
+    memory-budget model's figures and whether the issue's targets are met. Where the
+    chosen models were also trained from scratch (``scratch_accuracy``), their
+    accuracy against the baseline from scratch (``scratch_name``) is added."""
     missing = [n for n in (latency_name, *baseline_names) if n not in models]
     if memory_name and memory_name not in models:
         missing.append(memory_name)
@@ -233,6 +235,9 @@ def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
         "baseline_estimator_error": base.get("estimator_error"),
         "arch": chosen["arch"], "baseline_arch": base["arch"],
     }
+    if "scratch_accuracy" in chosen and scratch_name in models:
+        out["accuracy_scratch"] = chosen["scratch_accuracy"]
+        out["accuracy_delta_scratch"] = chosen["scratch_accuracy"] - models[scratch_name]["accuracy"]
     if "test_images" in chosen:
         out["accuracy_se"] = accuracy_se(chosen["accuracy"], chosen["test_images"])
     lat_ok = (out["latency_reduction"] >= targets["latency_reduction"]
@@ -240,6 +245,10 @@ def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
     out["targets"] = {"latency_reduction_min": targets["latency_reduction"],
                       "latency_accuracy_drop_max": targets["latency_accuracy_drop"],
                       "latency_met": bool(lat_ok)}
+    if "accuracy_delta_scratch" in out:  # the same test with both trained from scratch
+        out["targets"]["latency_met_scratch"] = bool(
+            out["latency_reduction"] >= targets["latency_reduction"]
+            and out["accuracy_delta_scratch"] >= -targets["latency_accuracy_drop"])
     if memory_name:
         mem = models[memory_name]
         out["memory_model"] = {
@@ -249,11 +258,20 @@ def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
             "memory_reduction": reduction("memory_bytes", mem),
             "latency_ms": mem["latency_ms"], "latency_reduction": reduction("latency_ms", mem),
             "energy_mj": mem["energy_mj"], "estimator_error": mem.get("estimator_error")}
+        if "scratch_accuracy" in mem and scratch_name in models:
+            out["memory_model"]["accuracy_scratch"] = mem["scratch_accuracy"]
+            out["memory_model"]["accuracy_delta_scratch"] = (mem["scratch_accuracy"]
+                                                             - models[scratch_name]["accuracy"])
         mem_ok = (out["memory_model"]["memory_reduction"] >= targets["memory_reduction"]
                   and mem["accuracy"] >= base["accuracy"] - targets["memory_accuracy_drop"])
         out["targets"].update(memory_reduction_min=targets["memory_reduction"],
                               memory_accuracy_drop_max=targets["memory_accuracy_drop"],
                               memory_met=bool(mem_ok))
+        if "accuracy_delta_scratch" in out["memory_model"]:
+            out["targets"]["memory_met_scratch"] = bool(
+                out["memory_model"]["memory_reduction"] >= targets["memory_reduction"]
+                and out["memory_model"]["accuracy_delta_scratch"]
+                >= -targets["memory_accuracy_drop"])
     return out
 
 
@@ -338,6 +356,13 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
         f"| estimator latency error | {_pct(metrics['estimator_error'])} | "
         f"{_pct(metrics['baseline_estimator_error'])} | |",
         "",
+    ]
+    if "accuracy_scratch" in metrics:
+        ours, delta = metrics["accuracy_scratch"], metrics["accuracy_delta_scratch"]
+        lines.insert(-1, f"| test accuracy, both from scratch (%) | {ours:.2f} | "
+                         f"{ours - delta:.2f} | {delta:+.2f} points |")
+    lines += [
+        "",
         f"Baseline accuracy is the stronger of its variants ({variants}; used: "
         f"{metrics['baseline_accuracy_source']}). {info.get('baseline_budget', '')}",
     ]
@@ -364,13 +389,22 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
                      f"baseline - {t['memory_accuracy_drop_max']} points: "
                      f"**{'met' if t['memory_met'] else 'not met'}** "
                      f"({_pct(mm['memory_reduction'])}, {mm['accuracy_delta']:+.2f} points)")
+    if "latency_met_scratch" in t:
+        lines.append(f"- both trained from scratch with the same budget: latency target "
+                     f"**{'met' if t['latency_met_scratch'] else 'not met'}** "
+                     f"({metrics['accuracy_delta_scratch']:+.2f} points)"
+                     + (f", memory target **{'met' if t['memory_met_scratch'] else 'not met'}** "
+                        f"({mm['accuracy_delta_scratch']:+.2f} points)"
+                        if mm and "memory_met_scratch" in t else ""))
     lines += ["", "## Every evaluated model", "",
-              "| model | test acc (%) | inherited acc (%) | search acc (%) | latency (ms) | "
-              "energy (mJ) | memory (bytes) | est. latency error | ONNX max abs diff |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| model | test acc (%) | inherited acc (%) | search acc (%) | from scratch acc (%) "
+              "| latency (ms) | energy (mJ) | memory (bytes) | est. latency error "
+              "| ONNX max abs diff |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, m in models.items():
         lines.append(f"| {name} | {m['accuracy']:.2f} | {_num(m.get('inherited_accuracy'), '.2f')} | "
-                     f"{_num(m.get('search_accuracy'), '.2f')} | {m['latency_ms']:.4f} | "
+                     f"{_num(m.get('search_accuracy'), '.2f')} | "
+                     f"{_num(m.get('scratch_accuracy'), '.2f')} | {m['latency_ms']:.4f} | "
                      f"{m['energy_mj']:.5f} | {m['memory_bytes']:,} | "
                      f"{_pct(m.get('estimator_error'))} | {_num(m.get('onnx_max_abs_diff'), '.1e')} |")
     lines += ["", "Architectures:", ""]

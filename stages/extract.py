@@ -6,7 +6,9 @@ Reads ``results/search/pareto.json`` (the ``chosen`` entries named by
 (its inherited test accuracy is recorded), fine-tuned ``extract.epochs`` epochs with
 the supernet's optimizer and schedule at ``extract.lr``, recalibrated again and
 tested. With ``extract.baseline`` the baseline architecture goes through the same
-recipe (``baseline-finetuned``): the like-for-like comparison.
+recipe (``baseline-finetuned``): the like-for-like comparison. With ``extract.scratch``
+the chosen networks are also trained from scratch with the baseline's budget
+(``scratch_accuracy``): architecture against architecture at equal training.
 
 Writes ``models/subnets/<name>.pt`` (state dict + architecture string),
 ``models/subnets/<name>.onnx`` (onnxruntime checked against PyTorch on test images;
@@ -23,6 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from hwnas.params import ParamsError, load_params, section
@@ -49,9 +52,10 @@ def parse_params(params: dict) -> dict:
         v = p.get(key)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
             raise ParamsError(f"params.yaml: extract.{key} must be a positive number, got {v!r}")
-    if not isinstance(p.get("baseline"), bool):
-        raise ParamsError(f"params.yaml: extract.baseline must be true or false, "
-                          f"got {p.get('baseline')!r}")
+    for key in ("baseline", "scratch"):
+        if not isinstance(p.get(key), bool):
+            raise ParamsError(f"params.yaml: extract.{key} must be true or false, "
+                              f"got {p.get(key)!r}")
     return p
 
 
@@ -63,10 +67,12 @@ def main() -> None:
     from hardware.spec import load_spec
     from hwnas import tracking
     from hwnas.extract import (Data, ExtractError, FineTune, export_onnx, materialize,
-                               pick_subnets, read_pareto, save_subnet, search_record)
+                               pick_subnets, read_pareto, save_subnet, search_record,
+                               train_scratch)
     from hwnas.lineage import lineage_tags
     from hwnas.search.objectives import baseline_arch
     from hwnas.supernet import load_supernet, space_to_json
+    from stages.baseline import budget_epochs
     from stages.train_supernet import setup
 
     params = load_params()
@@ -115,6 +121,12 @@ def main() -> None:
                 raise SystemExit(f"extract: {MODELS / (name + '.onnx')}: onnxruntime differs from "
                                  f"PyTorch by {diff:.2e} > extract.onnx_tolerance "
                                  f"{p['onnx_tolerance']:g}")
+            if p["scratch"] and name in p["chosen"]:
+                epochs, _ = budget_epochs(params)
+                _, srec = train_scratch(arch, data, replace(s.train, epochs=epochs), seed,
+                                        log=lambda m, n=name: say(f"  {n} from scratch: {m}"))
+                rec.update(scratch_accuracy=srec["accuracy"], scratch_epochs=epochs,
+                           scratch_seconds=srec["train_seconds"])
             records[name] = rec
             say(f"[{i}/{len(archs)}] {name}: test {rec['accuracy']:.1f}% (inherited "
                 f"{rec['inherited_accuracy']:.1f}%), ONNX diff {diff:.1e}, "

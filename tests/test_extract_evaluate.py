@@ -208,6 +208,13 @@ def test_metrics_keys_and_targets(spec, archs):
     assert m["targets"]["memory_met"] is False          # 1.2 points below the baseline
     assert math.isclose(m["accuracy_se"], 100 * math.sqrt(0.97 * 0.03 / 1000))
     json.dumps(m)                                        # serializable as written
+    assert "accuracy_scratch" not in m
+    models["latency"]["scratch_accuracy"] = 97.5
+    m = build_metrics(models, ["baseline-scratch", "baseline-finetuned"])
+    assert m["accuracy_delta_scratch"] == pytest.approx(0.3)
+    assert m["targets"]["latency_met_scratch"] == (m["latency_reduction"] >= 0.5)
+    assert "memory_met_scratch" not in m["targets"]
+    assert "both from scratch" in report(m, models, [], {"hardware": SPEC})
     worse = build_metrics(_models(spec, archs, fast_acc=96.8), ["baseline-scratch"])
     assert worse["targets"]["latency_met"] is False      # 0.4 points below
 
@@ -270,8 +277,8 @@ def test_report_and_plot(tmp_path, spec, space, archs):
 
 PARAMS = """
 base: {seed: 0, hardware: neural-engine-32}
-extract: {chosen: [latency, memory], pareto_extra: 0, baseline: false, epochs: 1, lr: 0.05,
-          onnx_tolerance: 1.0e-4, onnx_check_images: 8}
+extract: {chosen: [latency, memory], pareto_extra: 0, baseline: false, scratch: false,
+          epochs: 1, lr: 0.05, onnx_tolerance: 1.0e-4, onnx_check_images: 8}
 baseline: {epochs: null}
 evaluate: {equal_accuracy_tolerance: 0.0}
 train_supernet: {train: {epochs: 6}}
