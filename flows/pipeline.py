@@ -96,7 +96,10 @@ def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
 
     params = validate_params(load_params(params_path))  # before any stage runs
     spec_hash = load_spec(params["base"]["hardware"]).spec_hash()
-    wanted = [s for s in (stages or STAGES) if s in dvc_stages()]
+    known = dvc_stages()
+    if unknown := [s for s in stages or () if s not in known]:
+        raise ValueError(f"unknown stage {unknown[0]!r} (dvc.yaml has: {', '.join(known)})")
+    wanted = [s for s in (stages or STAGES) if s in known]
     mlflow = _mlflow()
     mlflow.set_experiment(EXPERIMENT)
     client = mlflow.MlflowClient()

@@ -18,6 +18,7 @@ from math import ceil
 from typing import ClassVar
 
 BLOCK_TYPES = ("ibn", "fused_ibn", "conv")
+MAX_EXPAND = 64
 
 
 class ArchError(ValueError):
@@ -100,7 +101,7 @@ class BlockSpec:
         return out
 
     def encode(self) -> str:
-        e = "" if self.type == "conv" else f"_e{self.expand:g}"
+        e = "" if self.type == "conv" else f"_e{self.expand}"
         return f"{self.type}_k{self.kernel}{e}_c{self.out}_s{self.stride}"
 
 
@@ -127,6 +128,10 @@ class ClassificationHead:
         _fields(data, where, ("task", "classes"), ("features",))
         return cls(features=_int(data.get("features", 0), f"{where}.features", 0),
                    classes=_int(data["classes"], f"{where}.classes"))
+
+    def validate(self) -> None:
+        _int(self.features, "head.features", 0)
+        _int(self.classes, "head.classes")
 
     def to_json(self) -> dict:
         return {"task": self.task, "features": self.features, "classes": self.classes}
@@ -200,8 +205,8 @@ def validate(arch: ArchSpec) -> ArchSpec:
         _int(b.out, f"{where}.out")
         _check_stride(b.stride, f"{where}.stride")
         expand = _number(b.expand, f"{where}.expand")
-        if expand < 1:
-            raise ArchError(f"{where}.expand: must be at least 1, got {expand}")
+        if not 1 <= expand <= MAX_EXPAND:
+            raise ArchError(f"{where}.expand: must be between 1 and {MAX_EXPAND}, got {expand}")
         if b.type == "conv" and expand != 1:
             raise ArchError(f"{where}.expand: a conv block has no expansion, got {expand}")
         if b.stride == 2 and (h < 2 or w < 2):
@@ -211,6 +216,7 @@ def validate(arch: ArchSpec) -> ArchSpec:
     head_cls = HEADS.get(getattr(arch.head, "task", None))
     if head_cls is None or not isinstance(arch.head, head_cls):
         raise ArchError(f"head.task: unknown task (known: {', '.join(HEADS)})")
+    arch.head.validate()
     return arch
 
 
@@ -248,10 +254,6 @@ def from_json(data) -> ArchSpec:
         blocks=tuple(blocks),
         head=HEADS[task].from_json(head, "head"))
     return validate(arch)
-
-
-def to_json(arch: ArchSpec) -> dict:
-    return arch.to_json()
 
 
 def encode(arch: ArchSpec) -> str:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hardware.graph import Op
-from hardware.spec import DEFAULT_SPEC, SpecError, available_specs, load_spec
+from hardware.spec import DEFAULT_SPEC, OP_KINDS, SpecError, available_specs, load_spec
 from hwnas.arch import ArchError, ArchSpec, from_json, parse_arch
 from hwnas.registry import REFERENCES, reference
 
@@ -55,14 +55,18 @@ def read_arch(text: str) -> ArchSpec:
     text = text.strip()
     if text in REFERENCES:
         return reference(text)
+    if text.startswith("{") or re.match(r"^([^:\s]+:)?i\d+x\d+x\d+-", text):
+        return parse_arch(text)
     path = Path(text)
-    if not text.startswith("{") and len(text) < 4096 and path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:  # e.g. a name too long to be a file
+        is_file = False
+    if is_file:
         try:
             return from_json(path.read_text())
         except ArchError as err:
             raise ArchError(f"{path}: {err}") from None
-    if text.startswith("{") or re.match(r"^([^:\s]+:)?i\d+x", text):
-        return parse_arch(text)
     raise InputError(f"architecture {text!r} is not a file, JSON object, architecture string "
                      f"or reference name ({', '.join(REFERENCES)})")
 
@@ -89,9 +93,8 @@ def parse_op(text: str) -> Op:
         raise InputError(f"--op: malformed JSON: {err}") from None
     if not isinstance(d, dict):
         raise InputError("--op: must be a JSON object")
-    kinds = ("conv", "depthwise", "fc", "add", "pool")
-    if d.get("op") not in kinds:
-        raise InputError(f"--op: field 'op' must be one of {', '.join(kinds)}")
+    if d.get("op") not in OP_KINDS:
+        raise InputError(f"--op: field 'op' must be one of {', '.join(OP_KINDS)}")
     allowed = {"op", "height", "width", "in", "out", "kernel", "stride"}
     if unknown := sorted(set(d) - allowed):
         raise InputError(f"--op: unknown field '{unknown[0]}'")
@@ -140,7 +143,7 @@ def simulate(
              '"out": 64, "kernel": 3, "stride": 1}.')] = None,
     as_json: JsonOpt = False,
     noise: Annotated[float, typer.Option(help="Relative measurement noise (0 = exact).")] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed of the measurement noise.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the measurement noise.")] = 0,
 ):
     """Simulate networks (--arch) or one kernel (--op) on an accelerator spec."""
     try:
@@ -203,7 +206,7 @@ def specs():
 def sample(
     hardware: HardwareOpt = DEFAULT_SPEC,
     n: Annotated[int, typer.Option("-n", min=1, help="How many architectures.")] = 5,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Sampling seed.")] = 0,
     uncurated: Annotated[bool, typer.Option(help="Sample the uncurated space (steps of 8).")] = False,
 ):
     """Sample architecture strings from the curated (or uncurated) search space."""
@@ -351,7 +354,7 @@ def run(
 
     try:
         run_id = pipeline(stages=stages, wait=wait)
-    except PipelineBusy as err:
+    except (PipelineBusy, ValueError) as err:
         fail(str(err))
     except RuntimeError as err:
         typer.echo(f"error: {err}", err=True)
@@ -425,16 +428,19 @@ def expert(
     try:
         est = load_estimator(hardware, estimator)
         baseline = read_arch(arch)
+        parallelism = est.spec.parallelism if est.spec else load_spec(DEFAULT_SPEC).parallelism
         if learn_from is not None:
             pareto = json.loads(learn_from.read_text())
-            archs = [parse_arch(a["arch"] if isinstance(a, dict) else a)
-                     for a in pareto.get("pareto", pareto)]
-            chosen = learn_rules(archs, load_spec(est.manifest["hardware"]).parallelism
-                                 if est.spec else 32)
+            entries = pareto.get("pareto") if isinstance(pareto, dict) else None
+            if not isinstance(entries, list) or not all(
+                    isinstance(e, dict) and isinstance(e.get("arch"), str) for e in entries):
+                raise InputError(f"{learn_from}: expected a search's pareto.json "
+                                 '({"pareto": [{"arch": ...}, ...]})')
+            chosen = learn_rules([parse_arch(e["arch"]) for e in entries], parallelism)
         else:
             items = (yaml.safe_load(rules.read_text()) if rules else
                      [{"fuse_ibn": {}}, {"replace_depthwise": {}},
-                      {"align_channels": {"multiple": est.spec.parallelism if est.spec else 32}},
+                      {"align_channels": {"multiple": parallelism}},
                       {"even_channels": {}},
                       {"pin_block_type": {"type": "fused_ibn", "min_scale": 0.25}}])
             chosen = parse_rules(items.get("rules", items) if isinstance(items, dict) else items)
@@ -442,7 +448,11 @@ def expert(
         fail(str(err))
 
     def cost(archs):
-        return [(r["latency_ms"], r["memory_bytes"]) for r in est.estimate(list(archs))]
+        records = est.estimate(list(archs))
+        missing = [r["out_of_range"] for r in records if r["latency_ms"] is None]
+        if missing:
+            fail(f"the estimator cannot cost {archs[0].name or 'a network'}: {missing[0][0]}")
+        return [(r["latency_ms"], r["memory_bytes"]) for r in records]
 
     results = apply_rules(baseline, chosen, cost, only_gains=not keep_all)
     final = results[-1].arch if results else baseline

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from hwnas.arch import ArchSpec, BlockSpec, StemSpec, validate
+from hwnas.arch import BLOCK_TYPES, ArchSpec, BlockSpec, validate
 from hwnas.lowering import feature_map_sizes
 
 Cost = Callable[[Sequence[ArchSpec]], list[tuple[float, float]]]
@@ -28,6 +28,11 @@ def block_scales(arch: ArchSpec) -> list[float]:
 
 def _with_blocks(arch: ArchSpec, blocks) -> ArchSpec:
     return validate(replace(arch, blocks=tuple(blocks)))
+
+
+def _check_multiple(value, key: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key}.multiple: must be a positive integer, got {value!r}")
 
 
 def _round_to(value: int, multiple: int) -> int:
@@ -63,6 +68,9 @@ class AlignChannels:
     key = "align_channels"
     multiple: int = 32
 
+    def __post_init__(self):
+        _check_multiple(self.multiple, self.key)
+
     def apply(self, arch: ArchSpec, cost: Cost) -> ArchSpec:
         arch = replace(arch, stem=replace(arch.stem, out=_round_to(arch.stem.out, self.multiple)))
         return _with_blocks(arch, [replace(b, out=_round_to(b.out, self.multiple))
@@ -97,8 +105,11 @@ class EvenChannels:
     key = "even_channels"
     multiple: int = 8
 
+    def __post_init__(self):
+        _check_multiple(self.multiple, self.key)
+
     def apply(self, arch: ArchSpec, cost: Cost) -> ArchSpec:
-        sizes = [h // b.stride for (h, _), b in zip(feature_map_sizes(arch), arch.blocks)]
+        sizes = [-(-h // b.stride) for (h, _), b in zip(feature_map_sizes(arch), arch.blocks)]
         widest: dict[int, int] = {}
         for size, b in zip(sizes, arch.blocks):
             widest[size] = max(widest.get(size, 0), _round_to(b.out, self.multiple))
@@ -113,6 +124,12 @@ class PinBlockType:
     type: str = "fused_ibn"
     min_scale: float = 0.0
     max_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.type not in BLOCK_TYPES:
+            raise ValueError(f"{self.key}.type: {self.type!r} is not one of {', '.join(BLOCK_TYPES)}")
+        if not 0 <= self.min_scale <= self.max_scale:
+            raise ValueError(f"{self.key}: need 0 <= min_scale <= max_scale")
 
     def apply(self, arch: ArchSpec, cost: Cost) -> ArchSpec:
         scales = block_scales(arch)
@@ -141,7 +158,7 @@ def parse_rules(items) -> list:
             raise ValueError(f"rules[{n}]: unknown rule {key!r} (known: {', '.join(RULES)})")
         try:
             rules.append(RULES[key](**(args or {})))
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise ValueError(f"rules[{n}].{key}: {err}") from None
     return rules
 

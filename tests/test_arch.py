@@ -34,12 +34,18 @@ def test_string_round_trip_and_hashable():
     assert len({arch, decode(text), unnamed}) == 2
 
 
-def test_fractional_expand_round_trips():
+def test_decoded_strings_are_validated_like_json():
+    with pytest.raises(ArchError, match="head.classes"):
+        decode("i3x32x32-stem_k3_c16_s1-ibn_k3_e6_c24_s1-cls_f0_n0")
+
+
+@pytest.mark.parametrize("expand", [2.5, 1.2345678, 64])
+def test_fractional_expand_round_trips(expand):
     arch = from_json(DESIGN_EXAMPLE)
-    blocks = (BlockSpec("ibn", 5, 40, 1, 2.5),) + arch.blocks
+    blocks = (BlockSpec("ibn", 5, 40, 1, expand),) + arch.blocks
     arch = ArchSpec(stem=arch.stem, blocks=blocks, head=arch.head, input=arch.input)
     assert decode(encode(arch)) == arch
-    assert "ibn_k5_e2.5_c40_s1" in encode(arch)
+    assert f"ibn_k5_e{expand}_c40_s1" in encode(arch)
 
 
 def test_residual_only_when_stride_1_and_same_width():
@@ -62,7 +68,7 @@ def _mutated(path, value):
     (("blocks", 1, "type"), "mbconv", r"blocks\[1\]\.type: unknown block type"),
     (("blocks", 0, "stride"), 3, r"blocks\[0\]\.stride: stride must be 1 or 2"),
     (("blocks", 2, "kernel"), 4, r"blocks\[2\]\.kernel: kernel must be odd"),
-    (("blocks", 0, "expand"), 0.5, r"blocks\[0\]\.expand: must be at least 1"),
+    (("blocks", 0, "expand"), 0.5, r"blocks\[0\]\.expand: must be between 1 and 64"),
     (("blocks", 1, "out"), 0, r"blocks\[1\]\.out: must be at least 1"),
     (("blocks", 1, "out"), -8, r"blocks\[1\]\.out"),
     (("stem", "out"), "32", r"stem\.out: must be an integer"),

@@ -39,6 +39,13 @@ def test_simulate_arch_forms(tmp_path, form):
     assert record["latency_ms"] > 0 and record["kernels"][0]["cycles"] > 0
 
 
+def test_long_architecture_strings_are_not_mistaken_for_files():
+    text = encode(reference("mobilenetv2_224"))
+    assert len(text) > 255
+    result = run("simulate", "--arch", text, "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["name"] == "mobilenetv2_224"
+
+
 def test_stdin_batch_one_line_per_input():
     lines = [encode(ARCH), json.dumps(reference("mobilenetv2_32").to_json()), encode(ARCH)]
     result = run("simulate", "--arch", "-", "--json", input="\n".join(lines) + "\n")
@@ -73,6 +80,11 @@ def test_bad_input_exits_2_with_one_line_and_no_output(args, message):
     assert result.exit_code == 2
     assert result.stdout == ""
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_option_errors_exit_2_without_output():
+    result = run("simulate", "--arch", "tiny_conv_32", "--noise", "0.1", "--seed", "-1")
+    assert result.exit_code == 2 and result.stdout == "" and "--seed" in result.stderr
 
 
 def test_bad_stdin_line_writes_nothing():

@@ -72,6 +72,14 @@ def test_expert_bad_input(estimator_dir, args, message):
     assert result.exit_code == 2 and message in result.stderr and result.stdout == ""
 
 
+def test_bad_pareto_file(estimator_dir, tmp_path):
+    bad = tmp_path / "pareto.json"
+    bad.write_text('["not", "a", "pareto file"]')
+    result = runner.invoke(app, ["expert", "--arch", "mobilenetv2_224", "--estimator",
+                                 str(estimator_dir), "--learn-from", str(bad)])
+    assert result.exit_code == 2 and "expected a search's pareto.json" in result.stderr
+
+
 def test_bad_rules_file(estimator_dir, tmp_path):
     bad = tmp_path / "rules.yaml"
     bad.write_text("- make_it_fast: {}\n")

@@ -1,4 +1,6 @@
 """The search engine: genome round trips, NSGA-II with constraints, resume, determinism."""
+import json
+
 import numpy as np
 import pytest
 
@@ -83,6 +85,10 @@ def test_killed_search_resumes_without_losing_or_repeating(tmp_path):
     fresh = search(SPACE, evaluate, candidates=100, population=20, seed=1)
     # the 40 finished before the kill are kept as they were
     assert list(resumed["arch"][:40]) == list(fresh["arch"][:40])
+    # and the evolution goes on from their generation instead of starting over
+    rows = [json.loads(line) for line in journal.read_text().splitlines()]
+    generation = [r["sampler"]["NSGAIISampler:generation"] for r in rows]
+    assert generation[:40] == sorted(generation[:40]) and min(generation[40:]) >= 2
 
 
 def test_pareto_mask():

@@ -1,6 +1,11 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+
+from hwnas.arch import InputSpec
+from hwnas.lowering import feature_map_sizes
 
 from hardware.spec import load_spec
 from hwnas.expert import (AlignChannels, EvenChannels, FuseIBN, PinBlockType, ReplaceDepthwise,
@@ -59,6 +64,12 @@ def test_replace_depthwise_and_even_channels():
     even = EvenChannels(multiple=32).apply(base, cost)
     widths = [b.out for b in even.blocks]
     assert widths == sorted(widths) and all(w % 32 == 0 for w in widths)
+    # odd feature maps: a 7x7 -> 4x4 block and the 4x4 blocks after it share one width
+    odd = EvenChannels(multiple=8).apply(replace(base, input=InputSpec(1, 28, 28)), cost)
+    by_size = {}
+    for (h, _), b in zip(feature_map_sizes(odd), odd.blocks):
+        by_size.setdefault(-(-h // b.stride), set()).add(b.out)
+    assert all(len(ws) == 1 for ws in by_size.values())
 
 
 def test_learned_rules_transfer_to_another_baseline():
@@ -74,6 +85,8 @@ def test_learned_rules_transfer_to_another_baseline():
     ([{"make_faster": {}}], "unknown rule"),
     ([{"align_channels": {"width": 3}}], r"rules\[0\]\.align_channels"),
     (["fuse_ibn"], "one rule name"),
+    ([{"pin_block_type": {"type": "dense"}}], r"pin_block_type.type: 'dense'"),
+    ([{"align_channels": {"multiple": 0}}], "multiple: must be a positive integer"),
 ])
 def test_bad_rules(bad, message):
     with pytest.raises(ValueError, match=message):

@@ -84,9 +84,11 @@ def search(space: SearchSpace, evaluate: Evaluator, *, candidates: int, populati
         path.write_text("".join(json.dumps(r) + "\n" for r in done))
     # reseed by progress: a fresh run is exactly reproducible, a resumed one continues
     study = open_study(seed + len(done), population)
+    # the sampler's own attributes (NSGA-II's generation and parents) come back too,
+    # so the evolution continues from where it stopped
     study.add_trials([optuna.trial.create_trial(
         params=r["params"], distributions=dists, values=[r[o] for o in OBJECTIVES],
-        user_attrs={"arch": r["arch"]},
+        user_attrs={"arch": r["arch"]}, system_attrs=r.get("sampler", {}),
         constraints=constraints.violations(r["latency_ms"], r["memory_bytes"])) for r in done])
     if not done:
         for arch in seeds:  # e.g. the baseline, so the front starts from it
@@ -107,6 +109,10 @@ def search(space: SearchSpace, evaluate: Evaluator, *, candidates: int, populati
             trial.set_user_attr("arch", k)
             study.tell(trial, [float(r[o]) for o in OBJECTIVES])
             batch.append(r)
+        frozen = study.get_trials(deepcopy=False)
+        for r in batch:
+            r["sampler"] = {k: v for k, v in frozen[r["trial"]].system_attrs.items()
+                            if not k.startswith("constraints")}
         if path:
             with path.open("a") as f:
                 f.write("".join(json.dumps(r) + "\n" for r in batch))
@@ -117,7 +123,8 @@ def search(space: SearchSpace, evaluate: Evaluator, *, candidates: int, populati
 
 
 def candidates_table(rows: list[dict], constraints: Constraints) -> pd.DataFrame:
-    df = pd.DataFrame([{k: v for k, v in r.items() if k != "params"} for r in rows])
+    df = pd.DataFrame([{k: v for k, v in r.items() if k not in ("params", "sampler")}
+                       for r in rows])
     df["feasible"] = [all(v <= 0 for v in constraints.violations(lat, mem).values())
                       for lat, mem in zip(df["latency_ms"], df["memory_bytes"])]
     df["pareto"] = pareto_mask(df)

@@ -66,6 +66,9 @@ def cheapest_archs(space: SearchSpace) -> list[ArchSpec]:
 def check_feasible(space: SearchSpace, estimate, constraints: Constraints) -> None:
     """Raise SearchInputError when even the cheapest networks break a constraint."""
     records = estimate(cheapest_archs(space))
+    if any(r["latency_ms"] is None for r in records):
+        missing = next(r["out_of_range"] for r in records if r["latency_ms"] is None)
+        raise SearchInputError(f"the estimator cannot cost this space: {'; '.join(missing[:2])}")
     lat = min(r["latency_ms"] for r in records)
     mem = min(r["memory_bytes"] for r in records)
     if constraints.max_latency_ms is not None and lat > constraints.max_latency_ms:
@@ -144,7 +147,9 @@ def make_evaluator(accuracy_batch: Callable[[Sequence[ArchSpec]], list[float]],
     def evaluate(archs: Sequence[ArchSpec]) -> list[dict]:
         costs = estimate(list(archs))
         accs = accuracy_batch(list(archs))
-        return [{"accuracy": float(acc), "latency_ms": c["latency_ms"],
+        # a kernel kind the estimator has no model for: never feasible, never chosen
+        return [{"accuracy": float(acc),
+                 "latency_ms": float("inf") if c["latency_ms"] is None else c["latency_ms"],
                  "memory_bytes": c["memory_bytes"], "macs": c["macs"],
                  "out_of_range": len(c["out_of_range"])} for acc, c in zip(accs, costs)]
     return evaluate
