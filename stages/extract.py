@@ -99,7 +99,7 @@ def main() -> None:
     spec = load_spec(p["hardware"])
     say(f"{len(archs)} networks ({', '.join(archs)}), {ft.epochs} fine-tuning epoch(s) each")
 
-    records, done = {}, {}
+    records, done, scratch = {}, {}, {}
     MODELS.mkdir(parents=True, exist_ok=True)
     with tracking.run("extract", params={k: v for k, v in p.items()},
                       tags=lineage_tags("extract", spec.spec_hash())):
@@ -112,7 +112,7 @@ def main() -> None:
             else:
                 net, rec = materialize(supernet, arch, data, ft, seed,
                                        log=lambda m, n=name: say(f"  {n}: {m}"))
-                done[key] = (net, rec)
+                done[key] = (net, dict(rec))  # a pristine copy: rec gains per-name fields
             rec.update({f"search_{k}": v for k, v in search_record(pareto, arch).items()})
             save_subnet(net, arch, MODELS / f"{name}.pt", rec)
             diff = export_onnx(net, MODELS / f"{name}.onnx", check_x)
@@ -123,8 +123,11 @@ def main() -> None:
                                  f"{p['onnx_tolerance']:g}")
             if p["scratch"] and name in p["chosen"]:
                 epochs, _ = budget_epochs(params)
-                _, srec = train_scratch(arch, data, replace(s.train, epochs=epochs), seed,
-                                        log=lambda m, n=name: say(f"  {n} from scratch: {m}"))
+                if key not in scratch:
+                    scratch[key] = train_scratch(
+                        arch, data, replace(s.train, epochs=epochs), seed,
+                        log=lambda m, n=name: say(f"  {n} from scratch: {m}"))[1]
+                srec = scratch[key]
                 rec.update(scratch_accuracy=srec["accuracy"], scratch_epochs=epochs,
                            scratch_seconds=srec["train_seconds"])
             records[name] = rec
