@@ -39,8 +39,9 @@ MAX_RATIO, BUDGET_S = 3.0, 8 * 60
 
 def step_ratio(s, steps: int, seed: int = 0) -> dict:
     torch.manual_seed(seed)
-    supernet = SuperNet(s.space).to(s.device)
-    largest = build_model(supernet.largest()).to(s.device)
+    supernet = SuperNet(s.space, s.params.get("kernel_transform", True)).to(s.device)
+    # channels-last like the stage's models (see hwnas.supernet.to_channels_last)
+    largest = build_model(supernet.largest()).to(s.device).to(memory_format=torch.channels_last)
     opt_s, opt_l = make_optimizer(supernet, s.train), make_optimizer(largest, s.train)
     rng = np.random.default_rng(seed)
     loader = s.loader("train", train=True, seed=seed)
@@ -53,7 +54,7 @@ def step_ratio(s, steps: int, seed: int = 0) -> dict:
         except StopIteration:
             batches = iter(loader)
             x, y = next(batches)
-        archs = sandwich_archs(supernet, rng, s.train.num_random)
+        archs = sandwich_archs(supernet, rng, s.train.num_random, i, s.train.extremes)
         sync(), (t0 := time.perf_counter())
         sandwich_step(supernet, x, y, archs, opt_s, s.train)
         sync(), (t1 := time.perf_counter())
@@ -85,7 +86,8 @@ def main() -> None:
           f"{os.environ.get('OMP_WAIT_POLICY')} load={os.getloadavg()[0]:.1f}")
     r = step_ratio(s, args.steps, p["seed"])
     print(f"largest subnet {r['largest_mmacs']:.1f} MMACs, smallest {r['smallest_mmacs']:.2f} MMACs; "
-          f"sandwich = largest + smallest + {s.train.num_random} random")
+          f"sandwich = largest + smallest + {s.train.num_random} random, extremes "
+          f"{s.train.extremes!r}")
     print(f"step: sandwich {r['sandwich_s']:.3f} s, largest alone {r['largest_s']:.3f} s "
           f"(mean of {args.steps} interleaved steps)")
     print(f"epoch ({r['steps_per_epoch']} steps): supernet {r['epoch_supernet_s']:.1f} s, "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -30,9 +30,15 @@ class TrainConfig:
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.1
     num_random: int = 2       # sandwich rule: random subnets per step besides largest/smallest
+    # block types of the largest (teacher) and smallest subnets: "fixed" (all fused_ibn /
+    # all ibn), "cycle" (every type in turn, step by step) or "random" (per block, per step)
+    extremes: str = "fixed"
     distill: bool = True      # in-place distillation from the largest subnet
     max_shift: int = 2        # augmentation: random translation in pixels
     grad_clip: float = 5.0    # 0 = off
+    # sandwich: the step's gradient sums one per subnet, so clip at grad_clip x subnets
+    # (without it the clip was active on most steps, shrinking the supernet's learning rate)
+    clip_per_subnet: bool = False
 
     @classmethod
     def from_params(cls, params: dict) -> "TrainConfig":
@@ -40,14 +46,21 @@ class TrainConfig:
         unknown = sorted(set(params) - known)
         if unknown:
             raise ValueError(f"train: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
-        return cls(**params)
+        cfg = cls(**params)
+        if cfg.extremes not in EXTREMES:
+            raise ValueError(f"train.extremes: {cfg.extremes!r} is not one of {', '.join(EXTREMES)}")
+        return cfg
+
+
+EXTREMES = ("fixed", "cycle", "random")
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum; no weight decay on BN parameters and biases."""
+    """SGD with Nesterov momentum; no weight decay on BN parameters, biases and kernel
+    transformations (identity at init: decay would pull them towards zero)."""
     decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)
+    for name, p in model.named_parameters():
+        (decay if p.ndim > 1 and "ktrans" not in name else no_decay).append(p)
     return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
                             {"params": no_decay, "weight_decay": 0.0}],
                            lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
@@ -72,10 +85,11 @@ def distill_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor) -> t
     return F.kl_div(F.log_softmax(student_logits, 1), teacher_probs, reduction="batchmean")
 
 
-def _clip_and_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+def _clip_and_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig,
+                   scale: float = 1.0) -> None:
     if cfg.grad_clip:
         nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None],
-                                 cfg.grad_clip)
+                                 cfg.grad_clip * scale)
     opt.step()
 
 
@@ -94,7 +108,7 @@ def sandwich_step(supernet: nn.Module, x: torch.Tensor, y: torch.Tensor,
             out, y, label_smoothing=cfg.label_smoothing)
         sl.backward()
         student_loss += sl.item() / max(1, len(archs) - 1)
-    _clip_and_step(supernet, opt, cfg)
+    _clip_and_step(supernet, opt, cfg, len(archs) if cfg.clip_per_subnet else 1.0)
     return {"loss_largest": loss.item(), "loss_students": student_loss,
             "correct_largest": int((logits.argmax(1) == y).sum())}
 
@@ -109,10 +123,37 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return {"loss": loss.item(), "correct": int((logits.argmax(1) == y).sum())}
 
 
-def sandwich_archs(supernet, rng: np.random.Generator, num_random: int) -> list[ArchSpec]:
-    """Largest, smallest and ``num_random`` random subnets (the sandwich rule)."""
-    return [supernet.largest(), supernet.smallest()] + [supernet.sample(rng)
-                                                        for _ in range(num_random)]
+def _common_types(space) -> list[str]:
+    return [t for t in space.stages[0].types if all(t in s.types for s in space.stages)]
+
+
+def _random_types(supernet, arch: ArchSpec, rng: np.random.Generator) -> ArchSpec:
+    """``arch`` with each block's type drawn uniformly from its stage's choices."""
+    blocks = []
+    for (st, _), b in zip(supernet.plan(arch), arch.blocks):
+        types = supernet.space.stages[st].types
+        kind = types[int(rng.integers(len(types)))]
+        blocks.append(replace(b, type=kind, expand=1 if kind == "conv" else b.expand))
+    return replace(arch, blocks=tuple(blocks))
+
+
+def sandwich_archs(supernet, rng: np.random.Generator, num_random: int, step: int = 0,
+                   extremes: str = "fixed") -> list[ArchSpec]:
+    """Largest, smallest and ``num_random`` random subnets (the sandwich rule).
+    ``extremes`` picks the block types of the largest and smallest (``TrainConfig``)."""
+    if extremes == "fixed":
+        big, small = supernet.largest(), supernet.smallest()
+    elif extremes == "cycle":
+        big_t, small_t = supernet.largest().blocks[0].type, supernet.smallest().blocks[0].type
+        types = _common_types(supernet.space)
+        big = supernet.largest(types[(types.index(big_t) + step) % len(types)])
+        small = supernet.smallest(types[(types.index(small_t) + step) % len(types)])
+    elif extremes == "random":
+        big = _random_types(supernet, supernet.largest(), rng)
+        small = _random_types(supernet, supernet.smallest(), rng)
+    else:
+        raise ValueError(f"extremes: {extremes!r} is not one of {', '.join(EXTREMES)}")
+    return [big, small] + [supernet.sample(rng) for _ in range(num_random)]
 
 
 def supernet_epoch(supernet: nn.Module, loader: Iterable, opt: torch.optim.Optimizer,
@@ -125,7 +166,8 @@ def supernet_epoch(supernet: nn.Module, loader: Iterable, opt: torch.optim.Optim
     correct = seen = 0
     for x, y in loader:
         set_lr(opt, lr_at(step, total_steps, n_batches, cfg))
-        out = sandwich_step(supernet, x, y, sandwich_archs(supernet, rng, cfg.num_random), opt, cfg)
+        archs = sandwich_archs(supernet, rng, cfg.num_random, step, cfg.extremes)
+        out = sandwich_step(supernet, x, y, archs, opt, cfg)
         for k in sums:
             sums[k] += out[k] / n_batches
         correct, seen, step = correct + out["correct_largest"], seen + len(y), step + 1

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from scipy.stats import kendalltau, spearmanr
 
-from hwnas.arch import ArchSpec
+from hwnas.arch import ArchSpec, BlockSpec, StemSpec, validate
 from hwnas.lowering import static_cost
 from hwnas.model import build_model
 from hwnas.params import load_params, section
 from hwnas.space import SearchSpace
 from hwnas.supernet import accuracy, largest_arch, load_supernet, smallest_arch, subnet_accuracy
-from hwnas.training import train_from_scratch
+from hwnas.training import _common_types, train_from_scratch
 from stages.train_supernet import MODEL, Setup, fingerprint, setup
 
 OUT = Path("results/eval_supernet")
@@ -63,46 +63,89 @@ def rank_metrics(rows: list[dict]) -> dict:
             "pass_tau": bool(tau >= 0.5), "pass_largest_gap": bool(abs(gap) <= 2.0)}
 
 
-def scratch_accuracy(arch: ArchSpec, s: Setup) -> float:
-    torch.manual_seed(s.params["seed"])
-    net = build_model(arch).to(s.device)
-    train_from_scratch(net, s.loader("train", train=True, seed=s.params["seed"]), s.train)
-    return accuracy(net, s.loader("test"))
+def scratch_accuracy(arch: ArchSpec, s: Setup, eval_split: str = "test",
+                     seed: int | None = None) -> float:
+    """``arch`` trained alone with the supernet's budget; ``seed`` (default: the params'
+    seed) draws the initialization and batch order, the data splits stay fixed."""
+    seed = s.params["seed"] if seed is None else seed
+    torch.manual_seed(seed)
+    net = build_model(arch).to(s.device).to(memory_format=torch.channels_last)
+    train_from_scratch(net, s.loader("train", train=True, seed=seed), s.train)
+    return accuracy(net, s.loader(eval_split))
 
 
-def scratch_fingerprint(params: dict) -> str:
-    """What a from-scratch result depends on: seed, data and the training budget (not the
-    sandwich-only knobs), so changing the supernet's sampling keeps the cached runs."""
-    train = {k: v for k, v in params["train"].items() if k not in ("num_random", "distill")}
-    return fingerprint({"seed": params["seed"], "data": params["data"], "train": train})
+SANDWICH_ONLY = ("num_random", "distill", "extremes", "clip_per_subnet")
+
+
+def scratch_fingerprint(params: dict, eval_split: str = "test", run: int = 0) -> str:
+    """What a from-scratch result depends on: seed, data, the training budget (not the
+    sandwich-only knobs, so changing the supernet's sampling keeps the cached runs) and
+    the split it is evaluated on."""
+    train = {k: v for k, v in params["train"].items() if k not in SANDWICH_ONLY}
+    keep = {"seed": params["seed"], "data": params["data"], "train": train}
+    if eval_split != "test":
+        keep["eval_split"] = eval_split
+    if run:
+        keep["run"] = run
+    return fingerprint(keep)
+
+
+def probe_subnets(space: SearchSpace) -> list[ArchSpec]:
+    """The largest subnet with every block one type and one kernel (each type x kernel),
+    and the MobileNetV2-like baseline (ibn, 3x3, largest expansion, depth multiplier 1,
+    middle widths): do all block types and kernel sizes inherit sensible accuracy?"""
+    probes = [largest_arch(space, t, k) for t in _common_types(space)
+              for k in sorted(set.intersection(*(set(st.kernels) for st in space.stages)))]
+    if "ibn" in _common_types(space) and all(3 in st.kernels for st in space.stages):
+        mid = (lambda xs: xs[(len(xs) - 1) // 2])  # noqa: E731
+        m = 1.0 if space.depth_multipliers and 1.0 in space.depth_multipliers else None
+        blocks = []
+        for st in space.stages:
+            depth = space.stage_depths(st, m)[-1] if m is not None else max(st.depths)
+            blocks += [BlockSpec("ibn", 3, mid(st.channels), st.stride if j == 0 else 1,
+                                 max(st.expands)) for j in range(depth)]
+        probes.append(validate(ArchSpec(stem=StemSpec(mid(space.stem_channels), 3,
+                                                      space.stem_stride),
+                                        blocks=tuple(blocks), head=space.head,
+                                        input=space.input, name="baseline_ibn_k3")))
+    return probes
 
 
 def scratch_results(archs: list[ArchSpec], s: Setup, cache_path: Path,
-                    on_done=None) -> dict[str, dict]:
-    """From-scratch accuracy per architecture string, trained now or read from the cache
-    (rows written with the same training params; one JSON line appended per subnet)."""
-    fp = scratch_fingerprint(s.params)
-    cached = {}
+                    on_done=None, eval_split: str = "test", seeds: int = 1) -> dict[str, dict]:
+    """From-scratch accuracy per architecture string: the mean over ``seeds`` runs
+    (run ``i`` uses seed ``params.seed + i`` for initialization and batch order), each
+    trained now or read from the cache (one JSON line appended per run)."""
+    fps = [scratch_fingerprint(s.params, eval_split, i) for i in range(seeds)]
+    cached: dict[tuple[str, str], dict] = {}
     if cache_path.exists():
         for line in cache_path.read_text().splitlines():
             r = json.loads(line)
-            if r.get("fingerprint") == fp:
-                cached[r["arch"]] = r
+            if r.get("fingerprint") in fps:
+                cached[r["arch"], r["fingerprint"]] = r
     cache_path.parent.mkdir(parents=True, exist_ok=True)
+    out = {}
     for arch in archs:
         key = arch.with_name("").encode()
-        if key not in cached:
-            t = time.perf_counter()
-            acc = scratch_accuracy(arch, s)
-            cost = static_cost(arch)
-            cached[key] = {"arch": key, "fingerprint": fp, "scratch_acc": acc,
-                           "scratch_seconds": round(time.perf_counter() - t, 1),
-                           "macs": cost.macs, "params": cost.params}
-            with cache_path.open("a") as f:
-                f.write(json.dumps(cached[key]) + "\n")
+        runs = []
+        for i, fp in enumerate(fps):
+            if (key, fp) not in cached:
+                t = time.perf_counter()
+                acc = scratch_accuracy(arch, s, eval_split, s.params["seed"] + i)
+                cost = static_cost(arch)
+                cached[key, fp] = {"arch": key, "fingerprint": fp, "run": i, "scratch_acc": acc,
+                                   "scratch_seconds": round(time.perf_counter() - t, 1),
+                                   "macs": cost.macs, "params": cost.params}
+                with cache_path.open("a") as f:
+                    f.write(json.dumps(cached[key, fp]) + "\n")
+            runs.append(cached[key, fp])
+        accs = [r["scratch_acc"] for r in runs]
+        out[key] = {**runs[0], "run": None, "scratch_acc": round(float(np.mean(accs)), 3),
+                    "scratch_accs": accs,
+                    "scratch_seconds": round(sum(r["scratch_seconds"] for r in runs), 1)}
         if on_done:
-            on_done(cached[key])
-    return cached
+            on_done(out[key])
+    return out
 
 
 def main() -> None:
@@ -115,26 +158,47 @@ def main() -> None:
     s = setup(pt)
     supernet = load_supernet(MODEL, s.device).eval()
     archs = spread_subnets(s.space, pe["subnets"], pe["candidates"], pe["seed"])
+    probes = probe_subnets(s.space) if pe.get("probes", True) else []
+    scratch_probes = [a for a in probes if a.name == "baseline_ibn_k3"]
+    split = pe.get("eval_split", "test")
     OUT.mkdir(parents=True, exist_ok=True)
-    calib, test = s.calib_loader(), s.loader("test")
-    rows, t0 = [], time.perf_counter()
+    calib, held_out = s.calib_loader(), s.loader(split)
+    nb = pt.get("calib_batches", 8)
+    rows, probe_rows, t0 = [], [], time.perf_counter()
     with tracking.run("eval_supernet", {**pe, "train_fingerprint": fingerprint(pt)},
                       tags={"stage": "eval_supernet"}), Progress() as bar:
-        task = bar.add_task("subnets: from scratch", total=len(archs))
-        scratch = scratch_results(archs, s, OUT / "subnets.jsonl",
-                                  on_done=lambda r: bar.update(task, advance=1))
+        task = bar.add_task("subnets: from scratch", total=len(archs) + len(scratch_probes))
+        scratch = scratch_results(archs + scratch_probes, s, OUT / "subnets.jsonl",
+                                  on_done=lambda r: bar.update(task, advance=1),
+                                  eval_split=split, seeds=pe.get("scratch_seeds", 1))
         for i, arch in enumerate(archs):
             row = scratch[arch.with_name("").encode()]
-            inherited = subnet_accuracy(supernet, arch, calib, test, pt.get("calib_batches", 8))
+            inherited = subnet_accuracy(supernet, arch, calib, held_out, nb)
             rows.append({**row, "inherited_acc": inherited, "name": arch.name or f"subnet{i}"})
             tracking.log_metrics({"inherited_acc": inherited, "scratch_acc": row["scratch_acc"]},
                                  step=i)
+        for arch in probes:
+            cost = static_cost(arch)
+            probe_rows.append({"name": arch.name, "arch": arch.with_name("").encode(),
+                               "macs": cost.macs, "params": cost.params,
+                               "inherited_acc": subnet_accuracy(supernet, arch, calib, held_out, nb),
+                               "scratch_acc": scratch.get(arch.with_name("").encode(), {})
+                               .get("scratch_acc")})
         metrics = rank_metrics(rows)
+        metrics["eval_split"], metrics["eval_images"] = split, len(held_out.data)
+        metrics["scratch_seeds"] = pe.get("scratch_seeds", 1)
+        if probe_rows:
+            accs = [r["inherited_acc"] for r in probe_rows]
+            metrics.update(probes_min_inherited_acc=min(accs),
+                           probes_mean_inherited_acc=round(float(np.mean(accs)), 2),
+                           **{f"probe_{r['name']}_inherited_acc": r["inherited_acc"]
+                              for r in probe_rows})
         metrics["seconds"] = round(time.perf_counter() - t0, 1)
-        tracking.log_metrics(metrics)
+        tracking.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, str)})
     table = [{k: r[k] for k in ("name", "arch", "macs", "params", "inherited_acc", "scratch_acc",
-                                "scratch_seconds")} for r in rows]
+                                "scratch_accs", "scratch_seconds")} for r in rows]
     (OUT / "rows.json").write_text(json.dumps(table, indent=2) + "\n")
+    (OUT / "probes.json").write_text(json.dumps(probe_rows, indent=2) + "\n")
     (OUT / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics))
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from hardware.spec import load_spec
-from hwnas.data import Loader, Splits, load_dataset
+from hwnas.data import Loader, Splits, TensorData, load_dataset
 from hwnas.params import load_params, section
 from hwnas.space import SearchSpace, SpaceConfig, curated_space
 from hwnas.supernet import SuperNet, subnet_accuracy, supernet_state
@@ -45,8 +45,11 @@ class Setup:
     device: torch.device
 
     def loader(self, split: str = "train", train: bool = False, seed: int = 0) -> Loader:
-        """Training batches (shuffled, augmented) or plain batches of a split."""
-        data = getattr(self.splits, split)
+        """Training batches (shuffled, augmented) or plain batches of a split; ``a+b``
+        joins splits (e.g. ``val+test`` for a larger evaluation set)."""
+        parts = [getattr(self.splits, name) for name in split.split("+")]
+        data = parts[0] if len(parts) == 1 else TensorData(torch.cat([p.x for p in parts]),
+                                                           torch.cat([p.y for p in parts]))
         if train:
             return Loader(data, self.train.batch_size, shuffle=True, max_shift=self.train.max_shift,
                           seed=seed, device=self.device, drop_last=True)
@@ -138,7 +141,7 @@ def train(s: Setup, ckpt_path: Path = CKPT_DIR / "last.pt", progress: bool = Tru
     seed, cfg = s.params["seed"], s.train
     fp = fingerprint(s.params)
     torch.manual_seed(seed)
-    supernet = SuperNet(s.space).to(s.device)
+    supernet = SuperNet(s.space, s.params.get("kernel_transform", True)).to(s.device)
     opt = make_optimizer(supernet, cfg)
     loader = s.loader("train", train=True, seed=seed)
     rng = np.random.default_rng(seed)

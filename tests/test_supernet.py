@@ -43,6 +43,9 @@ def supernet(space):
         for _ in range(3):
             for arch in sandwich_archs(net, rng, 2):
                 net(torch.randn(8, 1, 16, 16), arch)
+        for name, p in net.named_parameters():  # kernel transformations away from identity
+            if "ktrans" in name:
+                p.add_(0.1 * torch.randn_like(p))
     return net.eval()
 
 
@@ -147,6 +150,7 @@ def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path):
     from stages.train_supernet import setup, train
 
     s = setup(_stage_params(2))
+    assert len(s.loader("val+test").data) == len(s.splits.val) + len(s.splits.test)
     straight, summary = train(s, tmp_path / "a.pt", progress=False)
     assert summary["epochs"] == 2 and summary["val_acc_largest"] > 30  # it learns digits
 
@@ -165,3 +169,69 @@ def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path):
     other = setup({**_stage_params(2), "seed": 1})
     fresh, _ = train(other, tmp_path / "b.pt", progress=False)
     assert not torch.equal(fresh.stem.conv.weight, straight.stem.conv.weight)
+
+
+@pytest.mark.parametrize("extremes", ["fixed", "cycle", "random"])
+def test_sandwich_extremes_cover_every_block_type(space, supernet, extremes):
+    rng = np.random.default_rng(0)
+    steps = [sandwich_archs(supernet, rng, 1, step, extremes) for step in range(4)]
+    big = {b.type for archs in steps for b in archs[0].blocks}
+    small = {b.type for archs in steps for b in archs[1].blocks}
+    if extremes == "fixed":
+        assert big == {"fused_ibn"} and small == {"ibn"}
+    else:
+        assert big == small == {"ibn", "fused_ibn"}
+    for archs in steps:  # the largest keeps the largest dims, whatever its types
+        assert [(b.kernel, b.out, b.expand) for b in archs[0].blocks] == \
+            [(b.kernel, b.out, b.expand) for b in largest_arch(space).blocks]
+        with torch.no_grad():
+            for arch in archs:
+                supernet(torch.randn(2, 1, 16, 16), arch)
+    if extremes == "cycle":  # step by step: fused/ibn teacher in turn
+        assert [a[0].blocks[0].type for a in steps] == ["fused_ibn", "ibn"] * 2
+    with pytest.raises(ValueError, match="extremes"):
+        TrainConfig.from_params({"extremes": "both"})
+
+
+def test_probe_subnets_cover_types_kernels_and_the_baseline(space):
+    from stages.eval_supernet import probe_subnets
+
+    probes = probe_subnets(space)
+    kinds = {(a.blocks[0].type, a.blocks[0].kernel) for a in probes if a.name != "baseline_ibn_k3"}
+    assert kinds == {(t, k) for t in ("ibn", "fused_ibn") for k in (3, 5, 7)}
+    base = [a for a in probes if a.name == "baseline_ibn_k3"]
+    assert len(base) == 1 and {(b.type, b.kernel, b.expand) for b in base[0].blocks} == {("ibn", 3, 3)}
+    with pytest.raises(SupernetError, match="block_type"):
+        largest_arch(space, "conv")
+
+
+def test_small_kernels_are_transformed_crops(space, supernet):
+    conv = supernet.stages[0][0]["fused_ibn"].fused
+    assert conv.small_kernels == (5, 3) and conv.weight(8, 16, 7).shape == (16, 8, 7, 7)
+    w7, w3 = conv.conv.weight[:16, :8], conv.weight(8, 16, 3)
+    assert w3.shape == (16, 8, 3, 3) and not torch.allclose(w3, w7[..., 2:5, 2:5])
+    plain = SuperNet(space, kernel_transform=False)
+    assert not any("ktrans" in n for n, _ in plain.named_parameters())
+
+
+def test_scratch_results_average_seeds_and_cache_runs(space, tmp_path, monkeypatch):
+    import stages.eval_supernet as ev
+    from stages.train_supernet import setup
+
+    s = setup(_stage_params(1))
+    calls = []
+
+    def fake(arch, s, split, seed):
+        calls.append(seed)
+        return 90.0 + seed
+
+    monkeypatch.setattr(ev, "scratch_accuracy", fake)
+    archs = [largest_arch(s.space), smallest_arch(s.space)]
+    one = ev.scratch_results(archs, s, tmp_path / "c.jsonl", eval_split="val+test")
+    assert calls == [0, 0] and one[archs[0].with_name("").encode()]["scratch_acc"] == 90.0
+    two = ev.scratch_results(archs, s, tmp_path / "c.jsonl", eval_split="val+test", seeds=2)
+    assert calls == [0, 0, 1, 1]  # run 0 came from the cache
+    row = two[archs[1].with_name("").encode()]
+    assert row["scratch_accs"] == [90.0, 91.0] and row["scratch_acc"] == 90.5
+    ev.scratch_results(archs, s, tmp_path / "c.jsonl", eval_split="test")
+    assert calls[-2:] == [0, 0]  # another evaluation split is another result
