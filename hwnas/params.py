@@ -30,6 +30,26 @@ def section(params: dict, name: str) -> dict:
     return {**params["base"], **(params[name] or {})}
 
 
+def check_numbers(name: str, p: dict, positive_ints=(), positive=(), non_negative=()) -> None:
+    """Raise ParamsError naming ``<name>.<key>`` for a missing or out-of-range number."""
+    def bad(key, what):
+        raise ParamsError(f"params.yaml: {name}.{key} must be {what}, got {p.get(key)!r}")
+
+    def number(v):
+        return not isinstance(v, bool) and isinstance(v, (int, float))
+
+    for key in positive_ints:
+        v = p.get(key)
+        if not (number(v) and v == int(v) and v >= 1):
+            bad(key, "a positive integer")
+    for key in positive:
+        if not (number(p.get(key)) and p[key] > 0):
+            bad(key, "a positive number")
+    for key in non_negative:
+        if not (number(p.get(key)) and p[key] >= 0):
+            bad(key, "a number >= 0")
+
+
 def validate_params(params: dict) -> dict:
     """Check every section before any stage runs: ``base`` here, and each stage
     module's own ``parse_params(params)`` (stages/<name>.py) where it has one.

@@ -30,6 +30,16 @@ def params_for(backend: str, params: dict | None = None) -> dict:
     return p
 
 
+def parse_params(params: dict) -> None:
+    from hwnas.params import check_numbers
+
+    for backend in ("sim", "cpu"):
+        p = params_for(backend, params)
+        name = "microbench" + (".cpu" if backend == "cpu" else "")
+        check_numbers(name, p, positive_ints=("samples", "repeats"), positive=("time_budget_s",),
+                      non_negative=("noise",))
+
+
 def table_path(backend: str, spec_name: str) -> Path:
     return DATA / f"{spec_name if backend == 'sim' else 'cpu'}.parquet"
 

@@ -25,6 +25,14 @@ MODELS = Path("models/estimator")
 RESULTS = Path("results/estimator")
 
 
+def parse_params(params: dict) -> None:
+    from hwnas.params import check_numbers
+
+    check_numbers("train_estimator", section(params, "train_estimator"),
+                  positive_ints=("n_estimators", "num_leaves", "eval_networks"),
+                  positive=("learning_rate",))
+
+
 def run(backend: str, params: dict | None = None) -> dict:
     params = params or load_params()
     p = section(params, "train_estimator")

@@ -2,6 +2,7 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,20 @@ def test_second_pipeline_in_the_workspace_stops_clearly(project):
 def test_invalid_params_name_the_key(base, message):
     with pytest.raises(ParamsError, match=message):
         validate_params({"base": base})
+
+
+def test_run_stops_on_a_bad_param_before_any_stage(tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from hwnas.cli import app
+    from hwnas.params import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params["microbench"]["samples"] = -5
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(app, ["run"])
+    assert result.exit_code == 2
+    assert "microbench.samples must be a positive integer" in result.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # nothing ran, nothing was tracked
