@@ -17,7 +17,7 @@ $(BIN)/hwnas: pyproject.toml
 install: $(BIN)/hwnas
 
 run: install
-	$(BIN)/hwnas references
+	$(BIN)/hwnas run
 
 test: install
 	$(BIN)/pytest -q

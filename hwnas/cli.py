@@ -360,6 +360,7 @@ def run(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     typer.echo(f"pipeline finished: MLflow run {run_id}")
+    typer.echo("  report:   results/evaluate/report.md (pareto.png beside it)")
     typer.echo("  metrics:  dvc metrics show")
     typer.echo("  runs:     mlflow ui --backend-store-uri sqlite:///mlflow.db")
     typer.echo(f"  lineage:  hwnas lineage {run_id}")
