@@ -31,7 +31,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     num_random: int = 2       # sandwich rule: random subnets per step besides largest/smallest
     # block types of the largest (teacher) and smallest subnets: "fixed" (all fused_ibn /
-    # all ibn), "cycle" (every type in turn, step by step) or "random" (per block, per step)
+    # all ibn), "cycle" (every type in turn, step by step), "random" (per block, per step)
+    # or "all" (the largest of every type each step, fused_ibn teaching; smallest cycles)
     extremes: str = "fixed"
     distill: bool = True      # in-place distillation from the largest subnet
     max_shift: int = 2        # augmentation: random translation in pixels
@@ -52,7 +53,7 @@ class TrainConfig:
         return cfg
 
 
-EXTREMES = ("fixed", "cycle", "random")
+EXTREMES = ("fixed", "cycle", "random", "all")
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -141,19 +142,23 @@ def sandwich_archs(supernet, rng: np.random.Generator, num_random: int, step: in
                    extremes: str = "fixed") -> list[ArchSpec]:
     """Largest, smallest and ``num_random`` random subnets (the sandwich rule).
     ``extremes`` picks the block types of the largest and smallest (``TrainConfig``)."""
+    extra: list[ArchSpec] = []
     if extremes == "fixed":
         big, small = supernet.largest(), supernet.smallest()
-    elif extremes == "cycle":
+    elif extremes in ("cycle", "all"):
         big_t, small_t = supernet.largest().blocks[0].type, supernet.smallest().blocks[0].type
         types = _common_types(supernet.space)
         big = supernet.largest(types[(types.index(big_t) + step) % len(types)])
         small = supernet.smallest(types[(types.index(small_t) + step) % len(types)])
+        if extremes == "all":  # the default largest teaches; the other types' largest learn
+            big = supernet.largest()
+            extra = [supernet.largest(t) for t in types if t != big_t]
     elif extremes == "random":
         big = _random_types(supernet, supernet.largest(), rng)
         small = _random_types(supernet, supernet.smallest(), rng)
     else:
         raise ValueError(f"extremes: {extremes!r} is not one of {', '.join(EXTREMES)}")
-    return [big, small] + [supernet.sample(rng) for _ in range(num_random)]
+    return [big, small, *extra] + [supernet.sample(rng) for _ in range(num_random)]
 
 
 def supernet_epoch(supernet: nn.Module, loader: Iterable, opt: torch.optim.Optimizer,

@@ -2,11 +2,15 @@
 
 For ``subnets`` architectures spread over the space by MACs (the smallest and the
 largest included), compare the accuracy inherited from the supernet (extract, BN
-recalibration, test split) with the same architecture trained from scratch with
-the supernet's budget (same epochs, batches, augmentation, optimizer and schedule).
-Writes Kendall tau, the largest subnet's gap and a row per subnet. From-scratch
-results are kept in ``subnets.jsonl`` (``persist: true``) keyed by architecture and
-training params, so a killed run resumes where it stopped.
+recalibration) with the same architecture trained from scratch with the supernet's
+budget (same epochs, batches, augmentation, optimizer and schedule), both on
+``eval_split`` (default ``val+test``: 1,500 MNIST images). The from-scratch accuracy is
+the mean of ``scratch_seeds`` runs (initialization and batch order; same splits).
+Writes Kendall tau, the largest subnet's gap and a row per subnet, and "probes"
+(``probes.json``): the largest subnet with every block one type and one kernel size,
+and an all-ibn 3x3 baseline, so an undertrained block type or kernel size shows.
+From-scratch runs are kept in ``subnets.jsonl`` (``persist: true``) keyed by
+architecture, training params, split and run, so a killed run resumes where it stopped.
 """
 from __future__ import annotations
 

@@ -171,7 +171,7 @@ def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path):
     assert not torch.equal(fresh.stem.conv.weight, straight.stem.conv.weight)
 
 
-@pytest.mark.parametrize("extremes", ["fixed", "cycle", "random"])
+@pytest.mark.parametrize("extremes", ["fixed", "cycle", "random", "all"])
 def test_sandwich_extremes_cover_every_block_type(space, supernet, extremes):
     rng = np.random.default_rng(0)
     steps = [sandwich_archs(supernet, rng, 1, step, extremes) for step in range(4)]
@@ -179,6 +179,9 @@ def test_sandwich_extremes_cover_every_block_type(space, supernet, extremes):
     small = {b.type for archs in steps for b in archs[1].blocks}
     if extremes == "fixed":
         assert big == {"fused_ibn"} and small == {"ibn"}
+    elif extremes == "all":  # fused_ibn teaches; the all-ibn largest learns every step
+        assert big == {"fused_ibn"} and small == {"ibn", "fused_ibn"}
+        assert all({b.type for b in a[2].blocks} == {"ibn"} and len(a) == 4 for a in steps)
     else:
         assert big == small == {"ibn", "fused_ibn"}
     for archs in steps:  # the largest keeps the largest dims, whatever its types
