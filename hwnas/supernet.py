@@ -295,7 +295,10 @@ class SuperNet(nn.Module):
         if arch.stem.kernel > STEM_KERNEL:
             raise SupernetError(f"stem.kernel: {arch.stem.kernel} exceeds {STEM_KERNEL}")
         problem = f"blocks: {len(arch.blocks)} blocks match no depth combination of the space"
-        for depths in _depth_vectors(sp):
+        # the space's own depth vectors first, then any per-stage depths the supernet
+        # holds (an uncurated space picks each stage's depth on its own)
+        free = product(*(range(1, d + 1) for d in self.max_depths))
+        for depths in dict.fromkeys([*_depth_vectors(sp), *free]):
             if sum(depths) != len(arch.blocks):
                 continue
             try:

@@ -36,7 +36,7 @@ def parse_params(params: dict) -> dict:
         v = p.get(key)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ParamsError(f"params.yaml: search.{key} must be a positive integer, got {v!r}")
-    for key in ("max_latency_ms", "memory_budget"):
+    for key in ("max_latency_ms", "latency_budget", "memory_budget"):
         v = p.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
             raise ParamsError(f"params.yaml: search.{key} must be a positive number or null")
@@ -51,12 +51,20 @@ def fingerprint(p: dict, *inputs: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def summarize(df: pd.DataFrame, base: dict, budget: float | None) -> dict:
+def summarize(df: pd.DataFrame, base: dict, budget: float | None,
+              latency_budget: float | None = None) -> dict:
     """The figures the issue asks for: latency saved at baseline accuracy, and the
-    best network within half (or ``budget`` of) the baseline's memory."""
+    best network within half (or ``budget`` of) the baseline's memory. The chosen
+    latency model is the most accurate network within ``latency_budget`` of the
+    baseline's latency when one is set, else the fastest at baseline accuracy."""
     front = df[df["pareto"]]
     at_acc = front[front["accuracy"] >= base["accuracy"]]
     fastest = at_acc.loc[at_acc["latency_ms"].idxmin()] if len(at_acc) else None
+    chosen = fastest
+    if latency_budget:
+        within = df[(df["latency_ms"] <= latency_budget * base["latency_ms"])
+                    & (df["accuracy"] >= base["accuracy"])]
+        chosen = within.loc[within["accuracy"].idxmax()] if len(within) else None
     share = budget or 0.5
     fits = df[(df["memory_bytes"] <= share * base["memory_bytes"])
               & (df["accuracy"] >= base["accuracy"] - 1.0)]
@@ -70,6 +78,10 @@ def summarize(df: pd.DataFrame, base: dict, budget: float | None) -> dict:
         "latency_reduction_at_baseline_accuracy":
             None if fastest is None else 1 - float(fastest["latency_ms"]) / base["latency_ms"],
         "accuracy_of_fastest": None if fastest is None else float(fastest["accuracy"]),
+        "latency_budget_share": latency_budget,
+        "chosen_latency_reduction":
+            None if chosen is None else 1 - float(chosen["latency_ms"]) / base["latency_ms"],
+        "chosen_accuracy": None if chosen is None else float(chosen["accuracy"]),
         "memory_budget_share": share,
         "memory_budget_fit": small is not None,
         "memory_reduction_within_budget":
@@ -77,7 +89,7 @@ def summarize(df: pd.DataFrame, base: dict, budget: float | None) -> dict:
         "accuracy_within_budget": None if small is None else float(small["accuracy"]),
         "out_of_range_candidates":
             int((df["out_of_range"] > 0).sum()) if "out_of_range" in df else 0,
-        "_fastest": None if fastest is None else fastest["arch"],
+        "_fastest": None if chosen is None else chosen["arch"],
         "_smallest": None if small is None else small["arch"],
     }
 
@@ -199,8 +211,10 @@ def run_search(ctx: Context, evaluate) -> None:
 
     p, spec, space, baseline = ctx.params, ctx.spec, ctx.space, ctx.baseline
     base = evaluate([baseline])[0]
-    budget = p.get("memory_budget")
-    constraints = Constraints(p.get("max_latency_ms"),
+    budget, lat_budget = p.get("memory_budget"), p.get("latency_budget")
+    limits = [v for v in (p.get("max_latency_ms"),
+                          lat_budget * base["latency_ms"] if lat_budget else None) if v]
+    constraints = Constraints(min(limits) if limits else None,
                               budget * base["memory_bytes"] if budget else None)
     check_feasible(space, ctx.estimator.estimate, constraints)
 
@@ -215,7 +229,7 @@ def run_search(ctx: Context, evaluate) -> None:
                     seed=p["seed"], constraints=constraints, journal=journal, seeds=[baseline],
                     on_batch=lambda n, _rows: bar.update(task, completed=n))
         seconds = time.perf_counter() - t0
-        summary = summarize(df, base, budget)
+        summary = summarize(df, base, budget, lat_budget)
         fastest, smallest = summary.pop("_fastest"), summary.pop("_smallest")
         summary.update(search_seconds=round(seconds, 1), accuracy_mode=p["accuracy"])
         tracking.log_metrics(summary)

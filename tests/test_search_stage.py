@@ -62,17 +62,22 @@ def test_summary_figures():
     assert s["latency_reduction_at_baseline_accuracy"] == pytest.approx(0.6)
     assert s["_fastest"] == "b" and s["_smallest"] == "d"
     assert s["memory_reduction_within_budget"] == pytest.approx(0.55)
+    # with a latency budget the chosen model is the most accurate network within it
+    s = summarize(df, base, None, latency_budget=0.95)
+    assert s["_fastest"] == "b" and s["chosen_latency_reduction"] == pytest.approx(0.6)
+    df.loc[0, ["accuracy", "latency_ms"]] = [95.0, 0.9]
+    assert summarize(df, base, None, latency_budget=0.95)["_fastest"] == "a"
 
 
 @pytest.mark.parametrize("key, value", [("accuracy", "magic"), ("candidates", 0),
-                                        ("max_latency_ms", -1)])
+                                        ("max_latency_ms", -1), ("latency_budget", "half")])
 def test_search_params_are_checked(key, value):
     from hwnas.params import ParamsError
 
     params = {"base": {"seed": 0, "hardware": "neural-engine-32"},
               "search": {"accuracy": "supernet", "candidates": 10, "population": 5,
                          "calib_images": 8, "val_images": 8, "max_latency_ms": None,
-                         "memory_budget": None}}
+                         "latency_budget": 0.5, "memory_budget": None}}
     parse_params(params)
     params["search"][key] = value
     with pytest.raises(ParamsError, match=f"search.{key}"):
@@ -92,3 +97,17 @@ def test_multishot_fans_out_and_is_deterministic(prefect_harness):
     assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
     with pytest.raises(ValueError, match="unknown kind"):
         multishot(archs, data, train, kind="carrier-pigeon")
+
+
+def test_supernet_runs_uncurated_networks_for_the_curation_experiment():
+    from hwnas.space import uncurated_space
+    from hwnas.supernet import SuperNet, extract_subnet
+
+    torch.manual_seed(0)
+    supernet = SuperNet(SPACE).eval()
+    rng = np.random.default_rng(0)
+    x = torch.randn(2, 1, 32, 32)
+    for _ in range(5):
+        arch = uncurated_space(CFG).sample(rng)
+        net = extract_subnet(supernet, arch).eval()
+        assert torch.allclose(net(x), supernet(x, arch), atol=1e-5)
