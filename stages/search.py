@@ -189,13 +189,32 @@ def load_context(params: dict) -> Context:
                    (splits.val.x[:p["val_images"]], splits.val.y[:p["val_images"]]))
 
 
-def main() -> None:
-    from hwnas.search.objectives import make_evaluator
+def check_space(space) -> None:
+    """A space that cannot build a valid network stops the search before it starts."""
+    from hwnas.arch import ArchError
+    from hwnas.search.objectives import SearchInputError
 
-    ctx = load_context(load_params())
+    try:
+        space.sample(np.random.default_rng(0))
+    except ArchError as err:
+        raise SearchInputError(f"the search space {space.name} cannot build a valid "
+                               f"network: {err}") from None
+
+
+def main() -> None:
+    from hwnas.estimator import EstimatorError
+    from hwnas.search.objectives import SearchInputError, make_evaluator
+
+    try:
+        ctx = load_context(load_params())
+        check_space(ctx.space)
+    except (ParamsError, EstimatorError, SearchInputError, FileNotFoundError) as err:
+        raise SystemExit(f"search: {err}") from None
     scorer = ctx.scorer()
     try:
         run_search(ctx, make_evaluator(scorer, ctx.estimator.estimate))
+    except SearchInputError as err:
+        raise SystemExit(f"search: {err}") from None
     finally:
         if hasattr(scorer, "close"):
             scorer.close()

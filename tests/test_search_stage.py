@@ -111,3 +111,13 @@ def test_supernet_runs_uncurated_networks_for_the_curation_experiment():
         arch = uncurated_space(CFG).sample(rng)
         net = extract_subnet(supernet, arch).eval()
         assert torch.allclose(net(x), supernet(x, arch), atol=1e-5)
+
+
+def test_a_space_that_cannot_build_a_network_is_refused():
+    from hwnas.search.objectives import SearchInputError
+    from stages.search import check_space
+
+    tiny = SpaceConfig(resolution=4, stem_stride=2, stages=((32, 1, 2), (64, 1, 2), (96, 1, 2)))
+    with pytest.raises(SearchInputError, match="cannot build a valid network"):
+        check_space(curated_space(SPEC, tiny))
+    check_space(SPACE)
