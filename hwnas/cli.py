@@ -277,7 +277,8 @@ def estimate(
 @app.command()
 def microbench(
     backend: Annotated[str, typer.Option(help="sim (the simulator, noise on) or cpu (this CPU).")] = "sim",
-    hardware: HardwareOpt = DEFAULT_SPEC,
+    hardware: Annotated[Optional[str], typer.Option(
+        "--hardware", "-H", help="Spec name or YAML (default: params.yaml's base.hardware).")] = None,
     samples: Annotated[Optional[int], typer.Option(min=1, help="At most this many units.")] = None,
     time_budget: Annotated[Optional[float], typer.Option(help="Seconds before sampling stops.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Parquet table to write.")] = None,
@@ -295,12 +296,13 @@ def microbench(
         if backend not in ("sim", "cpu"):
             raise InputError(f"--backend must be sim or cpu, got {backend!r}")
         p = params_for(backend, load_params(params))
-        p["hardware"] = hardware
+        if hardware is not None:
+            p["hardware"] = hardware
         if samples is not None:
             p["samples"] = samples
         if time_budget is not None:
             p["time_budget_s"] = time_budget
-        spec = load_spec(hardware)
+        spec = load_spec(p["hardware"])
         cfg = config_from(MicrobenchConfig, p)
     except (SpecError, InputError, ParamsError, MicrobenchError) as err:
         fail(str(err))
@@ -331,6 +333,13 @@ def train_estimator(
     except (SpecError, MicrobenchError) as err:
         fail(str(err))
     backend = str(data["backend"].iloc[0]) if "backend" in data.columns else "sim"
+    if backend == "sim":  # a table measured on another spec would train a wrong estimator
+        from hwnas.estimator.decompose import spec_fields
+
+        for field, value in spec_fields(spec).items():
+            if field in data.columns and not (data[field] == value).all():
+                fail(f"{table}: measured with {field}={data[field].iloc[0]:g}, but "
+                     f"{spec.name} has {value:g}; pass the matching --hardware")
     path = out or Path("models/estimator") / (spec.name if backend == "sim" else "cpu")
     manifest = train(data, spec, backend, TrainConfig(n_estimators=n_estimators), path,
                      file_hash(table))

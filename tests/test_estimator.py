@@ -260,3 +260,15 @@ def test_accuracy_metrics():
     assert m["within_5pct"] == pytest.approx(2 / 3) and m["within_10pct"] == pytest.approx(2 / 3)
     assert m["spearman"] == pytest.approx(1.0)
     assert m["rmspe"] == pytest.approx(np.sqrt((0 + 0.04 ** 2 + (0.5 / 3) ** 2) / 3))
+
+
+def test_train_estimator_refuses_a_table_from_another_spec(tiny, tmp_path):
+    from typer.testing import CliRunner
+
+    from hwnas.cli import app
+
+    _, out = tiny
+    result = CliRunner().invoke(app, ["train-estimator", "--table", str(out.parent / "mb.parquet"),
+                                      "--hardware", "edge-16", "--out", str(tmp_path / "e")])
+    assert result.exit_code == 2 and "spec_rows=32, but edge-16 has 16" in result.stderr
+    assert not (tmp_path / "e").exists()
