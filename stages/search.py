@@ -225,7 +225,7 @@ def run_search(ctx: Context, evaluate) -> None:
 
     from hwnas import tracking
     from hwnas.lineage import lineage_tags
-    from hwnas.search.evolution import Constraints, search
+    from hwnas.search.evolution import Constraints, read_journal, search
     from hwnas.search.objectives import check_feasible
 
     p, spec, space, baseline = ctx.params, ctx.spec, ctx.space, ctx.baseline
@@ -243,6 +243,7 @@ def run_search(ctx: Context, evaluate) -> None:
                       tags=lineage_tags("search", spec.spec_hash())) as active, \
             Progress() as bar:
         task = bar.add_task("search", total=p["candidates"])
+        resumed = len(read_journal(journal))  # finished by an earlier (killed or equal) run
         t0 = time.perf_counter()
         df = search(space, evaluate, candidates=p["candidates"], population=p["population"],
                     seed=p["seed"], constraints=constraints, journal=journal, seeds=[baseline],
@@ -250,7 +251,8 @@ def run_search(ctx: Context, evaluate) -> None:
         seconds = time.perf_counter() - t0
         summary = summarize(df, base, budget, lat_budget)
         fastest, smallest = summary.pop("_fastest"), summary.pop("_smallest")
-        summary.update(search_seconds=round(seconds, 1), accuracy_mode=p["accuracy"])
+        summary.update(search_seconds=round(seconds, 1), resumed_candidates=resumed,
+                       accuracy_mode=p["accuracy"])
         tracking.log_metrics(summary)
         log_candidates(df, active.info.run_id)
 
@@ -264,7 +266,8 @@ def run_search(ctx: Context, evaluate) -> None:
         "pareto": front[cols].to_dict("records")}, indent=2) + "\n")
     (OUT / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(df, base, OUT / "pareto.png")
-    print(f"search: {summary['candidates']} candidates in {seconds:.0f} s; Pareto front "
+    print(f"search: {summary['candidates']} candidates ({resumed} from the journal) in "
+          f"{seconds:.0f} s; Pareto front "
           f"{summary['pareto_size']}; latency reduction at baseline accuracy "
           f"{summary['latency_reduction_at_baseline_accuracy']}")
 
