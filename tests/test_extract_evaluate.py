@@ -30,12 +30,7 @@ TINY = SpaceConfig(resolution=16, in_channels=1, classes=10, head_features=32, s
                    depth_multipliers=(0.5, 1.0, 1.5), width_range=(0.5, 1.0))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,7 @@ from hwnas.training import TrainConfig, make_optimizer, sandwich_archs, sandwich
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convs: one thread avoids OpenMP barrier waits on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = SpaceConfig(resolution=16, in_channels=1, classes=10, head_features=32, stem_stride=2,
                    stages=((32, 1, 2), (32, 2, 1), (64, 1, 2)), kernels=(3, 5, 7),
