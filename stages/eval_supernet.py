@@ -41,14 +41,20 @@ OUT = Path("results/eval_supernet")
 
 
 def spread_subnets(space: SearchSpace, n: int, candidates: int, seed: int) -> list[ArchSpec]:
-    """The smallest, the largest and ``n - 2`` random subnets at evenly spaced MAC
-    quantiles of ``candidates`` samples: a set that covers the space's size range."""
+    """The smallest, the largest and ``n - 2`` random subnets nearest to evenly spaced
+    log-MACs between them, picked from ``candidates`` samples: a set that covers the
+    space's size range. (Quantiles of random samples, the earlier pick, put 8 of 10 into
+    2-40 MMACs, where MNIST from scratch saturates: 97.5-98.2%, runs differing by 0.7.)"""
     rng = np.random.default_rng(seed)
-    pool = sorted({a.encode(): a for a in (space.sample(rng) for _ in range(candidates))}.values(),
-                  key=lambda a: static_cost(a).macs)
-    picks = [pool[i] for i in np.unique(np.linspace(0, len(pool) - 1, max(0, n - 2)).round()
-                                        .astype(int))] if n > 2 else []
-    return [smallest_arch(space)] + picks + [largest_arch(space)]
+    pool = list({a.encode(): a for a in (space.sample(rng) for _ in range(candidates))}.values())
+    small, large = smallest_arch(space), largest_arch(space)
+    log_macs = np.log([static_cost(a).macs for a in pool])
+    picks: list[ArchSpec] = []
+    for target in np.linspace(np.log(static_cost(small).macs), np.log(static_cost(large).macs),
+                              n)[1:-1] if n > 2 else []:
+        order = np.argsort(np.abs(log_macs - target))
+        picks.append(next(pool[i] for i in order if pool[i] not in picks))
+    return [small] + sorted(picks, key=lambda a: static_cost(a).macs) + [large]
 
 
 def rank_metrics(rows: list[dict]) -> dict:

@@ -88,6 +88,16 @@ def fingerprint(params: dict) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def checkpoint_fingerprint(params: dict) -> str:
+    """A checkpoint resumes only with the same params and the same supernet and training
+    code: a checkpoint of other code would silently stand in for a retrain."""
+    import hwnas.supernet
+    import hwnas.training
+
+    code = "".join(Path(m.__file__).read_text() for m in (hwnas.supernet, hwnas.training))
+    return fingerprint({**params, "code": hashlib.sha256(code.encode()).hexdigest()})
+
+
 def save_atomic(obj: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -104,7 +114,7 @@ def load_checkpoint(path: Path, fp: str, device: torch.device) -> dict | None:
         print(f"train_supernet: ignoring unreadable checkpoint {path}: {err}")
         return None
     if ckpt.get("fingerprint") != fp:
-        print(f"train_supernet: {path} was written with other params; starting over")
+        print(f"train_supernet: {path} was written with other params or code; starting over")
         return None
     return ckpt
 
@@ -139,7 +149,7 @@ def train(s: Setup, ckpt_path: Path = CKPT_DIR / "last.pt", progress: bool = Tru
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     seed, cfg = s.params["seed"], s.train
-    fp = fingerprint(s.params)
+    fp = checkpoint_fingerprint(s.params)
     torch.manual_seed(seed)
     supernet = SuperNet(s.space, s.params.get("kernel_transform", True)).to(s.device)
     opt = make_optimizer(supernet, cfg)
@@ -199,7 +209,7 @@ def main() -> None:
     p = section(load_params(), "train_supernet")
     s = setup(p)
     ckpt_path = CKPT_DIR / "last.pt"
-    old = load_checkpoint(ckpt_path, fingerprint(p), s.device)
+    old = load_checkpoint(ckpt_path, checkpoint_fingerprint(p), s.device)
     _mark_killed(old.get("run_id") if old else None)
     flat = {**{k: v for k, v in p.items() if not isinstance(v, dict)},
             **{f"{sec}.{k}": v for sec in ("data", "space", "train") for k, v in p[sec].items()}}

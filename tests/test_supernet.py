@@ -202,6 +202,37 @@ def test_probe_subnets_cover_types_kernels_and_the_baseline(space):
         largest_arch(space, "conv")
 
 
+def test_later_blocks_of_a_stage_start_as_the_identity(space):
+    """Zero-initialized last BN of residual blocks: a fresh supernet computes the same
+    function with or without a stage's later blocks."""
+    torch.manual_seed(0)
+    net = SuperNet(space).eval()
+    deep = largest_arch(space)
+    firsts, seen = [], set()
+    for (s, _), b in zip(net.plan(deep), deep.blocks):
+        if s not in seen:
+            seen.add(s)
+            firsts.append(b)
+    shallow = validate(ArchSpec(stem=deep.stem, blocks=tuple(firsts), head=deep.head,
+                                input=deep.input))
+    assert len(shallow.blocks) < len(deep.blocks)
+    x = torch.randn(2, 1, 16, 16)
+    assert torch.allclose(net(x, deep), net(x, shallow), atol=1e-6)
+
+
+def test_spread_subnets_cover_the_size_range_evenly_in_log_macs(space):
+    from hwnas.lowering import static_cost
+    from stages.eval_supernet import spread_subnets
+
+    archs = spread_subnets(space, 8, 300, seed=0)
+    log_macs = np.log([static_cost(a).macs for a in archs])
+    assert len({a.encode() for a in archs}) == 8
+    assert archs[0] == smallest_arch(space) and archs[-1] == largest_arch(space)
+    assert np.all(np.diff(log_macs) > 0)
+    # no gap between neighbours is more than twice the even step
+    assert np.diff(log_macs).max() < 2 * (log_macs[-1] - log_macs[0]) / 7
+
+
 def test_small_kernels_are_transformed_crops(space, supernet):
     conv = supernet.stages[0][0]["fused_ibn"].fused
     assert conv.small_kernels == (5, 3) and conv.weight(8, 16, 7).shape == (16, 8, 7, 7)
