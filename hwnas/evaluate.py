@@ -235,6 +235,8 @@ def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
         "baseline_estimator_error": base.get("estimator_error"),
         "arch": chosen["arch"], "baseline_arch": base["arch"],
     }
+    if "weights" in chosen:  # which recipe's weights were kept (the better on the val split)
+        out.update(weights=chosen["weights"], accuracy_finetuned=chosen["finetuned_accuracy"])
     if "scratch_accuracy" in chosen and scratch_name in models:
         out["accuracy_scratch"] = chosen["scratch_accuracy"]
         out["accuracy_delta_scratch"] = chosen["scratch_accuracy"] - models[scratch_name]["accuracy"]
@@ -258,6 +260,9 @@ def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
             "memory_reduction": reduction("memory_bytes", mem),
             "latency_ms": mem["latency_ms"], "latency_reduction": reduction("latency_ms", mem),
             "energy_mj": mem["energy_mj"], "estimator_error": mem.get("estimator_error")}
+        if "weights" in mem:
+            out["memory_model"].update(weights=mem["weights"],
+                                       accuracy_finetuned=mem["finetuned_accuracy"])
         if "scratch_accuracy" in mem and scratch_name in models:
             out["memory_model"]["accuracy_scratch"] = mem["scratch_accuracy"]
             out["memory_model"]["accuracy_delta_scratch"] = (mem["scratch_accuracy"]
@@ -366,6 +371,12 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
         f"Baseline accuracy is the stronger of its variants ({variants}; used: "
         f"{metrics['baseline_accuracy_source']}). {info.get('baseline_budget', '')}",
     ]
+    if "weights" in metrics:
+        lines += ["", f"The chosen model keeps the weights that score higher on the val split: "
+                      f"fine-tuned from the supernet ({metrics['accuracy_finetuned']:.2f}% test) "
+                      f"or trained from scratch with the baseline's budget "
+                      f"({_num(metrics.get('accuracy_scratch'), '.2f')}% test); kept: "
+                      f"**{metrics['weights']}**."]
     if "accuracy_se" in metrics:
         lines += ["", f"Standard error of one test accuracy here: about "
                       f"{metrics['accuracy_se']:.2f} points (binomial), so differences below "

@@ -141,6 +141,7 @@ class Data:
     calib: Iterable
     test: Iterable
     train_config: TrainConfig
+    val: Iterable | None = None  # for choosing between fine-tuned and from-scratch weights
 
 
 def materialize(supernet: SuperNet, arch: ArchSpec, data: Data, ft: FineTune,
@@ -163,9 +164,27 @@ def materialize(supernet: SuperNet, arch: ArchSpec, data: Data, ft: FineTune,
     seconds = time.perf_counter() - t0
     acc = accuracy(net, data.test)
     return net.eval(), {"arch": arch.encode(), "inherited_accuracy": inherited,
-                        "accuracy": acc, "finetune_epochs": ft.epochs,
+                        "accuracy": acc, **_val_accuracy(net, data), "finetune_epochs": ft.epochs,
                         "finetune_seconds": round(seconds, 2),
                         "params": sum(p.numel() for p in net.parameters())}
+
+
+def _val_accuracy(net: nn.Module, data: Data) -> dict:
+    return {} if data.val is None else {"val_accuracy": accuracy(net, data.val)}
+
+
+def keep_better(finetuned: tuple[nn.Module, dict],
+                scratch: tuple[nn.Module, dict]) -> tuple[nn.Module, dict]:
+    """Of one architecture's fine-tuned and from-scratch models, the one with the higher
+    val accuracy (a tie keeps the fine-tuned one): the choice never sees the test split.
+    Returns that model and the fine-tuned record updated with both recipes' figures."""
+    (fnet, frec), (snet, srec) = finetuned, scratch
+    rec = {**frec, "finetuned_accuracy": frec["accuracy"], "scratch_accuracy": srec["accuracy"],
+           "scratch_val_accuracy": srec["val_accuracy"], "scratch_epochs": srec["epochs"],
+           "scratch_seconds": srec["train_seconds"]}
+    if srec["val_accuracy"] > frec["val_accuracy"]:
+        return snet, {**rec, "weights": "scratch", "accuracy": srec["accuracy"]}
+    return fnet, {**rec, "weights": "finetuned"}
 
 
 def train_scratch(arch: ArchSpec, data: Data, cfg: TrainConfig, seed: int = 0,
@@ -177,7 +196,8 @@ def train_scratch(arch: ArchSpec, data: Data, cfg: TrainConfig, seed: int = 0,
     train_from_scratch(net, data.train(), cfg, on_step=_progress(log, cfg.epochs, data))
     seconds = time.perf_counter() - t0
     acc = accuracy(net, data.test)
-    return net.eval(), {"arch": arch.encode(), "accuracy": acc, "epochs": cfg.epochs,
+    return net.eval(), {"arch": arch.encode(), "accuracy": acc, **_val_accuracy(net, data),
+                        "epochs": cfg.epochs,
                         "train_seconds": round(seconds, 2),
                         "params": sum(p.numel() for p in net.parameters())}
 

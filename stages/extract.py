@@ -8,7 +8,9 @@ the supernet's optimizer and schedule at ``extract.lr``, recalibrated again and
 tested. With ``extract.baseline`` the baseline architecture goes through the same
 recipe (``baseline-finetuned``): the like-for-like comparison. With ``extract.scratch``
 the chosen networks are also trained from scratch with the baseline's budget
-(``scratch_accuracy``): architecture against architecture at equal training.
+(``scratch_accuracy``): architecture against architecture at equal training; each
+chosen network then keeps the weights of the recipe that scores higher on the val
+split (``weights``: ``finetuned`` or ``scratch``; ``hwnas.extract.keep_better``).
 
 Writes ``models/subnets/<name>.pt`` (state dict + architecture string),
 ``models/subnets/<name>.onnx`` (onnxruntime checked against PyTorch on test images;
@@ -66,9 +68,9 @@ def say(msg: str) -> None:
 def main() -> None:
     from hardware.spec import load_spec
     from hwnas import tracking
-    from hwnas.extract import (Data, ExtractError, FineTune, export_onnx, materialize,
-                               pick_subnets, read_pareto, save_subnet, search_record,
-                               train_scratch)
+    from hwnas.extract import (Data, ExtractError, FineTune, export_onnx, keep_better,
+                               materialize, pick_subnets, read_pareto, save_subnet,
+                               search_record, train_scratch)
     from hwnas.lineage import lineage_tags
     from hwnas.search.objectives import baseline_arch
     from hwnas.supernet import load_supernet, space_to_json
@@ -92,7 +94,7 @@ def main() -> None:
         archs["baseline-finetuned"] = baseline_arch(supernet.space, widths).with_name("")
     seed = p["seed"]
     data = Data(train=lambda: s.loader("train", train=True, seed=seed), calib=s.calib_loader(),
-                test=s.loader("test"), train_config=s.train)
+                test=s.loader("test"), train_config=s.train, val=s.loader("val"))
     ft = FineTune(epochs=p["epochs"], lr=float(p["lr"]),
                   calib_batches=int(params["train_supernet"].get("calib_batches", 8)))
     check_x = s.splits.test.x[:max(1, p["onnx_check_images"])]
@@ -114,6 +116,15 @@ def main() -> None:
                                        log=lambda m, n=name: say(f"  {n}: {m}"))
                 done[key] = (net, dict(rec))  # a pristine copy: rec gains per-name fields
             rec.update({f"search_{k}": v for k, v in search_record(pareto, arch).items()})
+            if p["scratch"] and name in p["chosen"]:
+                if key not in scratch:
+                    epochs, _ = budget_epochs(params)
+                    scratch[key] = train_scratch(
+                        arch, data, replace(s.train, epochs=epochs), seed,
+                        log=lambda m, n=name: say(f"  {n} from scratch: {m}"))
+                net, rec = keep_better((net, rec), scratch[key])
+            else:
+                rec.update(weights="finetuned", finetuned_accuracy=rec["accuracy"])
             save_subnet(net, arch, MODELS / f"{name}.pt", rec)
             diff = export_onnx(net, MODELS / f"{name}.onnx", check_x)
             rec.update(onnx_max_abs_diff=diff, test_images=len(s.splits.test))
@@ -121,18 +132,9 @@ def main() -> None:
                 raise SystemExit(f"extract: {MODELS / (name + '.onnx')}: onnxruntime differs from "
                                  f"PyTorch by {diff:.2e} > extract.onnx_tolerance "
                                  f"{p['onnx_tolerance']:g}")
-            if p["scratch"] and name in p["chosen"]:
-                epochs, _ = budget_epochs(params)
-                if key not in scratch:
-                    scratch[key] = train_scratch(
-                        arch, data, replace(s.train, epochs=epochs), seed,
-                        log=lambda m, n=name: say(f"  {n} from scratch: {m}"))[1]
-                srec = scratch[key]
-                rec.update(scratch_accuracy=srec["accuracy"], scratch_epochs=epochs,
-                           scratch_seconds=srec["train_seconds"])
             records[name] = rec
-            say(f"[{i}/{len(archs)}] {name}: test {rec['accuracy']:.1f}% (inherited "
-                f"{rec['inherited_accuracy']:.1f}%), ONNX diff {diff:.1e}, "
+            say(f"[{i}/{len(archs)}] {name}: test {rec['accuracy']:.1f}% ({rec['weights']} weights; "
+                f"inherited {rec['inherited_accuracy']:.1f}%), ONNX diff {diff:.1e}, "
                 f"{time.perf_counter() - t0:.0f} s")
             tracking.log_metrics({f"{name}.accuracy": rec["accuracy"],
                                   f"{name}.inherited_accuracy": rec["inherited_accuracy"],

@@ -16,8 +16,9 @@ from hwnas.data import Loader, load_dataset
 from hwnas.evaluate import (TARGETS, EvaluateError, ablation_table, build_metrics, measure,
                             pareto_mask, plot, report, stage_depths, uses_depth_search,
                             uses_fused)
-from hwnas.extract import (Data, ExtractError, FineTune, export_onnx, load_subnet, materialize,
-                           pick_subnets, read_pareto, save_subnet, search_record, train_scratch)
+from hwnas.extract import (Data, ExtractError, FineTune, export_onnx, keep_better, load_subnet,
+                           materialize, pick_subnets, read_pareto, save_subnet, search_record,
+                           train_scratch)
 from hwnas.search.objectives import baseline_arch
 from hwnas.space import SpaceConfig, curated_space
 from hwnas.supernet import SuperNet
@@ -56,7 +57,7 @@ def data():
     return Data(train=lambda: Loader(splits.train, 128, shuffle=True, max_shift=1, seed=0,
                                      drop_last=True),
                 calib=Loader(splits.train, 256, shuffle=True, seed=1),
-                test=Loader(splits.test, 256), train_config=cfg)
+                test=Loader(splits.test, 256), train_config=cfg, val=Loader(splits.val, 256))
 
 
 def _arch(space, blocks) -> ArchSpec:
@@ -154,6 +155,21 @@ def test_arch_outside_the_supernet_is_a_clear_error(supernet, space, data):
 def test_train_scratch_reports_budget(archs, data):
     net, rec = train_scratch(archs["fast"], data, data.train_config, seed=0)
     assert rec["epochs"] == 1 and 0.0 <= rec["accuracy"] <= 100.0
+    assert 0.0 <= rec["val_accuracy"] <= 100.0
+
+
+def test_keep_better_chooses_on_val_never_test():
+    ft, sc = object(), object()
+    frec = {"accuracy": 90.0, "val_accuracy": 95.0, "inherited_accuracy": 80.0}
+    srec = {"accuracy": 99.0, "val_accuracy": 94.0, "epochs": 9, "train_seconds": 1.0}
+    net, rec = keep_better((ft, frec), (sc, srec))   # better on test, worse on val: not kept
+    assert net is ft and rec["weights"] == "finetuned" and rec["accuracy"] == 90.0
+    assert rec["scratch_accuracy"] == 99.0 and rec["finetuned_accuracy"] == 90.0
+    net, rec = keep_better((ft, frec), (sc, {**srec, "val_accuracy": 96.0}))
+    assert net is sc and rec["weights"] == "scratch" and rec["accuracy"] == 99.0
+    assert rec["finetuned_accuracy"] == 90.0 and rec["inherited_accuracy"] == 80.0
+    net, _ = keep_better((ft, frec), (sc, {**srec, "val_accuracy": 95.0}))  # a tie
+    assert net is ft
 
 
 # ---- evaluation ---------------------------------------------------------------------------
@@ -210,6 +226,11 @@ def test_metrics_keys_and_targets(spec, archs):
     assert m["targets"]["latency_met_scratch"] == (m["latency_reduction"] >= 0.5)
     assert "memory_met_scratch" not in m["targets"]
     assert "both from scratch" in report(m, models, [], {"hardware": SPEC})
+    assert "weights" not in m
+    models["latency"].update(weights="scratch", finetuned_accuracy=96.0)
+    m = build_metrics(models, ["baseline-scratch", "baseline-finetuned"])
+    assert m["weights"] == "scratch" and m["accuracy_finetuned"] == 96.0
+    assert "kept: **scratch**" in report(m, models, [], {"hardware": SPEC})
     worse = build_metrics(_models(spec, archs, fast_acc=96.8), ["baseline-scratch"])
     assert worse["targets"]["latency_met"] is False      # 0.4 points below
 
