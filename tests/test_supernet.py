@@ -2,6 +2,8 @@
 training and checkpoint resume, on a tiny space and scikit-learn's digits."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -163,6 +165,19 @@ def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path):
     other = setup({**_stage_params(2), "seed": 1})
     fresh, _ = train(other, tmp_path / "b.pt", progress=False)
     assert not torch.equal(fresh.stem.conv.weight, straight.stem.conv.weight)
+
+
+def test_a_checkpoint_of_other_code_is_not_resumed(tmp_path, monkeypatch):
+    import hwnas.training
+    from stages.train_supernet import checkpoint_fingerprint, fingerprint
+
+    p = _stage_params(1)
+    before = checkpoint_fingerprint(p)
+    assert before == checkpoint_fingerprint(p) and before != fingerprint(p)
+    edited = tmp_path / "training.py"
+    edited.write_text(Path(hwnas.training.__file__).read_text() + "\n# edited\n")
+    monkeypatch.setattr(hwnas.training, "__file__", str(edited))
+    assert checkpoint_fingerprint(p) != before
 
 
 @pytest.mark.parametrize("extremes", ["fixed", "cycle", "random", "all"])
