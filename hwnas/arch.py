@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from math import ceil
 from typing import ClassVar
 
@@ -256,11 +257,18 @@ def from_json(data) -> ArchSpec:
     return validate(arch)
 
 
+@lru_cache(maxsize=65536)
+def _block_code(block: BlockSpec) -> str:
+    """Memoized: a batch of thousands of networks repeats a few hundred blocks, and the
+    estimator encodes every network it returns."""
+    return block.encode()
+
+
 def encode(arch: ArchSpec) -> str:
     i = arch.input
     parts = [f"i{i.channels}x{i.height}x{i.width}",
              f"stem_k{arch.stem.kernel}_c{arch.stem.out}_s{arch.stem.stride}"]
-    parts += [b.encode() for b in arch.blocks]
+    parts += [_block_code(b) for b in arch.blocks]
     parts.append(arch.head.encode())
     body = "-".join(parts)
     return f"{arch.name}:{body}" if arch.name else body

@@ -171,24 +171,6 @@ def save(models: dict, out_dir: Path, *, backend: str, grouping: str, features: 
     return manifest
 
 
-_BLOCK_CODES: dict = {}
-
-
-def fast_encode(arch: ArchSpec) -> str:
-    """``hwnas.arch.encode`` with block strings memoized (a batch repeats few blocks)."""
-    codes = _BLOCK_CODES
-    parts = []
-    for b in arch.blocks:
-        c = codes.get(b)
-        if c is None:
-            c = codes[b] = b.encode()
-        parts.append(c)
-    i, s = arch.input, arch.stem
-    body = "-".join([f"i{i.channels}x{i.height}x{i.width}", f"stem_k{s.kernel}_c{s.out}_s{s.stride}",
-                     *parts, arch.head.encode()])
-    return f"{arch.name}:{body}" if arch.name else body
-
-
 def _unit_name(unit: int, n_units: int) -> str:
     if unit == 0:
         return "stem"
@@ -334,7 +316,7 @@ class Estimator:
         records = []
         for i, a in enumerate(archs):
             lat = float(latency[i])
-            code = fast_encode(a)
+            code = encode(a)
             rec = {"name": a.name or code, "arch": code, "hardware": hw,
                    "estimator": str(self.path),
                    "latency_ms": None if np.isnan(lat) else lat,
