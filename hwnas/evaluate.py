@@ -15,9 +15,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from hwnas.arch import ArchError, ArchSpec, parse_arch
+from hwnas.search.evolution import non_dominated
 from hwnas.space import SearchSpace
 from hwnas.supernet import _depth_vectors  # every per-stage depth combination
 
@@ -179,16 +181,6 @@ def ablation_table(candidates: pd.DataFrame, baseline: dict, space: SearchSpace,
     return rows
 
 
-def pareto_mask(latency: Sequence[float], accuracy: Sequence[float]) -> list[bool]:
-    """Non-dominated points (lower latency, higher accuracy)."""
-    order = sorted(range(len(latency)), key=lambda i: (latency[i], -accuracy[i]))
-    best, mask = -math.inf, [False] * len(latency)
-    for i in order:
-        if accuracy[i] > best:
-            mask[i], best = True, accuracy[i]
-    return mask
-
-
 # ---- metrics ----------------------------------------------------------------------------
 
 
@@ -296,7 +288,7 @@ def plot(candidates: pd.DataFrame, baseline_search: dict, models: dict[str, dict
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
     lat, acc = candidates[latency_col].to_numpy(), candidates["accuracy"].to_numpy()
     ax1.scatter(lat, acc, s=7, c="#bbbbbb", label="search candidates")
-    mask = pareto_mask(list(lat), list(acc))
+    mask = non_dominated(np.column_stack([lat, -acc]))
     front = candidates[mask].sort_values(latency_col)
     ax1.plot(front[latency_col], front["accuracy"], "-o", ms=3, c="#d62728",
              label="front (simulated latency)")

@@ -14,7 +14,7 @@ from hardware.spec import load_spec
 from hwnas.arch import ArchSpec, BlockSpec, StemSpec, validate
 from hwnas.data import Loader, load_dataset
 from hwnas.evaluate import (TARGETS, EvaluateError, ablation_table, build_metrics, measure,
-                            pareto_mask, plot, report, stage_depths, uses_depth_search,
+                            plot, report, stage_depths, uses_depth_search,
                             uses_fused)
 from hwnas.extract import (Data, ExtractError, FineTune, export_onnx, keep_better, load_subnet,
                            materialize, pick_subnets, read_pareto, save_subnet, search_record,
@@ -269,8 +269,6 @@ def test_ablation_table_restricts_the_candidates(spec, space, archs):
     assert all(r["is_baseline"] for r in strict)
 
 
-def test_pareto_mask():
-    assert pareto_mask([1, 2, 3, 2.5], [50, 60, 55, 70]) == [True, True, False, True]
 
 
 def test_report_and_plot(tmp_path, spec, space, archs):

@@ -7,7 +7,7 @@ import pytest
 from hardware.spec import load_spec
 from hwnas.arch import encode
 from hwnas.profile import simulate_arch
-from hwnas.search.evolution import Constraints, pareto_mask, search
+from hwnas.search.evolution import Constraints, non_dominated, pareto_mask, search
 from hwnas.search.genome import from_arch, genes, random_genome, to_arch
 from hwnas.space import SpaceConfig, curated_space, uncurated_space
 
@@ -89,6 +89,12 @@ def test_killed_search_resumes_without_losing_or_repeating(tmp_path):
     rows = [json.loads(line) for line in journal.read_text().splitlines()]
     generation = [r["sampler"]["NSGAIISampler:generation"] for r in rows]
     assert generation[:40] == sorted(generation[:40]) and min(generation[40:]) >= 2
+
+
+def test_non_dominated_minimizes_every_column():
+    # (latency, -accuracy): (3, -55) loses to (2, -60); equal rows do not beat each other
+    pts = [[1, -50], [2, -60], [3, -55], [2.5, -70], [1, -50]]
+    assert list(non_dominated(pts)) == [True, True, False, True, True]
 
 
 def test_pareto_mask():

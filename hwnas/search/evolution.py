@@ -136,10 +136,13 @@ def pareto_mask(df: pd.DataFrame) -> np.ndarray:
     (duplicates of one architecture count once)."""
     mask = np.zeros(len(df), dtype=bool)
     feasible = df[df["feasible"]].drop_duplicates("arch")
-    pts = np.column_stack([-feasible["accuracy"], feasible["latency_ms"],
-                           feasible["memory_bytes"]]).astype(float)
-    for i, idx in enumerate(feasible.index):
-        others = np.delete(pts, i, axis=0)
-        dominated = np.any(np.all(others <= pts[i], axis=1) & np.any(others < pts[i], axis=1))
-        mask[idx] = not dominated
+    mask[feasible.index] = non_dominated(np.column_stack(
+        [-feasible["accuracy"], feasible["latency_ms"], feasible["memory_bytes"]]))
     return mask
+
+
+def non_dominated(points) -> np.ndarray:
+    """Rows that no other row beats: <= in every column (all minimized), < in one."""
+    pts = np.asarray(points, dtype=float)
+    return np.array([not np.any(np.all(pts <= p, axis=1) & np.any(pts < p, axis=1))
+                     for p in pts], dtype=bool)
