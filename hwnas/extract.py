@@ -142,6 +142,7 @@ class Data:
     test: Iterable
     train_config: TrainConfig
     val: Iterable | None = None  # for choosing between fine-tuned and from-scratch weights
+    device: str | torch.device = "cpu"  # where the loaders put their batches
 
 
 def materialize(supernet: SuperNet, arch: ArchSpec, data: Data, ft: FineTune,
@@ -191,7 +192,7 @@ def train_scratch(arch: ArchSpec, data: Data, cfg: TrainConfig, seed: int = 0,
                   log: Callable[[str], None] | None = None) -> tuple[nn.Module, dict]:
     """``arch`` trained from scratch (``cfg.epochs`` epochs) and its test accuracy."""
     torch.manual_seed(seed)
-    net = build_model(arch.with_name(""))
+    net = build_model(arch.with_name("")).to(data.device)
     t0 = time.perf_counter()
     train_from_scratch(net, data.train(), cfg, on_step=_progress(log, cfg.epochs, data))
     seconds = time.perf_counter() - t0
@@ -249,12 +250,15 @@ def export_onnx(net: nn.Module, path: str | Path, example: torch.Tensor,
                 check_inputs: torch.Tensor | None = None) -> float:
     """Export with the TorchScript exporter (``dynamo=False``; dynamic batch axis) and
     return the largest absolute difference between onnxruntime's and PyTorch's logits
-    on ``check_inputs`` (default: ``example``)."""
+    on ``check_inputs`` (default: ``example``). Exports a CPU copy: ``net`` may be on a GPU."""
+    import copy
+
     import onnxruntime as ort
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    net = net.eval()
+    net = copy.deepcopy(net).cpu().eval()
+    example = example.cpu()
     tmp = path.with_suffix(".tmp.onnx")
     with warnings.catch_warnings():  # the TorchScript exporter warns that it is legacy
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -263,7 +267,7 @@ def export_onnx(net: nn.Module, path: str | Path, example: torch.Tensor,
                                                                  "logits": {0: "batch"}},
                           opset_version=17)
     os.replace(tmp, path)
-    x = example if check_inputs is None else check_inputs
+    x = example if check_inputs is None else check_inputs.cpu()
     with torch.no_grad():
         want = net(x).numpy()
     opts = ort.SessionOptions()

@@ -1,6 +1,8 @@
 """Read ``params.yaml``: one section per stage plus the shared ``base`` section."""
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -76,3 +78,12 @@ def validate_params(params: dict) -> dict:
         if hasattr(module, "parse_params"):
             module.parse_params(params)
     return params
+
+
+def run_stage(name: str, main: Callable[[], None]) -> None:
+    """A stage's entry point: a bad ``params.yaml`` value exits non-zero with one line
+    naming the stage and the key, and no traceback."""
+    try:
+        main()
+    except ParamsError as err:
+        sys.exit(f"{name}: {err}")

@@ -21,12 +21,11 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from hwnas.params import ParamsError, load_params, section
+from hwnas.params import ParamsError, load_params, run_stage, section
 
 MODEL = Path("models/baseline/baseline.pt")
 OUT = Path("results/baseline")
@@ -73,7 +72,7 @@ def main() -> None:
     arch = baseline_arch(s.space, widths).with_name("")
     seed = p["seed"]
     data = Data(train=lambda: s.loader("train", train=True, seed=seed), calib=s.calib_loader(),
-                test=s.loader("test"), train_config=s.train)
+                test=s.loader("test"), train_config=s.train, device=s.device)
     cfg = replace(s.train, epochs=epochs)
     spec = load_spec(p["hardware"])
     say(f"{arch.encode()} from scratch, {budget}")
@@ -92,7 +91,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ParamsError as err:
-        sys.exit(f"baseline: {err}")
+    run_stage("baseline", main)

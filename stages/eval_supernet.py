@@ -1,7 +1,7 @@
 """DVC stage ``eval_supernet``: does the supernet rank subnets the way training them does?
 
-For ``subnets`` architectures spread over the space by MACs (the smallest and the
-largest included), compare the accuracy inherited from the supernet (extract, BN
+For ``subnets`` architectures at evenly spaced log-MACs (the smallest and the largest
+included; ``spread_subnets``), compare the accuracy inherited from the supernet (extract, BN
 recalibration) with the same architecture trained from scratch with the supernet's
 budget (same epochs, batches, augmentation, optimizer and schedule), both on
 ``eval_split`` (default ``val+test``: 1,500 MNIST images). The from-scratch accuracy is

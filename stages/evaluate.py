@@ -12,11 +12,10 @@ simulated latency. Writes ``results/evaluate/metrics.json``, ``models.json``,
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
-from hwnas.params import ParamsError, load_params, section
+from hwnas.params import ParamsError, load_params, run_stage, section
 
 SEARCH = Path("results/search")
 EXTRACT = Path("results/extract/subnets.json")
@@ -182,7 +181,4 @@ def _log_artifacts(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ParamsError as err:
-        sys.exit(f"evaluate: {err}")
+    run_stage("evaluate", main)

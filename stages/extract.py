@@ -25,12 +25,11 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from hwnas.params import ParamsError, load_params, section
+from hwnas.params import ParamsError, load_params, run_stage, section
 
 PARETO = Path("results/search/pareto.json")
 SUPERNET = Path("models/supernet.pt")
@@ -88,13 +87,14 @@ def main() -> None:
     if not SUPERNET.is_file():
         raise SystemExit(f"extract: {SUPERNET}: not found; run the train_supernet stage first")
     s = setup(section(params, "train_supernet"))
-    supernet = load_supernet(SUPERNET).eval()
+    supernet = load_supernet(SUPERNET, s.device).eval()
     if p["baseline"]:
         widths = [c for c, _, _ in params["train_supernet"]["space"]["stages"]]
         archs["baseline-finetuned"] = baseline_arch(supernet.space, widths).with_name("")
     seed = p["seed"]
     data = Data(train=lambda: s.loader("train", train=True, seed=seed), calib=s.calib_loader(),
-                test=s.loader("test"), train_config=s.train, val=s.loader("val"))
+                test=s.loader("test"), train_config=s.train, val=s.loader("val"),
+                device=s.device)
     ft = FineTune(epochs=p["epochs"], lr=float(p["lr"]),
                   calib_batches=int(params["train_supernet"].get("calib_batches", 8)))
     check_x = s.splits.test.x[:max(1, p["onnx_check_images"])]
@@ -157,7 +157,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ParamsError as err:
-        sys.exit(f"extract: {err}")
+    run_stage("extract", main)

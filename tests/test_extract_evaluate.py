@@ -156,6 +156,7 @@ def test_train_scratch_reports_budget(archs, data):
     net, rec = train_scratch(archs["fast"], data, data.train_config, seed=0)
     assert rec["epochs"] == 1 and 0.0 <= rec["accuracy"] <= 100.0
     assert 0.0 <= rec["val_accuracy"] <= 100.0
+    assert next(net.parameters()).device == torch.device(data.device)  # where the batches are
 
 
 def test_keep_better_chooses_on_val_never_test():
