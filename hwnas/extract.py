@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from hwnas.arch import ArchError, ArchSpec, parse_arch
-from hwnas.model import build_model
+from hwnas.model import build_model, fresh_model
 from hwnas.supernet import SuperNet, SupernetError, accuracy, extract_subnet, recalibrate_bn
 from hwnas.training import TrainConfig, train_from_scratch
 
@@ -191,8 +191,7 @@ def keep_better(finetuned: tuple[nn.Module, dict],
 def train_scratch(arch: ArchSpec, data: Data, cfg: TrainConfig, seed: int = 0,
                   log: Callable[[str], None] | None = None) -> tuple[nn.Module, dict]:
     """``arch`` trained from scratch (``cfg.epochs`` epochs) and its test accuracy."""
-    torch.manual_seed(seed)
-    net = build_model(arch.with_name("")).to(data.device)
+    net = fresh_model(arch, seed, data.device)
     t0 = time.perf_counter()
     train_from_scratch(net, data.train(), cfg, on_step=_progress(log, cfg.epochs, data))
     seconds = time.perf_counter() - t0

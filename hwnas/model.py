@@ -95,6 +95,13 @@ def build_model(arch: ArchSpec) -> Network:
     return Network(arch)
 
 
+def fresh_model(arch: ArchSpec, seed: int, device: str | torch.device = "cpu") -> Network:
+    """``arch`` initialised from ``seed``, on ``device``, channels-last (the supernet's
+    layout): every from-scratch training starts here, so their numbers agree."""
+    torch.manual_seed(seed)
+    return build_model(arch.with_name("")).to(device).to(memory_format=torch.channels_last)
+
+
 def folded_param_count(model: nn.Module) -> int:
     """Parameters once BN is folded into its conv (weights + one bias per channel),
     the count the accelerator stores and ``static_cost`` reports."""

@@ -25,12 +25,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.stats import kendalltau, spearmanr
 
 from hwnas.arch import ArchSpec, BlockSpec, StemSpec, validate
 from hwnas.lowering import static_cost
-from hwnas.model import build_model
+from hwnas.model import fresh_model
 from hwnas.params import load_params, section
 from hwnas.space import SearchSpace
 from hwnas.supernet import accuracy, largest_arch, load_supernet, smallest_arch, subnet_accuracy
@@ -78,8 +77,7 @@ def scratch_accuracy(arch: ArchSpec, s: Setup, eval_split: str = "test",
     """``arch`` trained alone with the supernet's budget; ``seed`` (default: the params'
     seed) draws the initialization and batch order, the data splits stay fixed."""
     seed = s.params["seed"] if seed is None else seed
-    torch.manual_seed(seed)
-    net = build_model(arch).to(s.device).to(memory_format=torch.channels_last)
+    net = fresh_model(arch, seed, s.device)
     train_from_scratch(net, s.loader("train", train=True, seed=seed), s.train)
     return accuracy(net, s.loader(eval_split))
 
