@@ -11,7 +11,7 @@ from hwnas.search.genome import from_arch
 from hwnas.search.objectives import (SearchInputError, baseline_arch, cheapest_archs,
                                      check_feasible, make_evaluator, proxy_accuracy)
 from hwnas.space import SpaceConfig, curated_space
-from stages.search import parse_params, summarize
+from stages.search import parse_params, pick, summarize, tie_points
 
 SPEC = load_spec()
 CFG = SpaceConfig(head_features=64, stem_stride=2, stages=((32, 1, 2), (64, 2, 2), (96, 2, 1)),
@@ -69,8 +69,26 @@ def test_summary_figures():
     assert summarize(df, base, None, latency_budget=0.95)["_fastest"] == "a"
 
 
+def test_ties_within_the_accuracy_noise_go_to_the_most_macs():
+    # 95% on 500 images: one binomial standard error is 0.97 points
+    assert tie_points(95.0, 500, 1.0) == pytest.approx(0.975, abs=1e-3)
+    assert tie_points(95.0, 500, 0.0) == 0.0
+    df = pd.DataFrame({"arch": list("abcd"), "accuracy": [95.0, 94.2, 93.0, 94.2],
+                       "macs": [1e6, 3e6, 9e6, 3e6], "latency_ms": [0.4, 0.45, 0.4, 0.3],
+                       "memory_bytes": [40, 45, 30, 20], "feasible": True, "pareto": True})
+    assert pick(df)["arch"] == "a"                   # no tie: the most accurate
+    assert pick(df, 1.0)["arch"] == "b"              # b and d tie on MACs: the order is stable
+    assert pick(df, 2.5)["arch"] == "c"              # c is within 2.5 points: most MACs
+    assert pick(df.iloc[:0], 1.0) is None
+    base = {"accuracy": 90.0, "latency_ms": 1.0, "memory_bytes": 100}
+    s = summarize(df, base, None, latency_budget=0.5, tie_se=1.0, val_images=500)
+    assert s["_fastest"] == "b" and s["chosen_tie_points"] == pytest.approx(0.975, abs=1e-3)
+    assert summarize(df, base, None, latency_budget=0.5)["_fastest"] == "a"
+
+
 @pytest.mark.parametrize("key, value", [("accuracy", "magic"), ("candidates", 0),
-                                        ("max_latency_ms", -1), ("latency_budget", "half")])
+                                        ("max_latency_ms", -1), ("latency_budget", "half"),
+                                        ("accuracy_tie", -1), ("accuracy_tie", True)])
 def test_search_params_are_checked(key, value):
     from hwnas.params import ParamsError
 
