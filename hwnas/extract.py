@@ -182,7 +182,8 @@ def keep_better(finetuned: tuple[nn.Module, dict],
     (fnet, frec), (snet, srec) = finetuned, scratch
     rec = {**frec, "finetuned_accuracy": frec["accuracy"], "scratch_accuracy": srec["accuracy"],
            "scratch_val_accuracy": srec["val_accuracy"], "scratch_epochs": srec["epochs"],
-           "scratch_seconds": srec["train_seconds"]}
+           "scratch_seconds": srec["train_seconds"],
+           **({"scratch_accuracy_runs": srec["accuracy_runs"]} if "accuracy_runs" in srec else {})}
     if srec["val_accuracy"] > frec["val_accuracy"]:
         return snet, {**rec, "weights": "scratch", "accuracy": srec["accuracy"]}
     return fnet, {**rec, "weights": "finetuned"}

@@ -8,7 +8,8 @@ the supernet's optimizer and schedule at ``extract.lr``, recalibrated again and
 tested. With ``extract.baseline`` the baseline architecture goes through the same
 recipe (``baseline-finetuned``): the like-for-like comparison. With ``extract.scratch``
 the chosen networks are also trained from scratch with the baseline's budget
-(``scratch_accuracy``): architecture against architecture at equal training; each
+(``scratch_accuracy``: the mean over ``baseline.seeds`` runs, ``stages.baseline.scratch_runs``):
+architecture against architecture at equal training; each
 chosen network then keeps the weights of the recipe that scores higher on the val
 split (``weights``: ``finetuned`` or ``scratch``; ``hwnas.extract.keep_better``).
 
@@ -26,7 +27,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from hwnas.params import ParamsError, load_params, run_stage, section
@@ -69,11 +69,11 @@ def main() -> None:
     from hwnas import tracking
     from hwnas.extract import (Data, ExtractError, FineTune, export_onnx, keep_better,
                                materialize, pick_subnets, read_pareto, save_subnet,
-                               search_record, train_scratch)
+                               search_record)
     from hwnas.lineage import lineage_tags
     from hwnas.search.objectives import baseline_arch
     from hwnas.supernet import load_supernet, space_to_json
-    from stages.baseline import budget_epochs
+    from stages.baseline import scratch_runs
     from stages.train_supernet import setup
 
     params = load_params()
@@ -118,10 +118,8 @@ def main() -> None:
             rec.update({f"search_{k}": v for k, v in search_record(pareto, arch).items()})
             if p["scratch"] and name in p["chosen"]:
                 if key not in scratch:
-                    epochs, _ = budget_epochs(params)
-                    scratch[key] = train_scratch(
-                        arch, data, replace(s.train, epochs=epochs), seed,
-                        log=lambda m, n=name: say(f"  {n} from scratch: {m}"))
+                    scratch[key] = scratch_runs(
+                        params, arch, log=lambda m, n=name: say(f"  {n} from scratch: {m}"))
                 net, rec = keep_better((net, rec), scratch[key])
             else:
                 rec.update(weights="finetuned", finetuned_accuracy=rec["accuracy"])

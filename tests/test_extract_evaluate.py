@@ -343,9 +343,33 @@ def test_stage_params_are_checked():
                                      ("extract", "lr", 0, extract_params),
                                      ("extract", "epochs", -1, extract_params),
                                      ("baseline", "epochs", 0, budget_epochs),
+                                     ("baseline", "seeds", 0, budget_epochs),
                                      ("evaluate", "equal_accuracy_tolerance", -1,
                                       evaluate_params)):
         broken = yaml.safe_load(PARAMS)
         broken[section][key] = bad
         with pytest.raises(ParamsError, match=f"{section}.{key}"):
             check(broken)
+
+
+def test_scratch_runs_average_seeds_in_worker_processes(archs):
+    from stages.baseline import scratch_runs
+
+    params = {"base": {"seed": 0, "hardware": SPEC}, "baseline": {"epochs": 1, "seeds": 2},
+              "train_supernet": {
+                  "device": "cpu", "threads": 1,
+                  "data": {"dataset": "digits", "resolution": 16, "val_fraction": 0.1,
+                           "test_fraction": 0.2},
+                  "space": {"head_features": 32, "stem_stride": 2, "kernels": [3, 5],
+                            "expands": [1, 2], "stages": [[32, 1, 2], [64, 2, 1]],
+                            "depth_multipliers": [0.5, 1.0, 1.5], "width_range": [0.5, 1.0]},
+                  "train": {"epochs": 6, "batch_size": 64, "lr": 0.1}}}
+    net, rec = scratch_runs(params, archs["fast"])
+    assert rec["seeds"] == [0, 1] and len(rec["accuracy_runs"]) == 2
+    assert rec["accuracy"] == pytest.approx(sum(rec["accuracy_runs"]) / 2, abs=1e-3)
+    assert rec["model_accuracy"] == rec["accuracy_runs"][0] and rec["epochs"] == 1
+    x = torch.zeros(2, 1, 16, 16)
+    assert net(x).shape == (2, 10) and not net.training  # the first run's model, ready to use
+    params["baseline"]["seeds"] = 1                      # in-process: the same first run
+    _, one = scratch_runs(params, archs["fast"])
+    assert one["accuracy_runs"] == rec["accuracy_runs"][:1]
