@@ -69,7 +69,20 @@ def rank_metrics(rows: list[dict]) -> dict:
             "largest_scratch_acc": largest["scratch_acc"],
             "largest_gap_points": round(gap, 2),
             "mean_abs_gap_points": round(float(np.mean(np.abs(np.subtract(scr, inh)))), 2),
-            "pass_tau": bool(tau >= 0.5), "pass_largest_gap": bool(abs(gap) <= 2.0)}
+            "pass_tau": bool(tau >= 0.5), "pass_largest_gap": bool(abs(gap) <= 2.0),
+            "scratch_split_half_tau": split_half_tau(rows)}
+
+
+def split_half_tau(rows: list[dict]) -> float | None:
+    """How stable the from-scratch reference is: Kendall tau between the mean of the first
+    half of each subnet's runs and the mean of the second half (None below 2 runs). A
+    reference that does not agree with itself cannot score the supernet."""
+    runs = [r.get("scratch_accs") or [] for r in rows]
+    k = min(map(len, runs)) // 2
+    if k < 1:
+        return None
+    first, second = ([float(np.mean(a[i:i + k])) for a in runs] for i in (0, k))
+    return round(float(kendalltau(first, second).statistic), 4)
 
 
 def scratch_accuracy(arch: ArchSpec, s: Setup, eval_split: str = "test",
@@ -82,7 +95,7 @@ def scratch_accuracy(arch: ArchSpec, s: Setup, eval_split: str = "test",
     return accuracy(net, s.loader(eval_split))
 
 
-SANDWICH_ONLY = ("num_random", "distill", "extremes", "clip_per_subnet")
+SANDWICH_ONLY = ("num_random", "distill", "extremes", "clip_per_subnet", "depth_weights")
 
 
 def scratch_fingerprint(params: dict, eval_split: str = "test", run: int = 0) -> str:

@@ -278,3 +278,29 @@ def test_scratch_results_average_seeds_and_cache_runs(space, tmp_path, monkeypat
     assert row["scratch_accs"] == [90.0, 91.0] and row["scratch_acc"] == 90.5
     ev.scratch_results(archs, s, tmp_path / "c.jsonl", eval_split="test")
     assert calls[-2:] == [0, 0]  # another evaluation split is another result
+
+
+def test_split_half_tau_measures_how_stable_the_reference_is():
+    from stages.eval_supernet import split_half_tau
+
+    steady = [{"scratch_accs": [90 + i, 90.2 + i, 90.1 + i, 89.9 + i]} for i in range(5)]
+    assert split_half_tau(steady) == 1.0
+    flipped = [{"scratch_accs": [90 + i, 94 - i]} for i in range(5)]
+    assert split_half_tau(flipped) == -1.0
+    assert split_half_tau([{"scratch_accs": [90.0]}, {"scratch_accs": [91.0]}]) is None
+
+
+def test_depth_weights_bias_the_random_subnets_depth(space):
+    from hwnas.training import TrainConfig, sample_subnet
+
+    net = SuperNet(space)
+    depth = {len(SuperNet(space).sample(np.random.default_rng(i)).blocks) for i in range(40)}
+    rng = np.random.default_rng(0)
+    deep = [len(sample_subnet(net, rng, (0, 0, 1)).blocks) for _ in range(20)]
+    assert set(deep) == {max(depth)}                      # all weight on the deepest multiplier
+    same = [sample_subnet(net, np.random.default_rng(3)).encode() for _ in range(2)]
+    assert same[0] == net.sample(np.random.default_rng(3)).encode() == same[1]  # None: uniform
+    with pytest.raises(ValueError, match="depth_weights"):
+        sample_subnet(net, rng, (1, 1))
+    with pytest.raises(ValueError, match="depth_weights"):
+        TrainConfig.from_params({"depth_weights": [-1, 1, 1]})
