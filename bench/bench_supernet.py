@@ -54,8 +54,7 @@ def step_ratio(s, steps: int, seed: int = 0) -> dict:
         except StopIteration:
             batches = iter(loader)
             x, y = next(batches)
-        archs = sandwich_archs(supernet, rng, s.train.num_random, i, s.train.extremes,
-                               s.train.depth_weights)
+        archs = sandwich_archs(supernet, rng, s.train.num_random, i, s.train.extremes)
         sync(), (t0 := time.perf_counter())
         sandwich_step(supernet, x, y, archs, opt_s, s.train)
         sync(), (t1 := time.perf_counter())

@@ -40,10 +40,6 @@ class TrainConfig:
     # sandwich: the step's gradient sums one per subnet, so clip at grad_clip x subnets
     # (without it the clip was active on most steps, shrinking the supernet's learning rate)
     clip_per_subnet: bool = False
-    # random subnets draw the global depth multiplier in these proportions (None: uniform).
-    # Drawn uniformly, a stage's last blocks train in a third of the random subnets and
-    # deep subnets inherit too little accuracy
-    depth_weights: tuple[float, ...] | None = None
 
     @classmethod
     def from_params(cls, params: dict) -> "TrainConfig":
@@ -51,13 +47,7 @@ class TrainConfig:
         unknown = sorted(set(params) - known)
         if unknown:
             raise ValueError(f"train: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
-        cfg = cls(**{**params, **({"depth_weights": tuple(params["depth_weights"])}
-                                  if params.get("depth_weights") else {})})
-        w = cfg.depth_weights
-        if w is not None and (not all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                      and x >= 0 for x in w) or not sum(w) > 0):
-            raise ValueError(f"train.depth_weights: {list(w)!r} must be non-negative numbers, "
-                             f"not all zero, one per depth multiplier")
+        cfg = cls(**params)
         if cfg.extremes not in EXTREMES:
             raise ValueError(f"train.extremes: {cfg.extremes!r} is not one of {', '.join(EXTREMES)}")
         return cfg
@@ -148,27 +138,10 @@ def _random_types(supernet, arch: ArchSpec, rng: np.random.Generator) -> ArchSpe
     return replace(arch, blocks=tuple(blocks))
 
 
-def sample_subnet(supernet, rng: np.random.Generator,
-                  depth_weights: tuple[float, ...] | None = None) -> ArchSpec:
-    """A random subnet; with ``depth_weights`` its depth multiplier is drawn in those
-    proportions first (the space restricted to it draws the rest)."""
-    space = supernet.space
-    if not depth_weights or not space.depth_multipliers:
-        return supernet.sample(rng)
-    if len(depth_weights) != len(space.depth_multipliers):
-        raise ValueError(f"train.depth_weights: {len(depth_weights)} weights for "
-                         f"{len(space.depth_multipliers)} depth multipliers")
-    w = np.asarray(depth_weights, dtype=float)
-    m = space.depth_multipliers[int(rng.choice(len(w), p=w / w.sum()))]
-    return replace(space, depth_multipliers=(m,)).sample(rng)
-
-
 def sandwich_archs(supernet, rng: np.random.Generator, num_random: int, step: int = 0,
-                   extremes: str = "fixed",
-                   depth_weights: tuple[float, ...] | None = None) -> list[ArchSpec]:
+                   extremes: str = "fixed") -> list[ArchSpec]:
     """Largest, smallest and ``num_random`` random subnets (the sandwich rule).
-    ``extremes`` picks the block types of the largest and smallest (``TrainConfig``);
-    ``depth_weights`` biases the random subnets' depth (``sample_subnet``)."""
+    ``extremes`` picks the block types of the largest and smallest (``TrainConfig``)."""
     extra: list[ArchSpec] = []
     if extremes == "fixed":
         big, small = supernet.largest(), supernet.smallest()
@@ -185,8 +158,7 @@ def sandwich_archs(supernet, rng: np.random.Generator, num_random: int, step: in
         small = _random_types(supernet, supernet.smallest(), rng)
     else:
         raise ValueError(f"extremes: {extremes!r} is not one of {', '.join(EXTREMES)}")
-    return [big, small, *extra] + [sample_subnet(supernet, rng, depth_weights)
-                                   for _ in range(num_random)]
+    return [big, small, *extra] + [supernet.sample(rng) for _ in range(num_random)]
 
 
 def supernet_epoch(supernet: nn.Module, loader: Iterable, opt: torch.optim.Optimizer,
@@ -199,8 +171,7 @@ def supernet_epoch(supernet: nn.Module, loader: Iterable, opt: torch.optim.Optim
     correct = seen = 0
     for x, y in loader:
         set_lr(opt, lr_at(step, total_steps, n_batches, cfg))
-        archs = sandwich_archs(supernet, rng, cfg.num_random, step, cfg.extremes,
-                               cfg.depth_weights)
+        archs = sandwich_archs(supernet, rng, cfg.num_random, step, cfg.extremes)
         out = sandwich_step(supernet, x, y, archs, opt, cfg)
         for k in sums:
             sums[k] += out[k] / n_batches

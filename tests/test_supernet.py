@@ -289,18 +289,3 @@ def test_split_half_tau_measures_how_stable_the_reference_is():
     assert split_half_tau(flipped) == -1.0
     assert split_half_tau([{"scratch_accs": [90.0]}, {"scratch_accs": [91.0]}]) is None
 
-
-def test_depth_weights_bias_the_random_subnets_depth(space):
-    from hwnas.training import TrainConfig, sample_subnet
-
-    net = SuperNet(space)
-    depth = {len(SuperNet(space).sample(np.random.default_rng(i)).blocks) for i in range(40)}
-    rng = np.random.default_rng(0)
-    deep = [len(sample_subnet(net, rng, (0, 0, 1)).blocks) for _ in range(20)]
-    assert set(deep) == {max(depth)}                      # all weight on the deepest multiplier
-    same = [sample_subnet(net, np.random.default_rng(3)).encode() for _ in range(2)]
-    assert same[0] == net.sample(np.random.default_rng(3)).encode() == same[1]  # None: uniform
-    with pytest.raises(ValueError, match="depth_weights"):
-        sample_subnet(net, rng, (1, 1))
-    with pytest.raises(ValueError, match="depth_weights"):
-        TrainConfig.from_params({"depth_weights": [-1, 1, 1]})
