@@ -185,7 +185,9 @@ def keep_better(finetuned: tuple[nn.Module, dict],
            "scratch_seconds": srec["train_seconds"],
            **({"scratch_accuracy_runs": srec["accuracy_runs"]} if "accuracy_runs" in srec else {})}
     if srec["val_accuracy"] > frec["val_accuracy"]:
-        return snet, {**rec, "weights": "scratch", "accuracy": srec["accuracy"]}
+        # the saved run's own accuracy (``scratch_accuracy`` may be a mean over seeds)
+        return snet, {**rec, "weights": "scratch",
+                      "accuracy": srec.get("model_accuracy", srec["accuracy"])}
     return fnet, {**rec, "weights": "finetuned"}
 
 

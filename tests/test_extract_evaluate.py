@@ -171,6 +171,11 @@ def test_keep_better_chooses_on_val_never_test():
     assert rec["finetuned_accuracy"] == 90.0 and rec["inherited_accuracy"] == 80.0
     net, _ = keep_better((ft, frec), (sc, {**srec, "val_accuracy": 95.0}))  # a tie
     assert net is ft
+    runs = {**srec, "val_accuracy": 96.0, "accuracy": 98.5, "model_accuracy": 98.0,
+            "accuracy_runs": [98.0, 99.0]}            # several seeds: the mean and the saved run
+    _, rec = keep_better((ft, frec), (sc, runs))
+    assert rec["accuracy"] == 98.0 and rec["scratch_accuracy"] == 98.5
+    assert rec["scratch_accuracy_runs"] == [98.0, 99.0]
 
 
 # ---- evaluation ---------------------------------------------------------------------------
@@ -220,18 +225,21 @@ def test_metrics_keys_and_targets(spec, archs):
     assert m["targets"]["memory_met"] is False          # 1.2 points below the baseline
     assert math.isclose(m["accuracy_se"], 100 * math.sqrt(0.97 * 0.03 / 1000))
     json.dumps(m)                                        # serializable as written
-    assert "accuracy_scratch" not in m
-    models["latency"]["scratch_accuracy"] = 97.5
+    assert m["accuracy_basis"] == "saved weights" and "model_accuracy" not in m
+    # trained from scratch too: architecture against architecture, means of paired seeds
+    models["latency"].update(scratch_accuracy=97.5, scratch_accuracy_runs=[97.4, 97.6],
+                             weights="finetuned", finetuned_accuracy=97.0)
+    models["baseline-scratch"]["accuracy_runs"] = [97.3, 97.1]
+    models["baseline-finetuned"]["accuracy"] = 97.9  # stronger, but another recipe: not used
     m = build_metrics(models, ["baseline-scratch", "baseline-finetuned"])
-    assert m["accuracy_delta_scratch"] == pytest.approx(0.3)
-    assert m["targets"]["latency_met_scratch"] == (m["latency_reduction"] >= 0.5)
-    assert "memory_met_scratch" not in m["targets"]
-    assert "both from scratch" in report(m, models, [], {"hardware": SPEC})
-    assert "weights" not in m
-    models["latency"].update(weights="scratch", finetuned_accuracy=96.0)
-    m = build_metrics(models, ["baseline-scratch", "baseline-finetuned"])
-    assert m["weights"] == "scratch" and m["accuracy_finetuned"] == 96.0
-    assert "kept: **scratch**" in report(m, models, [], {"hardware": SPEC})
+    assert m["accuracy_basis"] == "scratch" and m["baseline_accuracy_source"] == "baseline-scratch"
+    assert m["accuracy"] == 97.5 and m["model_accuracy"] == 97.0 and m["weights"] == "finetuned"
+    assert m["accuracy_delta"] == pytest.approx(0.3)
+    assert m["accuracy_delta_se"] == pytest.approx(0.2)  # paired diffs 0.1, 0.5: sd 0.28 / sqrt 2
+    assert m["targets"]["latency_met"] == (m["latency_reduction"] >= 0.5)
+    assert m["memory_model"]["accuracy"] == 96.0  # no from-scratch runs: its saved weights
+    text = report(m, models, [], {"hardware": SPEC})
+    assert "both trained from scratch" in text and "kept: **finetuned**" in text
     worse = build_metrics(_models(spec, archs, fast_acc=96.8), ["baseline-scratch"])
     assert worse["targets"]["latency_met"] is False      # 0.4 points below
 
