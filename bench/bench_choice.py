@@ -1,0 +1,66 @@
+"""Which network should the search hand over? Each choice rule's latency model (within the
+search's latency budget) and the baseline, trained from scratch with the baseline's budget
+over paired seeds: does the pick hold equal accuracy, or was it the supernet's noise?
+
+Run (repo root, after ``hwnas run``):  .venv/bin/python bench/bench_choice.py [--seeds 3]
+
+Rules: ``search.accuracy_tie`` = 0 (the highest supernet accuracy), 1 and 2 standard errors
+(ties go to the most MACs; 2 is the default). Runs go through ``stages.baseline.scratch_runs``
+(two worker processes of one thread, seeds ``seed`` .. ``seed + n - 1``), as the pipeline's
+own from-scratch accuracy does, so the baseline's figures equal the pipeline's for equal seeds.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the stages do
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
+from hwnas.arch import parse_arch  # noqa: E402
+from hwnas.lowering import static_cost  # noqa: E402
+from hwnas.params import load_params  # noqa: E402
+from stages.baseline import scratch_runs  # noqa: E402
+from stages.search import summarize  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--ties", type=float, nargs="+", default=[0.0, 1.0, 2.0])
+    args = ap.parse_args()
+    params = load_params()
+    params["baseline"] = {**params["baseline"], "seeds": args.seeds}
+    search = params["search"]
+    df = pd.read_parquet("results/search/candidates.parquet")
+    base = json.loads(Path("results/search/pareto.json").read_text())["baseline"]
+    picks = {f"tie {t:g} SE": summarize(df, base, search.get("memory_budget"),
+                                         search["latency_budget"], t, search["val_images"])
+             for t in args.ties}
+    runs = {"baseline": scratch_runs(params, parse_arch(base["arch"]))[1]["accuracy_runs"]}
+    print(f"baseline: {runs['baseline']} (mean {statistics.fmean(runs['baseline']):.2f})",
+          flush=True)
+    for rule, s in picks.items():
+        arch = s["_fastest"]
+        if arch is None:
+            print(f"{rule}: no network within the latency budget")
+            continue
+        accs = scratch_runs(params, parse_arch(arch))[1]["accuracy_runs"]
+        d = [a - b for a, b in zip(accs, runs["baseline"])]
+        se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else float("nan")
+        print(f"{rule}: supernet {s['chosen_accuracy']:.1f}%, est. latency "
+              f"-{100 * s['chosen_latency_reduction']:.1f}%, "
+              f"{static_cost(parse_arch(arch)).macs / 1e6:.2f} MMACs; from scratch {accs} "
+              f"(mean {statistics.fmean(accs):.2f}): {statistics.fmean(d):+.2f} points vs the "
+              f"baseline (paired SE {se:.2f}) [{arch}]", flush=True)
+
+
+if __name__ == "__main__":
+    main()
