@@ -3,6 +3,7 @@ search's latency budget) and the baseline, trained from scratch with the baselin
 over paired seeds: does the pick hold equal accuracy, or was it the supernet's noise?
 
 Run (repo root, after ``hwnas run``):  .venv/bin/python bench/bench_choice.py [--seeds 3]
+[--search-seeds 1 2]  (the pipeline's search, or new searches with those seeds: out of sample)
 
 Rules: ``search.accuracy_tie`` = 0 (the highest supernet accuracy), 1 and 2 standard errors
 (ties go to the most MACs; 2 is the default). Runs go through ``stages.baseline.scratch_runs``
@@ -31,29 +32,62 @@ from stages.baseline import scratch_runs  # noqa: E402
 from stages.search import summarize  # noqa: E402
 
 
+def searched(params: dict, seeds: list[int]):
+    """(label, candidates, baseline row) of the pipeline's search, or of new searches with
+    ``seeds`` (the stage's settings, no journal)."""
+    if not seeds:
+        yield ("pipeline search", pd.read_parquet("results/search/candidates.parquet"),
+               json.loads(Path("results/search/pareto.json").read_text())["baseline"])
+        return
+    from hwnas.search.evolution import Constraints, search
+    from hwnas.search.objectives import make_evaluator
+    from stages.search import load_context
+
+    ctx = load_context(params)
+    scorer = ctx.scorer()
+    try:
+        evaluate = make_evaluator(scorer, ctx.estimator.estimate)
+        base = evaluate([ctx.baseline])[0]
+        p = ctx.params
+        for seed in seeds:
+            df = search(ctx.space, evaluate, candidates=p["candidates"],
+                        population=p["population"], seed=seed, seeds=[ctx.baseline],
+                        constraints=Constraints(p["latency_budget"] * base["latency_ms"]))
+            yield f"search seed {seed}", df, {**base, "arch": ctx.baseline.encode()}
+    finally:
+        scorer.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--ties", type=float, nargs="+", default=[0.0, 1.0, 2.0])
+    ap.add_argument("--search-seeds", type=int, nargs="*", default=[])
     args = ap.parse_args()
     params = load_params()
     params["baseline"] = {**params["baseline"], "seeds": args.seeds}
     search = params["search"]
-    df = pd.read_parquet("results/search/candidates.parquet")
-    base = json.loads(Path("results/search/pareto.json").read_text())["baseline"]
-    picks = {f"tie {t:g} SE": summarize(df, base, search.get("memory_budget"),
-                                         search["latency_budget"], t, search["val_images"])
-             for t in args.ties}
-    runs = {"baseline": scratch_runs(params, parse_arch(base["arch"]))[1]["accuracy_runs"]}
-    print(f"baseline: {runs['baseline']} (mean {statistics.fmean(runs['baseline']):.2f})",
-          flush=True)
+    runs = {}
+    for label, df, base in searched(params, args.search_seeds):
+        if not runs:
+            runs["baseline"] = scratch_runs(params, parse_arch(base["arch"]))[1]["accuracy_runs"]
+            print(f"baseline: {runs['baseline']} (mean {statistics.fmean(runs['baseline']):.2f})",
+                  flush=True)
+        picks = {f"{label}, tie {t:g} SE": summarize(df, base, search.get("memory_budget"),
+                                                     search["latency_budget"], t,
+                                                     search["val_images"])
+                 for t in args.ties}
+        report(params, picks, runs["baseline"])
+
+
+def report(params: dict, picks: dict, baseline_runs: list[float]) -> None:
     for rule, s in picks.items():
         arch = s["_fastest"]
         if arch is None:
             print(f"{rule}: no network within the latency budget")
             continue
         accs = scratch_runs(params, parse_arch(arch))[1]["accuracy_runs"]
-        d = [a - b for a, b in zip(accs, runs["baseline"])]
+        d = [a - b for a, b in zip(accs, baseline_runs)]
         se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else float("nan")
         print(f"{rule}: supernet {s['chosen_accuracy']:.1f}%, est. latency "
               f"-{100 * s['chosen_latency_reduction']:.1f}%, "

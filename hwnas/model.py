@@ -97,7 +97,8 @@ def build_model(arch: ArchSpec) -> Network:
 
 def fresh_model(arch: ArchSpec, seed: int, device: str | torch.device = "cpu") -> Network:
     """``arch`` initialised from ``seed``, on ``device``, channels-last (the supernet's
-    layout): every from-scratch training starts here, so their numbers agree."""
+    layout). The from-scratch runs of extract, baseline and eval_supernet start here, so
+    their numbers agree."""
     torch.manual_seed(seed)
     return build_model(arch.with_name("")).to(device).to(memory_format=torch.channels_last)
 

@@ -11,6 +11,8 @@ Writes Kendall tau, the largest subnet's gap and a row per subnet, and "probes"
 and an all-ibn 3x3 baseline, so an undertrained block type or kernel size shows.
 From-scratch runs are kept in ``subnets.jsonl`` (``persist: true``) keyed by
 architecture, training params, split and run, so a killed run resumes where it stopped.
+``scratch_split_half_tau`` (the first half of each subnet's runs against the second) says
+whether the from-scratch reference is stable enough to score the supernet against.
 """
 from __future__ import annotations
 

@@ -49,8 +49,10 @@ def parse_params(params: dict) -> dict:
 
 
 def fingerprint(p: dict, *inputs: Path) -> str:
-    """Params plus input file digests: a journal only resumes the same search."""
-    h = hashlib.sha256(json.dumps(p, sort_keys=True, default=str).encode())
+    """Params plus input file digests: a journal only resumes the same search (the choice
+    among its candidates, ``accuracy_tie``, does not change the search)."""
+    keep = {k: v for k, v in p.items() if k != "accuracy_tie"}
+    h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
     for path in inputs:
         h.update(path.read_bytes() if path.is_file() else b"")
     return h.hexdigest()[:16]
@@ -59,8 +61,10 @@ def fingerprint(p: dict, *inputs: Path) -> str:
 def tie_points(accuracy: float, images: int, standard_errors: float) -> float:
     """How far below ``accuracy`` (%) a candidate still counts as tied with it:
     ``standard_errors`` binomial standard errors of an accuracy measured on ``images``."""
+    if images <= 0 or standard_errors <= 0:  # no measurement to be noisy about: no tie
+        return 0.0
     a = min(max(accuracy / 100.0, 0.0), 1.0)
-    return standard_errors * 100.0 * math.sqrt(a * (1.0 - a) / max(1, images))
+    return standard_errors * 100.0 * math.sqrt(a * (1.0 - a) / images)
 
 
 def pick(rows: pd.DataFrame, tie: float = 0.0) -> pd.Series | None:

@@ -235,6 +235,7 @@ def test_metrics_keys_and_targets(spec, archs):
     assert m["accuracy_basis"] == "scratch" and m["baseline_accuracy_source"] == "baseline-scratch"
     assert m["accuracy"] == 97.5 and m["model_accuracy"] == 97.0 and m["weights"] == "finetuned"
     assert m["accuracy_delta"] == pytest.approx(0.3)
+    assert m["model_accuracy_delta"] == pytest.approx(97.0 - 97.2)  # the saved files, one run each
     assert m["accuracy_delta_se"] == pytest.approx(0.2)  # paired diffs 0.1, 0.5: sd 0.28 / sqrt 2
     assert m["targets"]["latency_met"] == (m["latency_reduction"] >= 0.5)
     assert m["memory_model"]["accuracy"] == 96.0  # no from-scratch runs: its saved weights
@@ -375,9 +376,11 @@ def test_scratch_runs_average_seeds_in_worker_processes(archs):
     net, rec = scratch_runs(params, archs["fast"])
     assert rec["seeds"] == [0, 1] and len(rec["accuracy_runs"]) == 2
     assert rec["accuracy"] == pytest.approx(sum(rec["accuracy_runs"]) / 2, abs=1e-3)
-    assert rec["model_accuracy"] == rec["accuracy_runs"][0] and rec["epochs"] == 1
+    best = rec["val_accuracy_runs"].index(max(rec["val_accuracy_runs"]))  # saved: best on val
+    assert rec["model_accuracy"] == rec["accuracy_runs"][best] and rec["model_seed"] == best
+    assert rec["val_accuracy"] == max(rec["val_accuracy_runs"]) and rec["epochs"] == 1
     x = torch.zeros(2, 1, 16, 16)
-    assert net(x).shape == (2, 10) and not net.training  # the first run's model, ready to use
+    assert net(x).shape == (2, 10) and not net.training  # the saved run's model, ready to use
     params["baseline"]["seeds"] = 1                      # in-process: the same first run
     _, one = scratch_runs(params, archs["fast"])
     assert one["accuracy_runs"] == rec["accuracy_runs"][:1]

@@ -72,7 +72,7 @@ def test_summary_figures():
 def test_ties_within_the_accuracy_noise_go_to_the_most_macs():
     # 95% on 500 images: one binomial standard error is 0.97 points
     assert tie_points(95.0, 500, 1.0) == pytest.approx(0.975, abs=1e-3)
-    assert tie_points(95.0, 500, 0.0) == 0.0
+    assert tie_points(95.0, 500, 0.0) == 0.0 and tie_points(95.0, 0, 2.0) == 0.0  # nothing to tie
     df = pd.DataFrame({"arch": list("abcd"), "accuracy": [95.0, 94.2, 93.0, 94.2],
                        "macs": [1e6, 3e6, 9e6, 3e6], "latency_ms": [0.4, 0.45, 0.4, 0.3],
                        "memory_bytes": [40, 45, 30, 20], "feasible": True, "pareto": True})
