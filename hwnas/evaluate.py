@@ -191,6 +191,15 @@ def accuracy_se(acc_percent: float, n: int) -> float:
     return 100.0 * math.sqrt(max(p * (1 - p), 1e-12) / max(1, n))
 
 
+def paired_se(ours: Sequence[float], theirs: Sequence[float]) -> float | None:
+    """Standard error of the mean difference of paired runs (run i of both on seed i);
+    None unless both have the same number of runs, at least two."""
+    if not len(ours) == len(theirs) >= 2:
+        return None
+    d = [a - b for a, b in zip(ours, theirs)]
+    return statistics.stdev(d) / math.sqrt(len(d))
+
+
 def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
                   latency_name: str = "latency", memory_name: str | None = "memory",
                   targets: dict = TARGETS, scratch_name: str = "baseline-scratch") -> dict:
@@ -252,10 +261,9 @@ def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
                                                                        base["accuracy"])
     if "test_images" in chosen:
         out["accuracy_se"] = accuracy_se(out["accuracy"], chosen["test_images"])
-    ours, theirs = out.get("accuracy_runs") or [], out.get("baseline_accuracy_runs") or []
-    if len(ours) == len(theirs) >= 2:  # run i of both used seed i: a paired difference
-        d = [a - b for a, b in zip(ours, theirs)]
-        out["accuracy_delta_se"] = statistics.stdev(d) / math.sqrt(len(d))
+    se = paired_se(out.get("accuracy_runs") or [], out.get("baseline_accuracy_runs") or [])
+    if se is not None:
+        out["accuracy_delta_se"] = se
     lat_ok = (out["latency_reduction"] >= targets["latency_reduction"]
               and out["accuracy"] >= out["baseline_accuracy"] - targets["latency_accuracy_drop"])
     out["targets"] = {"latency_reduction_min": targets["latency_reduction"],

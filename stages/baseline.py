@@ -11,8 +11,8 @@ extracted from the supernet and fine-tuned like the chosen models is the
 ``baseline-finetuned`` model of the ``extract`` stage.
 
 It trains ``baseline.seeds`` runs (``scratch_runs``); its ``accuracy`` is their mean test
-accuracy, the saved model is the run with the best val accuracy (``model_accuracy``). It does not read the
-supernet, so retraining the supernet does not rerun it.
+accuracy, the saved model is the run with the best val accuracy (``model_accuracy``). It
+does not read the supernet, so retraining the supernet does not rerun it.
 Writes ``models/baseline/baseline.pt`` and ``results/baseline/metrics.json``.
 """
 from __future__ import annotations
@@ -56,19 +56,27 @@ def budget_epochs(params: dict) -> tuple[int, str]:
                       f"+ {ft} of fine-tuning")
 
 
+def stage_data(s, seed: int):
+    """What extraction and from-scratch runs read of the stage setup ``s``: training
+    batches in the order ``seed`` draws, calibration, val and test splits, the device."""
+    from hwnas.extract import Data
+
+    return Data(train=lambda: s.loader("train", train=True, seed=seed), calib=s.calib_loader(),
+                test=s.loader("test"), train_config=s.train, val=s.loader("val"),
+                device=s.device)
+
+
 def _scratch_run(stage_params: dict, arch: str, epochs: int, seed: int,
                  threads: int | None = None, log=None) -> tuple[dict, dict]:
     """One from-scratch run (in a worker process when ``threads`` is set): the trained
     weights (on the CPU) and the run's record."""
     from hwnas.arch import parse_arch
-    from hwnas.extract import Data, train_scratch
+    from hwnas.extract import train_scratch
     from stages.train_supernet import setup
 
     s = setup({**stage_params, **({"threads": threads} if threads else {})})
-    data = Data(train=lambda: s.loader("train", train=True, seed=seed), calib=s.calib_loader(),
-                test=s.loader("test"), train_config=s.train, val=s.loader("val"),
-                device=s.device)
-    net, rec = train_scratch(parse_arch(arch), data, replace(s.train, epochs=epochs), seed, log)
+    net, rec = train_scratch(parse_arch(arch), stage_data(s, seed),
+                             replace(s.train, epochs=epochs), seed, log)
     return {k: v.cpu() for k, v in net.state_dict().items()}, rec
 
 
@@ -76,17 +84,15 @@ def scratch_runs(params: dict, arch, log=None):
     """``arch`` trained from scratch with the baseline's budget once per seed (``base.seed``
     + 0 .. ``baseline.seeds`` - 1). Returns the model of the run with the best val accuracy
     and a record whose ``accuracy`` is the mean test accuracy of the runs (``accuracy_runs``;
-    the returned model's own is ``model_accuracy``): one run's noise, about 0.3 points on MNIST-5k, is
-    the size of the 0.3-point equal-accuracy target. On the CPU several runs go two at a
+    the returned model's own is ``model_accuracy``): one run's noise, about 0.3 points on
+    MNIST-5k, is the size of the 0.3-point equal-accuracy target. On the CPU several runs go two at a
     time to worker processes of one thread each (small networks gain little from a
     second thread); on a GPU they run in turn."""
     import multiprocessing
     import statistics
     from concurrent.futures import ProcessPoolExecutor
 
-    import torch
-
-    from hwnas.model import build_model
+    from hwnas.model import fresh_model
 
     p = parse_params(params)
     epochs, _ = budget_epochs(params)
@@ -107,11 +113,10 @@ def scratch_runs(params: dict, arch, log=None):
     vals = [r["val_accuracy"] for _, r in runs]
     best = vals.index(max(vals))  # the run to save: chosen on val, never on test
     state, kept = runs[best]
-    net = build_model(arch.with_name(""))
+    net = fresh_model(arch, seeds[best], stage.get("device", "cpu"))
     net.load_state_dict(state)
     accs = [r["accuracy"] for _, r in runs]
-    device = torch.device(stage.get("device", "cpu"))
-    return net.to(device).to(memory_format=torch.channels_last).eval(), {
+    return net.eval(), {
         **kept, "accuracy": round(statistics.fmean(accs), 3), "accuracy_runs": accs,
         "val_accuracy_runs": vals, "model_accuracy": kept["accuracy"], "model_seed": seeds[best],
         "seeds": seeds, "train_seconds": round(sum(r["train_seconds"] for _, r in runs), 2)}
@@ -147,7 +152,7 @@ def main() -> None:
         diff = export_onnx(net, MODEL.with_suffix(".onnx"), s.splits.test.x[:64])
         rec.update(budget=budget, test_images=len(s.splits.test), onnx_max_abs_diff=diff,
                    seconds=round(time.perf_counter() - t_start, 1))
-        tracking.log_metrics({k: v for k, v in rec.items() if isinstance(v, (int, float))})
+        tracking.log_metrics(rec)
     save_subnet(net, arch, MODEL, rec)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "metrics.json").write_text(json.dumps(rec, indent=2) + "\n")

@@ -67,13 +67,13 @@ def say(msg: str) -> None:
 def main() -> None:
     from hardware.spec import load_spec
     from hwnas import tracking
-    from hwnas.extract import (Data, ExtractError, FineTune, export_onnx, keep_better,
+    from hwnas.extract import (ExtractError, FineTune, export_onnx, keep_better,
                                materialize, pick_subnets, read_pareto, save_subnet,
                                search_record)
     from hwnas.lineage import lineage_tags
     from hwnas.search.objectives import baseline_arch
     from hwnas.supernet import load_supernet, space_to_json
-    from stages.baseline import scratch_runs
+    from stages.baseline import scratch_runs, stage_data
     from stages.train_supernet import setup
 
     params = load_params()
@@ -92,9 +92,7 @@ def main() -> None:
         widths = [c for c, _, _ in params["train_supernet"]["space"]["stages"]]
         archs["baseline-finetuned"] = baseline_arch(supernet.space, widths).with_name("")
     seed = p["seed"]
-    data = Data(train=lambda: s.loader("train", train=True, seed=seed), calib=s.calib_loader(),
-                test=s.loader("test"), train_config=s.train, val=s.loader("val"),
-                device=s.device)
+    data = stage_data(s, seed)
     ft = FineTune(epochs=p["epochs"], lr=float(p["lr"]),
                   calib_batches=int(params["train_supernet"].get("calib_batches", 8)))
     check_x = s.splits.test.x[:max(1, p["onnx_check_images"])]
