@@ -341,12 +341,20 @@ class SuperNet(nn.Module):
         return tuple(plan)
 
     def forward(self, x: torch.Tensor, arch: ArchSpec) -> torch.Tensor:
+        return self.forward_stages(x, arch)[0]
+
+    def forward_stages(self, x: torch.Tensor, arch: ArchSpec
+                       ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and every stage's output (for stage-output distillation)."""
         plan = self.plan(arch)
         x = to_channels_last(x)
         x = self.stem(x, arch.stem.out, arch.stem.kernel, arch.stem.stride)
-        for (s, j), b in zip(plan, arch.blocks):
+        outputs = []
+        for i, ((s, j), b) in enumerate(zip(plan, arch.blocks)):
             x = self.stages[s][j][b.type](x, b)
-        return self.head(x, arch.head)
+            if i + 1 == len(plan) or plan[i + 1][0] != s:
+                outputs.append(x)
+        return self.head(x, arch.head), outputs
 
     def sample(self, rng) -> ArchSpec:
         return self.space.sample(rng)

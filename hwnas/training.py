@@ -40,6 +40,10 @@ class TrainConfig:
     # sandwich: the step's gradient sums one per subnet, so clip at grad_clip x subnets
     # (without it the clip was active on most steps, shrinking the supernet's learning rate)
     clip_per_subnet: bool = False
+    # sandwich: weight of stage-output distillation. Each student's stage outputs learn the
+    # largest's (its first channels; normalized squared error), so every path hands the
+    # shared later blocks the features they were trained on (0 = logits only)
+    distill_stages: float = 0.0
 
     @classmethod
     def from_params(cls, params: dict) -> "TrainConfig":
@@ -86,6 +90,16 @@ def distill_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor) -> t
     return F.kl_div(F.log_softmax(student_logits, 1), teacher_probs, reduction="batchmean")
 
 
+def stage_distill_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+    """Sum over stages of the squared error between a student's stage output and the
+    teacher's first as many channels, relative to the teacher's mean square."""
+    loss = student[0].new_zeros(())
+    for s, t in zip(student, teacher, strict=True):
+        t = t[:, :s.shape[1]]
+        loss = loss + (s - t).pow(2).mean() / t.pow(2).mean().clamp_min(1e-6)
+    return loss
+
+
 def _clip_and_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig,
                    scale: float = 1.0) -> None:
     if cfg.grad_clip:
@@ -98,15 +112,17 @@ def sandwich_step(supernet: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   archs: list[ArchSpec], opt: torch.optim.Optimizer, cfg: TrainConfig) -> dict:
     """``archs[0]`` is the teacher (largest); the rest learn from its soft targets."""
     opt.zero_grad(set_to_none=True)
-    logits = supernet(x, archs[0])
+    logits, stages = supernet.forward_stages(x, archs[0])
     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
     loss.backward()
-    teacher = F.softmax(logits.detach(), 1)
+    teacher, teacher_stages = F.softmax(logits.detach(), 1), [t.detach() for t in stages]
     student_loss = 0.0
     for arch in archs[1:]:
-        out = supernet(x, arch)
+        out, stages = supernet.forward_stages(x, arch)
         sl = distill_loss(out, teacher) if cfg.distill else F.cross_entropy(
             out, y, label_smoothing=cfg.label_smoothing)
+        if cfg.distill_stages:
+            sl = sl + cfg.distill_stages * stage_distill_loss(stages, teacher_stages)
         sl.backward()
         student_loss += sl.item() / max(1, len(archs) - 1)
     _clip_and_step(supernet, opt, cfg, len(archs) if cfg.clip_per_subnet else 1.0)

@@ -97,7 +97,7 @@ def scratch_accuracy(arch: ArchSpec, s: Setup, eval_split: str = "test",
     return accuracy(net, s.loader(eval_split))
 
 
-SANDWICH_ONLY = ("num_random", "distill", "extremes", "clip_per_subnet")
+SANDWICH_ONLY = ("num_random", "distill", "extremes", "clip_per_subnet", "distill_stages")
 
 
 def scratch_fingerprint(params: dict, eval_split: str = "test", run: int = 0) -> str:

@@ -106,10 +106,11 @@ def test_archs_that_do_not_fit_are_named(space, supernet):
                                blocks=big.blocks[:-1] * 3))
 
 
-def test_sandwich_step_trains_every_subnet_it_runs(space):
+@pytest.mark.parametrize("distill_stages", [0.0, 0.2])
+def test_sandwich_step_trains_every_subnet_it_runs(space, distill_stages):
     torch.manual_seed(0)
     net = SuperNet(space)
-    cfg = TrainConfig(lr=0.05)
+    cfg = TrainConfig(lr=0.05, distill_stages=distill_stages)
     opt = make_optimizer(net, cfg)
     x, y = torch.randn(16, 1, 16, 16), torch.randint(0, 10, (16,))
     archs = sandwich_archs(net, np.random.default_rng(0), 2)
@@ -122,6 +123,28 @@ def test_sandwich_step_trains_every_subnet_it_runs(space):
     # ibn weights of the first block (used only by the smallest/random subnets) got trained too
     ibn = net.stages[0][0]["ibn"].dw.conv.weight
     assert not torch.equal(ibn, before["stages.0.0.ibn.dw.conv.weight"])
+
+
+def test_stage_outputs_come_with_the_same_logits(space, supernet):
+    x = torch.randn(2, 1, 16, 16)
+    for arch in _special_archs(space):
+        with torch.no_grad():
+            logits, stages = supernet.forward_stages(x, arch)
+            assert torch.equal(logits, supernet(x, arch))
+        last_of_stage = {s: b.out for (s, _), b in zip(supernet.plan(arch), arch.blocks)}
+        assert [t.shape[1] for t in stages] == list(last_of_stage.values())
+        assert len(stages) == len(space.stages)
+
+
+def test_stage_distillation_compares_the_students_channels():
+    from hwnas.training import stage_distill_loss
+
+    teacher = [torch.randn(2, 8, 4, 4), torch.randn(2, 16, 2, 2)]
+    same = [teacher[0][:, :4], teacher[1][:, :8]]
+    assert stage_distill_loss(same, teacher).item() == 0.0
+    other = [same[0] + 1.0, same[1]]
+    expected = 1.0 / teacher[0][:, :4].pow(2).mean()
+    assert torch.isclose(stage_distill_loss(other, teacher), expected)
 
 
 def test_state_round_trips_through_a_file(space, supernet, tmp_path):
