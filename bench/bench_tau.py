@@ -36,7 +36,6 @@ from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from scipy.stats import kendalltau, spearmanr  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 import hwnas.supernet as hs  # noqa: E402
@@ -111,16 +110,17 @@ def main() -> None:
             return clip(model, opt, cfg, scale)
         ht._clip_and_step = boosted_clip
     averages: dict[float, torch.nn.Module] = {}
-    total = s.train.epochs * len(s.loader("train", train=True))
+    total, done = s.train.epochs * len(s.loader("train", train=True)), 0
 
     def tracked_step(supernet, *a, **k):
+        nonlocal done
         if variant.get("boost") and not getattr(supernet, "_hooked", False):
             for p in supernet.parameters():  # count the subnets that use each tensor
                 p.register_hook(lambda g, key=id(p): uses.__setitem__(key, uses.get(key, 0) + 1))
             supernet._hooked = True
         if "stages_ramp" in variant:  # distill_stages decays linearly to 0 over training
             x, y, archs, opt, cfg = a
-            done = tracked_step.calls = getattr(tracked_step, "calls", 0) + 1
+            done += 1
             cfg = replace(cfg, distill_stages=variant["stages_ramp"] * max(0.0, 1 - done / total))
             a = (x, y, archs, opt, cfg)
         out = step(supernet, *a, **k)
@@ -137,7 +137,6 @@ def main() -> None:
     supernet, _ = ts.train(s, OUT / f"{tag}.pt", progress=True)
     train_s = time.time() - t
     ref = json.loads(Path("results/eval_supernet/rows.json").read_text())
-    scratch = [r["scratch_acc"] for r in ref]
     archs = es.spread_subnets(s.space, pe["subnets"], pe["candidates"], pe["seed"])
     if [a.with_name("").encode() for a in archs] != [r["arch"] for r in ref]:
         raise SystemExit("bench_tau: results/eval_supernet/rows.json holds other subnets; "
@@ -148,9 +147,9 @@ def main() -> None:
         net.eval()
         inherited = [round(hs.subnet_accuracy(net, a, calib, held, pt.get("calib_batches", 8)), 2)
                      for a in archs + probes]
+        scored = es.rank_metrics([{**r, "inherited_acc": acc} for r, acc in zip(ref, inherited)])
         row = {"tag": tag, "variant": variant, "weights": name, "train_s": round(train_s),
-               "tau": round(float(kendalltau(inherited[:len(archs)], scratch).statistic), 3),
-               "rho": round(float(spearmanr(inherited[:len(archs)], scratch).statistic), 3),
+               **{k: scored[k] for k in ("kendall_tau", "spearman_rho", "largest_gap_points")},
                "mmacs": [round(static_cost(a).macs / 1e6, 2) for a in archs + probes],
                "inherited": inherited}
         print(json.dumps(row), flush=True)
