@@ -9,8 +9,9 @@ Trains the default ``train_supernet`` config with the variant's changes (checkpo
 ``eval_supernet``'s 10 log-spread subnets and probes against the cached from-scratch means
 in ``results/eval_supernet/rows.json``, for the last weights and each weight average.
 Appends one JSON line per weight set to ``/tmp/bench_tau/results.jsonl``. The variants
-other than ``epochs``, ``lr`` and ``distill_stages`` are patches of this script, not
-options of the stage: none of them ranked better over several trainings (bench/RESULTS.md).
+other than ``epochs``, ``lr``, ``distill_stages``, ``adaptor``, ``teacher_weight`` and
+``extremes`` are patches of this script, not options of the stage (bench/RESULTS.md has
+what each gave).
 
 Variant keys (all optional):
   seed       training seed (init, batch order, sampled subnets; same splits)
@@ -21,6 +22,14 @@ Variant keys (all optional):
   boost      scale each tensor's gradient by (most uses / its uses) in the step
   distill_stages  weight of stage-output distillation (train.distill_stages)
   stages_ramp     the same weight, decaying linearly from this value to 0 over training
+  adaptor    stage distillation through the supernet's learned per-stage maps
+             (train.stage_regressor: FitNets' hint regressor, identity at init)
+  teacher_weight  weight of the largest subnet's loss in the sandwich (train.teacher_weight)
+  extremes   train.extremes (block types of the largest and smallest: fixed | cycle | ...)
+  last_stage stage distillation on the last stage's output only
+  smallest_only  stage distillation for the smallest subnet only (the step's first student)
+  warm_epochs     train only the largest subnet (types in turn) for this many of the epochs
+                  first, then the sandwich (Once-for-All's progressive shrinking, one phase)
 """
 from __future__ import annotations
 
@@ -77,7 +86,10 @@ def main() -> None:
     tag, variant = sys.argv[1], json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
     params = load_params()
     pt, pe = section(params, "train_supernet"), section(params, "eval_supernet")
-    pt["train"].update({k: variant[k] for k in ("epochs", "lr", "distill_stages") if k in variant})
+    pt["train"].update({k: variant[k] for k in ("epochs", "lr", "distill_stages", "teacher_weight",
+                                                 "extremes") if k in variant})
+    if "adaptor" in variant:
+        pt["train"]["stage_regressor"] = variant["adaptor"]
     s = ts.setup(pt)
     if "seed" in variant:
         s.params = {**s.params, "seed": variant["seed"]}
@@ -95,6 +107,17 @@ def main() -> None:
                             if hasattr(block, last):
                                 torch.nn.init.constant_(getattr(block, last).bn.weight, gamma)
     ts.SuperNet = Variant
+    stage_loss = ht.stage_distill_loss
+    if variant.get("last_stage") or variant.get("smallest_only"):
+        def picked_loss(student, teacher, maps=None):
+            picked_loss.calls += 1
+            if variant.get("smallest_only") and picked_loss.calls > 1:
+                return student[0].new_zeros(())
+            if variant.get("last_stage"):
+                student, teacher = student[-1:], teacher[-1:]
+                maps = None if maps is None else list(maps)[-1:]
+            return stage_loss(student, teacher, maps)
+        ht.stage_distill_loss = picked_loss
     step = ht.sandwich_step
     uses: dict[int, int] = {}
     if variant.get("boost"):
@@ -123,6 +146,7 @@ def main() -> None:
             done += 1
             cfg = replace(cfg, distill_stages=variant["stages_ramp"] * max(0.0, 1 - done / total))
             a = (x, y, archs, opt, cfg)
+        ht.stage_distill_loss.calls = 0  # the step's first student is the smallest
         out = step(supernet, *a, **k)
         with torch.no_grad():
             for d in variant.get("ema", []):
@@ -131,6 +155,13 @@ def main() -> None:
                     pa.lerp_(p, 1 - d)
         return out
     ht.sandwich_step = tracked_step
+    if variant.get("warm_epochs"):
+        archs_of, warm = ht.sandwich_archs, variant["warm_epochs"] * len(s.loader("train", train=True))
+
+        def warm_archs(supernet, rng, num_random, step=0, extremes="fixed"):
+            archs = archs_of(supernet, rng, num_random, step, extremes)
+            return archs[:1] if step < warm else archs
+        ht.sandwich_archs = warm_archs
 
     OUT.mkdir(parents=True, exist_ok=True)
     t = time.time()

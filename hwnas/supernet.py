@@ -281,6 +281,12 @@ class SuperNet(nn.Module):
                 for block in blocks.values():
                     if hasattr(block, "project"):
                         nn.init.zeros_(block.project.bn.weight)
+        # Training aid for stage distillation (``train.stage_regressor``), used by no subnet:
+        # per stage, a learned map (identity at init) from a student's stage output to the
+        # largest's, so a student's features need only predict the teacher's linearly
+        # (FitNets' hint regressor) rather than equal its first channels.
+        self.stage_maps = nn.ParameterList([nn.Parameter(torch.eye(max(s.channels)))
+                                            for s in space.stages])
         self._plans: dict[ArchSpec, tuple[tuple[int, int], ...]] = {}
 
     # -- which supernet position runs each block of ``arch`` --

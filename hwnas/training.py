@@ -44,6 +44,11 @@ class TrainConfig:
     # largest's (its first channels; normalized squared error), so every path hands the
     # shared later blocks the features they were trained on (0 = logits only)
     distill_stages: float = 0.0
+    # stage distillation through the supernet's learned per-stage maps (``SuperNet.stage_maps``):
+    # a student's stage output need only predict the largest's linearly
+    stage_regressor: bool = False
+    # sandwich: weight of the largest subnet's loss (the teacher), against 1 per student
+    teacher_weight: float = 1.0
 
     @classmethod
     def from_params(cls, params: dict) -> "TrainConfig":
@@ -61,11 +66,12 @@ EXTREMES = ("fixed", "cycle", "random", "all")
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum; no weight decay on BN parameters, biases and kernel
-    transformations (identity at init: decay would pull them towards zero)."""
+    """SGD with Nesterov momentum; no weight decay on BN parameters, biases, kernel
+    transformations and stage maps (identity at init: decay would pull them towards zero)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (decay if p.ndim > 1 and "ktrans" not in name else no_decay).append(p)
+        identity = "ktrans" in name or "stage_maps" in name
+        (decay if p.ndim > 1 and not identity else no_decay).append(p)
     return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
                             {"params": no_decay, "weight_decay": 0.0}],
                            lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
@@ -90,10 +96,16 @@ def distill_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor) -> t
     return F.kl_div(F.log_softmax(student_logits, 1), teacher_probs, reduction="batchmean")
 
 
-def stage_distill_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+def stage_distill_loss(student: list[torch.Tensor], teacher: list[torch.Tensor],
+                       maps: Iterable[torch.Tensor] | None = None) -> torch.Tensor:
     """Sum over stages of the squared error between a student's stage output and the
-    teacher's first as many channels, relative to the teacher's mean square."""
+    teacher's first as many channels, relative to the teacher's mean square. With
+    ``maps`` (one square matrix per stage, the teacher's width), the student's output
+    is first mapped to all of the teacher's channels: ``maps[s][:, :c] @ student``."""
     loss = student[0].new_zeros(())
+    if maps is not None:
+        student = [torch.einsum("nchw,dc->ndhw", s, m[:, :s.shape[1]])
+                   for s, m in zip(student, maps, strict=True)]
     for s, t in zip(student, teacher, strict=True):
         t = t[:, :s.shape[1]]
         loss = loss + (s - t).pow(2).mean() / t.pow(2).mean().clamp_min(1e-6)
@@ -114,7 +126,7 @@ def sandwich_step(supernet: nn.Module, x: torch.Tensor, y: torch.Tensor,
     opt.zero_grad(set_to_none=True)
     logits, stages = supernet.forward_stages(x, archs[0])
     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-    loss.backward()
+    (loss * cfg.teacher_weight if cfg.teacher_weight != 1.0 else loss).backward()
     teacher, teacher_stages = F.softmax(logits.detach(), 1), [t.detach() for t in stages]
     student_loss = 0.0
     for arch in archs[1:]:
@@ -122,7 +134,8 @@ def sandwich_step(supernet: nn.Module, x: torch.Tensor, y: torch.Tensor,
         sl = distill_loss(out, teacher) if cfg.distill else F.cross_entropy(
             out, y, label_smoothing=cfg.label_smoothing)
         if cfg.distill_stages:
-            sl = sl + cfg.distill_stages * stage_distill_loss(stages, teacher_stages)
+            maps = supernet.stage_maps if cfg.stage_regressor else None
+            sl = sl + cfg.distill_stages * stage_distill_loss(stages, teacher_stages, maps)
         sl.backward()
         student_loss += sl.item() / max(1, len(archs) - 1)
     _clip_and_step(supernet, opt, cfg, len(archs) if cfg.clip_per_subnet else 1.0)

@@ -97,7 +97,8 @@ def scratch_accuracy(arch: ArchSpec, s: Setup, eval_split: str = "test",
     return accuracy(net, s.loader(eval_split))
 
 
-SANDWICH_ONLY = ("num_random", "distill", "extremes", "clip_per_subnet", "distill_stages")
+SANDWICH_ONLY = ("num_random", "distill", "extremes", "clip_per_subnet", "distill_stages",
+                 "stage_regressor", "teacher_weight")
 
 
 def scratch_fingerprint(params: dict, eval_split: str = "test", run: int = 0) -> str:

@@ -147,6 +147,34 @@ def test_stage_distillation_compares_the_students_channels():
     assert torch.isclose(stage_distill_loss(other, teacher), expected)
 
 
+def test_stage_regressor_maps_the_students_channels_to_the_teachers():
+    from hwnas.training import stage_distill_loss
+
+    teacher = [torch.randn(2, 8, 4, 4)]
+    maps = [torch.eye(8)]
+    student = [teacher[0][:, :4].clone()]
+    # identity maps: the student's 4 channels against all 8 of the teacher
+    expected = teacher[0][:, 4:].pow(2).sum(1).mean() / 8 / teacher[0].pow(2).mean()
+    assert torch.isclose(stage_distill_loss(student, teacher, maps), expected)
+    # a map that predicts the other channels from the student's: no error left
+    mix = torch.randn(4, 4)
+    teacher = [torch.cat([student[0], torch.einsum("nchw,dc->ndhw", student[0], mix)], 1)]
+    maps = [torch.cat([torch.cat([torch.eye(4), mix]), torch.zeros(8, 4)], 1)]
+    assert stage_distill_loss(student, teacher, maps).item() < 1e-10
+
+
+def test_stage_regressor_learns_in_the_sandwich_step(space):
+    torch.manual_seed(0)
+    net = SuperNet(space)
+    cfg = TrainConfig(lr=0.05, distill_stages=1.0, stage_regressor=True, teacher_weight=2.0)
+    opt = make_optimizer(net, cfg)
+    x, y = torch.randn(16, 1, 16, 16), torch.randint(0, 10, (16,))
+    sandwich_step(net, x, y, sandwich_archs(net, np.random.default_rng(0), 2), opt, cfg)
+    assert all(not torch.equal(m, torch.eye(len(m))) for m in net.stage_maps)
+    # no subnet uses the maps: the extracted model has none of them
+    assert not any("stage_maps" in k for k in extract_subnet(net, net.largest()).state_dict())
+
+
 def test_state_round_trips_through_a_file(space, supernet, tmp_path):
     torch.save(supernet_state(supernet), tmp_path / "s.pt")
     loaded = load_supernet(tmp_path / "s.pt").eval()
