@@ -108,10 +108,12 @@ def main() -> None:
                                 torch.nn.init.constant_(getattr(block, last).bn.weight, gamma)
     ts.SuperNet = Variant
     stage_loss = ht.stage_distill_loss
+    students_in_step = 0  # reset by each step: its first student is the smallest
     if variant.get("last_stage") or variant.get("smallest_only"):
         def picked_loss(student, teacher, maps=None):
-            picked_loss.calls += 1
-            if variant.get("smallest_only") and picked_loss.calls > 1:
+            nonlocal students_in_step
+            students_in_step += 1
+            if variant.get("smallest_only") and students_in_step > 1:
                 return student[0].new_zeros(())
             if variant.get("last_stage"):
                 student, teacher = student[-1:], teacher[-1:]
@@ -136,7 +138,8 @@ def main() -> None:
     total, done = s.train.epochs * len(s.loader("train", train=True)), 0
 
     def tracked_step(supernet, *a, **k):
-        nonlocal done
+        nonlocal done, students_in_step
+        students_in_step = 0
         if variant.get("boost") and not getattr(supernet, "_hooked", False):
             for p in supernet.parameters():  # count the subnets that use each tensor
                 p.register_hook(lambda g, key=id(p): uses.__setitem__(key, uses.get(key, 0) + 1))
@@ -146,7 +149,6 @@ def main() -> None:
             done += 1
             cfg = replace(cfg, distill_stages=variant["stages_ramp"] * max(0.0, 1 - done / total))
             a = (x, y, archs, opt, cfg)
-        ht.stage_distill_loss.calls = 0  # the step's first student is the smallest
         out = step(supernet, *a, **k)
         with torch.no_grad():
             for d in variant.get("ema", []):
