@@ -135,7 +135,8 @@ def main() -> None:
             return clip(model, opt, cfg, scale)
         ht._clip_and_step = boosted_clip
     averages: dict[float, torch.nn.Module] = {}
-    total, done = s.train.epochs * len(s.loader("train", train=True)), 0
+    steps_per_epoch = len(s.loader("train", train=True))
+    total, done = s.train.epochs * steps_per_epoch, 0
 
     def tracked_step(supernet, *a, **k):
         nonlocal done, students_in_step
@@ -158,7 +159,7 @@ def main() -> None:
         return out
     ht.sandwich_step = tracked_step
     if variant.get("warm_epochs"):
-        archs_of, warm = ht.sandwich_archs, variant["warm_epochs"] * len(s.loader("train", train=True))
+        archs_of, warm = ht.sandwich_archs, variant["warm_epochs"] * steps_per_epoch
 
         def warm_archs(supernet, rng, num_random, step=0, extremes="fixed"):
             archs = archs_of(supernet, rng, num_random, step, extremes)

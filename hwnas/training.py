@@ -126,7 +126,7 @@ def sandwich_step(supernet: nn.Module, x: torch.Tensor, y: torch.Tensor,
     opt.zero_grad(set_to_none=True)
     logits, stages = supernet.forward_stages(x, archs[0])
     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-    (loss * cfg.teacher_weight if cfg.teacher_weight != 1.0 else loss).backward()
+    (loss * cfg.teacher_weight).backward()
     teacher, teacher_stages = F.softmax(logits.detach(), 1), [t.detach() for t in stages]
     student_loss = 0.0
     for arch in archs[1:]:
