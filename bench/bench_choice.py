@@ -13,25 +13,21 @@ own from-scratch accuracy does, so the baseline's figures equal the pipeline's f
 """
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the stages do
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pandas as pd  # noqa: E402
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 from hwnas.arch import parse_arch  # noqa: E402
 from hwnas.evaluate import paired_se  # noqa: E402
 from hwnas.lowering import static_cost  # noqa: E402
 from hwnas.params import load_params  # noqa: E402
-from stages.baseline import scratch_runs  # noqa: E402
-from stages.search import summarize  # noqa: E402
+from hwnas.scratch import scratch_runs  # noqa: E402
+from hwnas.search.choice import summarize  # noqa: E402
 
 
 def searched(params: dict, seeds: list[int]):
@@ -43,7 +39,7 @@ def searched(params: dict, seeds: list[int]):
         return
     from hwnas.search.evolution import Constraints, search
     from hwnas.search.objectives import make_evaluator
-    from stages.search import load_context
+    from hwnas.search.run import load_search_context as load_context
 
     ctx = load_context(params)
     scorer = ctx.scorer()

@@ -13,18 +13,16 @@ reports its wall time against the 8-minute budget.
 """
 from __future__ import annotations
 
+import argparse
 import os
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the stage does; see train_supernet.py
-
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import hwnas  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 from hwnas.lowering import static_cost  # noqa: E402
@@ -32,7 +30,8 @@ from hwnas.model import build_model  # noqa: E402
 from hwnas.params import load_params, section  # noqa: E402
 from hwnas.supernet import SuperNet  # noqa: E402
 from hwnas.training import make_optimizer, sandwich_archs, sandwich_step, train_step  # noqa: E402
-from stages.train_supernet import setup, train  # noqa: E402
+from hwnas.context import train_context as setup  # noqa: E402
+from hwnas.training import train_supernet as train  # noqa: E402
 
 MAX_RATIO, BUDGET_S = 3.0, 8 * 60
 

@@ -33,24 +33,21 @@ Variant keys (all optional):
 """
 from __future__ import annotations
 
-import os
+import copy
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the stage does
-
-import copy  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
+import hwnas  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 import hwnas.supernet as hs  # noqa: E402
 import hwnas.training as ht  # noqa: E402
-import stages.eval_supernet as es  # noqa: E402
-import stages.train_supernet as ts  # noqa: E402
+import hwnas.proof as es  # noqa: E402
+from hwnas.context import train_context  # noqa: E402
 from hwnas.lowering import static_cost  # noqa: E402
 from hwnas.params import load_params, section  # noqa: E402
 
@@ -90,7 +87,7 @@ def main() -> None:
                                                  "extremes") if k in variant})
     if "adaptor" in variant:
         pt["train"]["stage_regressor"] = variant["adaptor"]
-    s = ts.setup(pt)
+    s = train_context(pt)
     if "seed" in variant:
         s.params = {**s.params, "seed": variant["seed"]}
     if variant.get("separate_e1"):
@@ -106,7 +103,7 @@ def main() -> None:
                         for last in ("project", "project_e1"):
                             if hasattr(block, last):
                                 torch.nn.init.constant_(getattr(block, last).bn.weight, gamma)
-    ts.SuperNet = Variant
+    hs.SuperNet = Variant  # train_supernet builds hwnas.supernet.SuperNet
     stage_loss = ht.stage_distill_loss
     students_in_step = 0  # reset by each step: its first student is the smallest
     if variant.get("last_stage") or variant.get("smallest_only"):
@@ -168,7 +165,7 @@ def main() -> None:
 
     OUT.mkdir(parents=True, exist_ok=True)
     t = time.time()
-    supernet, _ = ts.train(s, OUT / f"{tag}.pt", progress=True)
+    supernet, _ = ht.train_supernet(s, OUT / f"{tag}.pt", progress=True)
     train_s = time.time() - t
     ref = json.loads(Path("results/eval_supernet/rows.json").read_text())
     archs = es.spread_subnets(s.space, pe["subnets"], pe["candidates"], pe["seed"])

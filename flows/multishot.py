@@ -3,7 +3,6 @@ task runner: threads or processes locally, a Dask cluster given its scheduler
 address (``DaskTaskRunner(address=...)``), with the same task code."""
 from __future__ import annotations
 
-import os
 import threading
 import time
 from functools import lru_cache
@@ -27,7 +26,6 @@ def _splits(dataset: str, resolution: int, seed: int, val_fraction: float, test_
 
 def train_and_score(arch: str, data: dict, train: dict, seed: int, threads: int = 1) -> dict:
     """Train one architecture from scratch; its validation accuracy (%) and time."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     from hwnas.arch import parse_arch
@@ -37,7 +35,7 @@ def train_and_score(arch: str, data: dict, train: dict, seed: int, threads: int 
     from hwnas.training import TrainConfig, train_from_scratch
 
     torch.set_num_threads(threads)
-    cfg = TrainConfig.from_params(train)
+    cfg = TrainConfig(**train)
     splits = _splits(data["dataset"], data["resolution"], seed, data["val_fraction"],
                      data["test_fraction"])
     with _INIT:

@@ -1,89 +1,304 @@
-"""Read ``params.yaml``: one section per stage plus the shared ``base`` section."""
+"""``params.yaml``: one typed schema for every section, checked before any stage runs.
+
+Each stage reads its section merged under ``base`` (``section``). The schema refuses a
+wrong type, an out-of-range value or an unknown key (a typo like ``search.candidatez``)
+with one line naming the file and the dotted key; ``run_stage`` turns that into exit 2.
+The dicts handed to stages are the file's own values (the schema checks, it does not
+rewrite), so fingerprints of params stay what they were.
+"""
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PARAMS_FILE = Path("params.yaml")
 
 
 class ParamsError(ValueError):
     """A missing or malformed params file or key; the message names it."""
 
 
-def load_params(path: str | Path = "params.yaml") -> dict:
+class _Section(BaseModel):
+    # strict: "six" is not an int and 1 is not a bool; ints are still fine where floats go
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite(cls, v):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Share = Annotated[float, Field(ge=0, le=1)]
+Resolution = Annotated[int, Field(ge=8, le=4096)]
+BlockType = Literal["ibn", "fused_ibn", "conv"]
+
+
+class SpaceParams(_Section):
+    """A search space (``hwnas.space.SpaceConfig``); ``stages`` 32 or 224 picks a base table."""
+
+    resolution: Resolution = 32
+    in_channels: PosInt = 1
+    classes: Annotated[int, Field(ge=2)] = 10
+    head_features: NonNegInt = 1280
+    # [base channels, base depth, stride] per stage
+    stages: Literal[32, 224] | list[Annotated[list[PosInt], Field(min_length=3, max_length=3)]] = 32
+    stem_stride: Literal[1, 2] = 1
+    kernels: list[Literal[1, 3, 5, 7]] = Field(default=[3, 5, 7], min_length=1)
+    expands: list[Annotated[float, Field(ge=1, le=8)]] = Field(default=[1, 3, 4, 6], min_length=1)
+    types: list[BlockType] = Field(default=["ibn", "fused_ibn"], min_length=1)
+    depth_multipliers: list[Annotated[float, Field(gt=0, le=4)]] = Field(
+        default=[0.5, 0.75, 1.0, 1.25], min_length=1)
+    width_range: Annotated[list[PosFloat], Field(min_length=2, max_length=2)] = [0.5, 1.5]
+
+    @field_validator("stages")
+    @classmethod
+    def _strides(cls, v):
+        for i, row in enumerate(v if isinstance(v, list) else ()):
+            if row[2] not in (1, 2):
+                raise ValueError(f"stage {i}: stride must be 1 or 2, got {row[2]}")
+        return v
+
+
+class TrainSpaceParams(SpaceParams):
+    """The supernet's space: input size and classes come from the data, not from here."""
+
+    resolution: None = None
+    in_channels: None = None
+    classes: None = None
+
+
+class Base(_Section):
+    seed: NonNegInt
+    hardware: str
+
+    @field_validator("hardware")
+    @classmethod
+    def _spec(cls, v: str) -> str:
+        from hardware.spec import SpecError, load_spec
+
+        try:
+            spec = load_spec(v)
+        except SpecError as err:
+            raise ValueError(str(err)) from None
+        if spec.name != v:  # artifacts are keyed by this value in dvc.yaml and the code
+            raise ValueError(f"name a spec, not a file: put it at hardware/specs/{spec.name}.yaml "
+                             f"and write 'hardware: {spec.name}'")
+        return v
+
+
+class References(_Section):
+    noise: NonNegFloat = 0.0
+
+
+class MicrobenchCpu(_Section):
+    samples: PosInt | None = None
+    time_budget_s: PosFloat | None = None
+    repeats: PosInt | None = None
+    warmup: NonNegInt | None = None
+    threads: PosInt | None = None
+    min_repeat_ms: NonNegFloat | None = None
+    clock: Literal["thread", "wall"] | None = None
+    calibration_networks: NonNegInt | None = None
+    max_block_macs: PosFloat | None = None
+    spaces: list[SpaceParams] | None = None
+
+
+class Microbench(_Section):
+    samples: PosInt = 10_000
+    time_budget_s: PosFloat = 180.0
+    repeats: PosInt = 5
+    noise: Annotated[float, Field(ge=0, lt=1)] = 0.03
+    network_share: Share = 0.6
+    neighbours: NonNegInt = 2
+    adaptive_share: Annotated[float, Field(ge=0, lt=1)] = 0.25
+    adaptive_top: Share = 0.2
+    spaces: list[SpaceParams] = Field(min_length=1)
+    cpu: MicrobenchCpu = MicrobenchCpu()
+
+
+class TrainEstimatorCpu(_Section):
+    eval_networks: PosInt | None = None
+    repeats: PosInt | None = None
+    warmup: NonNegInt | None = None
+    min_repeat_ms: NonNegFloat | None = None
+    threads: PosInt | None = None
+    clock: Literal["thread", "wall"] | None = None
+    spaces: list[SpaceParams] | None = None
+
+
+class TrainEstimator(_Section):
+    n_estimators: PosInt = 200
+    learning_rate: PosFloat = 0.1
+    num_leaves: Annotated[int, Field(ge=2)] = 15
+    min_data_in_leaf: PosInt = 5
+    linear_tree: bool = True
+    eval_networks: PosInt = 240
+    eval_seed: NonNegInt = 1000
+    references: bool = True
+    spaces: list[SpaceParams] = Field(min_length=1)
+    cpu: TrainEstimatorCpu = TrainEstimatorCpu()
+
+
+class Data(_Section):
+    dataset: str = "mnist"
+    resolution: Resolution = 32
+    val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    test_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2
+
+    @field_validator("test_fraction")
+    @classmethod
+    def _fractions(cls, v: float, info) -> float:
+        if v + info.data.get("val_fraction", 0.0) >= 1:
+            raise ValueError("val_fraction + test_fraction must be below 1")
+        return v
+
+
+class Train(_Section):
+    """``hwnas.training.TrainConfig``: the supernet's and every from-scratch run's recipe."""
+
+    epochs: PosInt
+    batch_size: PosInt
+    lr: PosFloat
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: NonNegFloat = 5e-5
+    warmup_epochs: NonNegFloat = 0.5
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    num_random: NonNegInt = 2
+    extremes: Literal["fixed", "cycle", "random", "all"] = "fixed"
+    distill: bool = True
+    max_shift: NonNegInt = 2
+    grad_clip: NonNegFloat = 5.0
+    clip_per_subnet: bool = False
+    distill_stages: NonNegFloat = 0.0
+    stage_regressor: bool = False
+    teacher_weight: PosFloat = 1.0
+
+
+class TrainSupernet(_Section):
+    device: Literal["cpu", "cuda"] = "cpu"
+    threads: PosInt | None = None
+    calib_batches: PosInt = 8
+    kernel_transform: bool = True
+    data: Data
+    space: TrainSpaceParams
+    train: Train
+
+
+class EvalSupernet(_Section):
+    subnets: Annotated[int, Field(ge=3)] = 10
+    candidates: PosInt = 2000
+    eval_split: Literal["val", "test", "val+test"] = "test"
+    probes: bool = True
+    scratch_seeds: PosInt = 1
+    seed: NonNegInt | None = None
+
+
+class Search(_Section):
+    accuracy: Literal["supernet", "naswot", "synflow", "grad_norm"] = "supernet"
+    candidates: PosInt = 1000
+    population: Annotated[int, Field(ge=2)] = 50
+    max_latency_ms: PosFloat | None = None
+    latency_budget: PosFloat | None = None
+    accuracy_tie: NonNegFloat | None = None
+    memory_budget: PosFloat | None = None
+    calib_images: PosInt = 256
+    val_images: PosInt = 500
+    workers: PosInt = 2
+
+
+class Extract(_Section):
+    chosen: list[Literal["latency", "memory"]] = Field(min_length=1)
+    pareto_extra: NonNegInt = 0
+    baseline: bool = True
+    scratch: bool = True
+    epochs: NonNegInt = 3
+    lr: PosFloat = 0.05
+    onnx_tolerance: PosFloat = 1e-4
+    onnx_check_images: PosInt = 64
+
+
+class Baseline(_Section):
+    epochs: PosInt | None = None
+    seeds: PosInt = 1
+
+
+class Evaluate(_Section):
+    equal_accuracy_tolerance: NonNegFloat = 0.0
+
+
+class Params(_Section):
+    base: Base
+    references: References = References()
+    microbench: Microbench
+    train_estimator: TrainEstimator
+    train_supernet: TrainSupernet
+    eval_supernet: EvalSupernet = EvalSupernet()
+    search: Search
+    extract: Extract
+    baseline: Baseline = Baseline()
+    evaluate: Evaluate = Evaluate()
+
+
+def _where(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _message(err: ValidationError, path: Path) -> str:
+    e = err.errors()[0]
+    key = _where(e["loc"])
+    if e["type"] == "extra_forbidden":
+        return f"{path}: {key}: unknown key"
+    if e["type"] == "missing":
+        return f"{path}: {key}: missing"
+    got = e.get("input")
+    shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+    return f"{path}: {key}: {e['msg'].removeprefix('Value error, ')} (got {shown[:80]})"
+
+
+def validate_params(params: dict, path: str | Path = PARAMS_FILE) -> dict:
+    """Check every section against the schema; raises ParamsError naming the dotted key."""
+    try:
+        Params.model_validate(params)
+    except ValidationError as err:
+        raise ParamsError(_message(err, Path(path))) from None
+    return params
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> dict:
+    """The file's values, after the schema has accepted them."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
         raise ParamsError(f"{path}: cannot read: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("base"), dict):
-        raise ParamsError(f"{path}: needs a 'base' section (seed, hardware)")
-    return data
+    except (yaml.YAMLError, ValueError) as err:
+        raise ParamsError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return validate_params(data, path)
 
 
 def section(params: dict, name: str) -> dict:
     """``base`` merged under the named section (the section wins)."""
-    if name not in params:
-        raise ParamsError(f"params.yaml: missing section '{name}'")
-    return {**params["base"], **(params[name] or {})}
-
-
-def check_numbers(name: str, p: dict, positive_ints=(), positive=(), non_negative=()) -> None:
-    """Raise ParamsError naming ``<name>.<key>`` for a missing or out-of-range number."""
-    def bad(key, what):
-        raise ParamsError(f"params.yaml: {name}.{key} must be {what}, got {p.get(key)!r}")
-
-    def number(v):
-        return not isinstance(v, bool) and isinstance(v, (int, float))
-
-    for key in positive_ints:
-        v = p.get(key)
-        if not (number(v) and v == int(v) and v >= 1):
-            bad(key, "a positive integer")
-    for key in positive:
-        if not (number(p.get(key)) and p[key] > 0):
-            bad(key, "a positive number")
-    for key in non_negative:
-        if not (number(p.get(key)) and p[key] >= 0):
-            bad(key, "a number >= 0")
-
-
-def validate_params(params: dict) -> dict:
-    """Check every section before any stage runs: ``base`` here, and each stage
-    module's own ``parse_params(params)`` (stages/<name>.py) where it has one.
-    Raises ParamsError naming the key."""
-    import importlib
-
-    from hardware.spec import SpecError, load_spec
-
-    base = params["base"]
-    seed = base.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ParamsError(f"params.yaml: base.seed must be a non-negative integer, got {seed!r}")
-    try:
-        load_spec(base.get("hardware", ""))
-    except SpecError as err:
-        raise ParamsError(f"params.yaml: base.hardware: {err}") from None
-    for name in params:
-        if name == "base":
-            continue
-        try:
-            module = importlib.import_module(f"stages.{name}")
-        except ModuleNotFoundError:
-            continue
-        if hasattr(module, "parse_params"):
-            module.parse_params(params)
-    return params
+    return {**params["base"], **(params.get(name) or {})}
 
 
 def run_stage(name: str, main: Callable[[], None]) -> None:
-    """A stage's entry point: a bad ``params.yaml`` value exits non-zero with one line
-    naming the stage and the key, and no traceback."""
+    """A stage's entry point: a bad ``params.yaml`` exits 2 with one line naming the key."""
     try:
         main()
     except ParamsError as err:
-        sys.exit(f"{name}: {err}")
+        print(f"{name}: {err}", file=sys.stderr)
+        sys.exit(2)

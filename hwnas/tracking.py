@@ -59,3 +59,37 @@ def log_metrics(metrics: dict, step: int | None = None) -> None:
     numeric = {k: float(v) for k, v in metrics.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     mlflow.log_metrics(numeric, step=step)
+
+
+def close_if_running(run_id: str | None) -> None:
+    """A SIGKILLed run stays RUNNING in MLflow; mark it KILLED when its work resumes."""
+    if not run_id:
+        return
+    try:
+        client = _mlflow().MlflowClient()
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "KILLED")
+    except Exception:  # tracking is lineage, never a reason to fail the work
+        pass
+
+
+def log_candidates(df, parent_run_id: str) -> None:
+    """One child run per search candidate (params: the architecture string; metrics:
+    accuracy, latency, memory), created in batches through the client."""
+    import time
+
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = _mlflow().MlflowClient()
+    exp = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    now = int(time.time() * 1000)
+    for r in df.itertuples(index=False):
+        run = client.create_run(exp, run_name=f"candidate-{r.trial}",
+                                tags={"mlflow.parentRunId": parent_run_id})
+        client.log_batch(run.info.run_id,
+                         metrics=[Metric(k, float(getattr(r, k)), now, 0)
+                                  for k in ("accuracy", "latency_ms", "memory_bytes")],
+                         params=[Param("arch", r.arch)],
+                         tags=[RunTag("pareto", str(bool(r.pareto))),
+                               RunTag("feasible", str(bool(r.feasible)))])
+        client.set_terminated(run.info.run_id)

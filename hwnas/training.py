@@ -1,4 +1,4 @@
-"""Training loops shared by the supernet stage, its proof and the benchmark.
+"""Training loops shared by the supernet stage, its proof, from-scratch runs and the benchmarks.
 
 ``sandwich_step``: one optimizer step over the largest subnet (ground truth), the
 smallest and ``num_random`` random subnets (soft targets from the largest: in-place
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -49,17 +49,6 @@ class TrainConfig:
     stage_regressor: bool = False
     # sandwich: weight of the largest subnet's loss (the teacher), against 1 per student
     teacher_weight: float = 1.0
-
-    @classmethod
-    def from_params(cls, params: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"train: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
-        cfg = cls(**params)
-        if cfg.extremes not in EXTREMES:
-            raise ValueError(f"train.extremes: {cfg.extremes!r} is not one of {', '.join(EXTREMES)}")
-        return cfg
 
 
 EXTREMES = ("fixed", "cycle", "random", "all")
@@ -236,3 +225,90 @@ def train_from_scratch(model: nn.Module, loader: Iterable, cfg: TrainConfig,
     for _ in range(cfg.epochs):
         _, step = model_epoch(model, loader, opt, cfg, step, total, on_step)
     return model
+
+
+def evaluate_extremes(supernet, ctx) -> dict:
+    """Val accuracy of the largest and smallest subnets, BN-recalibrated."""
+    from hwnas.supernet import subnet_accuracy
+
+    calib, val = ctx.calib_loader(), ctx.loader("val")
+    nb = ctx.params.get("calib_batches", 8)
+    return {"val_acc_largest": subnet_accuracy(supernet, supernet.largest(), calib, val, nb),
+            "val_acc_smallest": subnet_accuracy(supernet, supernet.smallest(), calib, val, nb)}
+
+
+def supernet_fingerprint(params: dict) -> str:
+    """A supernet checkpoint resumes only with the same params and supernet/training code."""
+    import hwnas.supernet
+    import hwnas.training
+    from hwnas.checkpoint import code_fingerprint
+
+    return code_fingerprint(params, hwnas.supernet, hwnas.training)
+
+
+def train_supernet(ctx, ckpt_path, progress: bool = True, log=None):
+    """Train (or resume) the supernet of ``ctx`` (a ``hwnas.context.TrainContext``),
+    checkpointing after every epoch to ``ckpt_path``. ``log(metrics, epoch)`` receives
+    each epoch's metrics. Returns the supernet and the final summary."""
+    import json
+    import time
+
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    from hwnas.checkpoint import load_checkpoint, save_atomic
+    from hwnas.supernet import SuperNet
+
+    seed, cfg = ctx.params["seed"], ctx.train
+    fp = supernet_fingerprint(ctx.params)
+    torch.manual_seed(seed)
+    supernet = SuperNet(ctx.space, ctx.params.get("kernel_transform", True)).to(ctx.device)
+    opt = make_optimizer(supernet, cfg)
+    loader = ctx.loader("train", train=True, seed=seed)
+    rng = np.random.default_rng(seed)
+    start_epoch, step, history, elapsed = 0, 0, [], 0.0
+    ckpt = load_checkpoint(ckpt_path, fp, ctx.device, log=lambda m: print(f"train_supernet: {m}"))
+    if ckpt is not None:
+        supernet.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        loader.load_state_dict(ckpt["loader"])
+        rng.bit_generator.state = json.loads(ckpt["rng"])
+        start_epoch, step, history = ckpt["epoch"], ckpt["step"], json.loads(ckpt["history"])
+        elapsed = ckpt["train_seconds"]
+        print(f"train_supernet: resuming after epoch {start_epoch}/{cfg.epochs} from {ckpt_path}")
+    total = cfg.epochs * len(loader)
+    columns = (TextColumn("[bold]supernet[/] epoch {task.fields[epoch]}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[info]}"))
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("train", total=total, completed=step, epoch=start_epoch + 1, info="")
+        for epoch in range(start_epoch, cfg.epochs):
+            bar.update(task, epoch=f"{epoch + 1}/{cfg.epochs}")
+            t0 = time.perf_counter()
+            metrics, step = supernet_epoch(supernet, loader, opt, cfg, rng, step, total,
+                                           on_step=lambda n: bar.update(task, completed=n))
+            epoch_s = time.perf_counter() - t0
+            elapsed += epoch_s
+            metrics.update(evaluate_extremes(supernet, ctx), epoch=epoch + 1,
+                           epoch_seconds=epoch_s, lr=opt.param_groups[0]["lr"])
+            history.append(metrics)
+            info = (f"val largest {metrics['val_acc_largest']:.1f}% "
+                    f"smallest {metrics['val_acc_smallest']:.1f}%")
+            bar.update(task, info=info)
+            if progress:
+                bar.console.print(f"epoch {epoch + 1}/{cfg.epochs}: {epoch_s:.0f} s, "
+                                  f"loss {metrics['loss_largest']:.3f}, {info}")
+            save_atomic({"fingerprint": fp, "epoch": epoch + 1, "step": step,
+                         "model": supernet.state_dict(), "optimizer": opt.state_dict(),
+                         "loader": loader.state_dict(), "rng": json.dumps(rng.bit_generator.state),
+                         "history": json.dumps(history), "train_seconds": elapsed,
+                         "run_id": getattr(log, "run_id", None)}, ckpt_path)
+            if log:
+                log(metrics, epoch + 1)
+    summary = {"epochs": cfg.epochs, "train_seconds": round(elapsed, 1),
+               "epoch_seconds_mean": round(elapsed / max(1, cfg.epochs), 2),
+               "val_acc_largest": history[-1]["val_acc_largest"] if history else None,
+               "val_acc_smallest": history[-1]["val_acc_smallest"] if history else None,
+               "params": sum(p.numel() for p in supernet.parameters()),
+               "space_size": float(ctx.space.size())}
+    return supernet, summary

@@ -15,23 +15,10 @@ import json
 import time
 from pathlib import Path
 
-from hwnas.params import ParamsError, load_params, run_stage, section
+from hwnas import layout
+from hwnas.params import load_params, run_stage, section
 
-SEARCH = Path("results/search")
-EXTRACT = Path("results/extract/subnets.json")
-BASELINE = Path("results/baseline/metrics.json")
-OUT = Path("results/evaluate")
-ESTIMATOR_DIR = "models/estimator/{hardware}"
 BASELINES = ("baseline-scratch", "baseline-finetuned")
-
-
-def parse_params(params: dict) -> dict:
-    p = section(params, "evaluate")
-    v = p.get("equal_accuracy_tolerance")
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-        raise ParamsError(f"params.yaml: evaluate.equal_accuracy_tolerance must be a "
-                          f"non-negative number (points), got {v!r}")
-    return p
 
 
 def say(msg: str) -> None:
@@ -74,21 +61,21 @@ def main() -> None:
     from hwnas.supernet import space_from_json
 
     params = load_params()
-    p = parse_params(params)
+    p = section(params, "evaluate")
     t0 = time.perf_counter()
     try:
-        pareto = read_pareto(SEARCH / "pareto.json")
+        pareto = read_pareto(layout.PARETO)
     except ExtractError as err:
         raise SystemExit(f"evaluate: {err}") from None
-    cand_path = SEARCH / "candidates.parquet"
+    cand_path = layout.CANDIDATES
     if not cand_path.is_file():
         raise SystemExit(f"evaluate: {cand_path}: not found; run the search stage first")
     candidates = pd.read_parquet(cand_path)
-    extracted = _read_json(EXTRACT, "extract")
-    scratch = _read_json(BASELINE, "baseline")
+    extracted = _read_json(layout.EXTRACTED, "extract")
+    scratch = _read_json(layout.BASELINE / "metrics.json", "baseline")
     spec = load_spec(p["hardware"])
     if extracted.get("hardware") not in (None, spec.name):
-        raise SystemExit(f"evaluate: {EXTRACT}: extracted for {extracted['hardware']}, but "
+        raise SystemExit(f"evaluate: {layout.EXTRACTED}: extracted for {extracted['hardware']}, but "
                          f"base.hardware is {spec.name}; rerun extract")
     space = space_from_json(extracted["space"])
 
@@ -97,12 +84,11 @@ def main() -> None:
     records["baseline-scratch"] = {**scratch, "search_accuracy": None}
     base_search_arch = parse_arch(pareto["baseline"]["arch"]).with_name("").encode()
     if records["baseline-scratch"]["arch"] != base_search_arch:
-        raise SystemExit(f"evaluate: {BASELINE} trained {records['baseline-scratch']['arch']}, "
-                         f"but {SEARCH / 'pareto.json'} has the baseline {base_search_arch}; "
+        raise SystemExit(f"evaluate: {layout.BASELINE / 'metrics.json'} trained {records['baseline-scratch']['arch']}, "
+                         f"but {layout.PARETO} has the baseline {base_search_arch}; "
                          f"rerun the stale stage")
     archs = {n: parse_arch(r["arch"]) for n, r in records.items()}
-    est_dir = Path(p.get("estimator") or ESTIMATOR_DIR.format(hardware=spec.name))
-    estimator = Estimator.load(est_dir, spec)
+    estimator = Estimator.load(layout.estimator_dir(spec.name), spec)
     say(f"simulating {len(archs)} models and {candidates['arch'].nunique()} candidates "
         f"on {spec.name}")
     sims = measure(archs, spec, estimator.estimate)
@@ -132,8 +118,8 @@ def main() -> None:
                    candidates_estimator_error_p90=float(cand_err.quantile(0.9)),
                    hardware=spec.name, accuracy_mode=pareto.get("accuracy_mode"))
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    plot(candidates, base_search, models, BASELINES, OUT / "pareto.png")
+    layout.EVALUATE.mkdir(parents=True, exist_ok=True)
+    plot(candidates, base_search, models, BASELINES, layout.EVALUATE / "pareto.png")
     info = {"hardware": spec.name, "dataset": extracted["data"]["dataset"],
             "test_images": extracted["data"]["test"],
             "baseline_budget": (f"From scratch: {scratch.get('budget', '?')}. Fine-tuned: "
@@ -150,24 +136,24 @@ def main() -> None:
                 f"{100 * metrics['candidates_estimator_error_p90']:.1f}%.",
                 "Reproduce: `dvc repro evaluate` (or `python -m stages.extract`, "
                 "`python -m stages.baseline`, `python -m stages.evaluate`)."]}
-    (OUT / "report.md").write_text(report(metrics, models, table, info))
-    (OUT / "models.json").write_text(json.dumps(models, indent=2) + "\n")
-    (OUT / "table.json").write_text(json.dumps(table, indent=2) + "\n")
-    (OUT / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (layout.EVALUATE / "report.md").write_text(report(metrics, models, table, info))
+    (layout.EVALUATE / "models.json").write_text(json.dumps(models, indent=2) + "\n")
+    (layout.EVALUATE / "table.json").write_text(json.dumps(table, indent=2) + "\n")
+    (layout.EVALUATE / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     with tracking.run("evaluate", params={**p, "accuracy_mode": pareto.get("accuracy_mode")},
                       tags=lineage_tags("evaluate", spec.spec_hash())):
         flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
         flat.update({f"memory_model.{k}": v for k, v in metrics.get("memory_model", {}).items()})
         flat.update({f"table.{k}": v for k, v in metrics["table"].items()})
         tracking.log_metrics(flat)
-        _log_artifacts(OUT)
+        _log_artifacts(layout.EVALUATE)
     t = metrics["targets"]
     say(f"latency -{100 * metrics['latency_reduction']:.1f}% at {metrics['accuracy_delta']:+.2f} "
         f"points (target {'met' if t['latency_met'] else 'not met'})"
         + (f"; memory model -{100 * metrics['memory_model']['memory_reduction']:.1f}% memory at "
            f"{metrics['memory_model']['accuracy_delta']:+.2f} points (target "
            f"{'met' if t['memory_met'] else 'not met'})" if "memory_model" in metrics else "")
-        + f"; {time.perf_counter() - t0:.0f} s -> {OUT / 'report.md'}")
+        + f"; {time.perf_counter() - t0:.0f} s -> {layout.EVALUATE / 'report.md'}")
 
 
 def _log_artifacts(out: Path) -> None:

@@ -8,7 +8,7 @@ the supernet's optimizer and schedule at ``extract.lr``, recalibrated again and
 tested. With ``extract.baseline`` the baseline architecture goes through the same
 recipe (``baseline-finetuned``): the like-for-like comparison. With ``extract.scratch``
 the chosen networks are also trained from scratch with the baseline's budget
-(``scratch_accuracy``: the mean over ``baseline.seeds`` runs, ``stages.baseline.scratch_runs``):
+(``scratch_accuracy``: the mean over ``baseline.seeds`` runs, ``hwnas.scratch.scratch_runs``):
 architecture against architecture at equal training; each
 chosen network then keeps the weights of the recipe that scores higher on the val
 split (``weights``: ``finetuned`` or ``scratch``; ``hwnas.extract.keep_better``).
@@ -20,44 +20,11 @@ a difference above ``extract.onnx_tolerance`` is an error), and
 """
 from __future__ import annotations
 
-import os
-
-# Idle OpenMP threads sleep instead of spinning (see stages/train_supernet.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import json
 import time
-from pathlib import Path
 
-from hwnas.params import ParamsError, load_params, run_stage, section
-
-PARETO = Path("results/search/pareto.json")
-SUPERNET = Path("models/supernet.pt")
-MODELS = Path("models/subnets")
-OUT = Path("results/extract")
-
-
-def parse_params(params: dict) -> dict:
-    p = section(params, "extract")
-    chosen = p.get("chosen")
-    if not isinstance(chosen, list) or not chosen or any(c not in ("latency", "memory")
-                                                         for c in chosen):
-        raise ParamsError("params.yaml: extract.chosen must be a non-empty list of "
-                          f"'latency' and/or 'memory', got {chosen!r}")
-    for key in ("pareto_extra", "epochs", "onnx_check_images"):
-        v = p.get(key)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ParamsError(f"params.yaml: extract.{key} must be a non-negative integer, "
-                              f"got {v!r}")
-    for key in ("lr", "onnx_tolerance"):
-        v = p.get(key)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise ParamsError(f"params.yaml: extract.{key} must be a positive number, got {v!r}")
-    for key in ("baseline", "scratch"):
-        if not isinstance(p.get(key), bool):
-            raise ParamsError(f"params.yaml: extract.{key} must be true or false, "
-                              f"got {p.get(key)!r}")
-    return p
+from hwnas import layout
+from hwnas.params import load_params, run_stage, section
 
 
 def say(msg: str) -> None:
@@ -71,36 +38,36 @@ def main() -> None:
                                materialize, pick_subnets, read_pareto, save_subnet,
                                search_record)
     from hwnas.lineage import lineage_tags
+    from hwnas.context import train_context
+    from hwnas.scratch import scratch_runs
     from hwnas.search.objectives import baseline_arch
     from hwnas.supernet import load_supernet, space_to_json
-    from stages.baseline import scratch_runs, stage_data
-    from stages.train_supernet import setup
 
     params = load_params()
-    p = parse_params(params)
+    p = section(params, "extract")
     t_start = time.perf_counter()
     try:
-        pareto = read_pareto(PARETO)
-        archs = pick_subnets(pareto, p["chosen"], p["pareto_extra"], source=str(PARETO))
+        pareto = read_pareto(layout.PARETO)
+        archs = pick_subnets(pareto, p["chosen"], p["pareto_extra"], source=str(layout.PARETO))
     except ExtractError as err:
         raise SystemExit(f"extract: {err}") from None
-    if not SUPERNET.is_file():
-        raise SystemExit(f"extract: {SUPERNET}: not found; run the train_supernet stage first")
-    s = setup(section(params, "train_supernet"))
-    supernet = load_supernet(SUPERNET, s.device).eval()
+    if not layout.SUPERNET.is_file():
+        raise SystemExit(f"extract: {layout.SUPERNET}: not found; run the train_supernet stage first")
+    ctx = train_context(section(params, "train_supernet"))
+    supernet = load_supernet(layout.SUPERNET, ctx.device).eval()
     if p["baseline"]:
         widths = [c for c, _, _ in params["train_supernet"]["space"]["stages"]]
         archs["baseline-finetuned"] = baseline_arch(supernet.space, widths).with_name("")
     seed = p["seed"]
-    data = stage_data(s, seed)
+    data = ctx.data(seed)
     ft = FineTune(epochs=p["epochs"], lr=float(p["lr"]),
                   calib_batches=int(params["train_supernet"].get("calib_batches", 8)))
-    check_x = s.splits.test.x[:max(1, p["onnx_check_images"])]
+    check_x = ctx.splits.test.x[:max(1, p["onnx_check_images"])]
     spec = load_spec(p["hardware"])
     say(f"{len(archs)} networks ({', '.join(archs)}), {ft.epochs} fine-tuning epoch(s) each")
 
     records, done, scratch = {}, {}, {}
-    MODELS.mkdir(parents=True, exist_ok=True)
+    layout.SUBNETS.mkdir(parents=True, exist_ok=True)
     with tracking.run("extract", params={k: v for k, v in p.items()},
                       tags=lineage_tags("extract", spec.spec_hash())):
         for i, (name, arch) in enumerate(archs.items(), 1):
@@ -121,11 +88,11 @@ def main() -> None:
                 net, rec = keep_better((net, rec), scratch[key])
             else:
                 rec.update(weights="finetuned", finetuned_accuracy=rec["accuracy"])
-            save_subnet(net, arch, MODELS / f"{name}.pt", rec)
-            diff = export_onnx(net, MODELS / f"{name}.onnx", check_x)
-            rec.update(onnx_max_abs_diff=diff, test_images=len(s.splits.test))
+            save_subnet(net, arch, layout.SUBNETS / f"{name}.pt", rec)
+            diff = export_onnx(net, layout.SUBNETS / f"{name}.onnx", check_x)
+            rec.update(onnx_max_abs_diff=diff, test_images=len(ctx.splits.test))
             if diff > p["onnx_tolerance"]:
-                raise SystemExit(f"extract: {MODELS / (name + '.onnx')}: onnxruntime differs from "
+                raise SystemExit(f"extract: {layout.SUBNETS / (name + '.onnx')}: onnxruntime differs from "
                                  f"PyTorch by {diff:.2e} > extract.onnx_tolerance "
                                  f"{p['onnx_tolerance']:g}")
             records[name] = rec
@@ -143,13 +110,13 @@ def main() -> None:
                       for n, r in records.items()}}
         tracking.log_metrics(metrics)
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "subnets.json").write_text(json.dumps({
+    layout.EXTRACT.mkdir(parents=True, exist_ok=True)
+    layout.EXTRACTED.write_text(json.dumps({
         "hardware": spec.name, "finetune": {"epochs": ft.epochs, "lr": ft.lr},
-        "data": s.splits.summary(), "space": space_to_json(supernet.space),
+        "data": ctx.splits.summary(), "space": space_to_json(supernet.space),
         "models": records}, indent=2) + "\n")
-    (OUT / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    say(f"done in {seconds:.0f} s -> {MODELS}/, {OUT / 'subnets.json'}")
+    (layout.EXTRACT / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    say(f"done in {seconds:.0f} s -> {layout.SUBNETS}/, {layout.EXTRACTED}")
 
 
 if __name__ == "__main__":

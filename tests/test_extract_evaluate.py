@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -299,21 +300,21 @@ def test_report_and_plot(tmp_path, spec, space, archs):
 # ---- the stages' bad input ----------------------------------------------------------------
 
 
-PARAMS = """
-base: {seed: 0, hardware: neural-engine-32}
-extract: {chosen: [latency, memory], pareto_extra: 0, baseline: false, scratch: false,
-          epochs: 1, lr: 0.05, onnx_tolerance: 1.0e-4, onnx_check_images: 8}
-baseline: {epochs: null}
-evaluate: {equal_accuracy_tolerance: 0.0}
-train_supernet: {train: {epochs: 6}}
-"""
+def _params_yaml() -> str:
+    """The repo's params.yaml with a short extract and no scratch runs."""
+    import yaml
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["extract"].update(pareto_extra=0, baseline=False, scratch=False, epochs=1,
+                             onnx_check_images=8)
+    return yaml.safe_dump(params)
 
 
 def test_extract_stage_missing_or_null_input(tmp_path, monkeypatch, archs):
     import stages.extract as stage
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(PARAMS)
+    (tmp_path / "params.yaml").write_text(_params_yaml())
     with pytest.raises(SystemExit, match=r"results/search/pareto.json: not found"):
         stage.main()
     (tmp_path / "results/search").mkdir(parents=True)
@@ -326,7 +327,7 @@ def test_evaluate_stage_missing_input(tmp_path, monkeypatch, archs):
     import stages.evaluate as stage
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(PARAMS)
+    (tmp_path / "params.yaml").write_text(_params_yaml())
     (tmp_path / "results/search").mkdir(parents=True)
     (tmp_path / "results/search/pareto.json").write_text(json.dumps(_pareto(archs)))
     with pytest.raises(SystemExit, match=r"candidates.parquet: not found"):
@@ -338,31 +339,26 @@ def test_evaluate_stage_missing_input(tmp_path, monkeypatch, archs):
 
 
 def test_stage_params_are_checked():
-    from hwnas.params import ParamsError
-    from stages.baseline import budget_epochs
-    from stages.extract import parse_params as extract_params
-    from stages.evaluate import parse_params as evaluate_params
     import yaml
 
-    params = yaml.safe_load(PARAMS)
+    from hwnas.params import ParamsError, validate_params
+    from hwnas.scratch import budget_epochs
+
+    params = yaml.safe_load(_params_yaml())
     assert budget_epochs(params)[0] == 7                 # 6 supernet + 1 fine-tuning epochs
     params["baseline"]["epochs"] = 3
     assert budget_epochs(params)[0] == 3
-    for section, key, bad, check in (("extract", "chosen", ["speed"], extract_params),
-                                     ("extract", "lr", 0, extract_params),
-                                     ("extract", "epochs", -1, extract_params),
-                                     ("baseline", "epochs", 0, budget_epochs),
-                                     ("baseline", "seeds", 0, budget_epochs),
-                                     ("evaluate", "equal_accuracy_tolerance", -1,
-                                      evaluate_params)):
-        broken = yaml.safe_load(PARAMS)
+    for section, key, bad in (("extract", "chosen", ["speed"]), ("extract", "lr", 0),
+                              ("extract", "epochs", -1), ("baseline", "epochs", 0),
+                              ("baseline", "seeds", 0), ("evaluate", "equal_accuracy_tolerance", -1)):
+        broken = yaml.safe_load(_params_yaml())
         broken[section][key] = bad
         with pytest.raises(ParamsError, match=f"{section}.{key}"):
-            check(broken)
+            validate_params(broken)
 
 
 def test_scratch_runs_average_seeds_in_worker_processes(archs):
-    from stages.baseline import scratch_runs
+    from hwnas.scratch import scratch_runs
 
     params = {"base": {"seed": 0, "hardware": SPEC}, "baseline": {"epochs": 1, "seeds": 2},
               "train_supernet": {

@@ -8,6 +8,8 @@ import pytest
 
 from hwnas.params import ParamsError, validate_params
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture()
 def project(tmp_path, monkeypatch):
@@ -16,18 +18,17 @@ def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], check=True)
-    (tmp_path / "params.yaml").write_text("base: {seed: 0, hardware: neural-engine-32}\n"
-                                          "second: {fail: false}\n")
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "control.txt").write_text("pass")
     (tmp_path / "dvc.yaml").write_text(textwrap.dedent("""
         stages:
           first:
             cmd: python -c "open('a.txt','w').write('a')"
             outs: [a.txt]
           second:
-            cmd: python -c "import yaml,sys; p=yaml.safe_load(open('params.yaml'));
-              sys.exit(3) if p['second']['fail'] else open('b.txt','w').write(open('a.txt').read())"
-            deps: [a.txt]
-            params: [second]
+            cmd: python -c "import sys; sys.exit(3) if open('control.txt').read() == 'fail'
+              else open('b.txt','w').write(open('a.txt').read())"
+            deps: [a.txt, control.txt]
             outs: [b.txt]
     """))
     return tmp_path
@@ -65,8 +66,7 @@ def test_flow_runs_stages_in_order_with_mlflow_lineage(project, harness):
 def test_failing_stage_marks_runs_failed_and_keeps_earlier_outputs(project, harness):
     from flows.pipeline import pipeline
 
-    (project / "params.yaml").write_text("base: {seed: 0, hardware: neural-engine-32}\n"
-                                         "second: {fail: true}\n")
+    (project / "control.txt").write_text("fail")
     with pytest.raises(RuntimeError, match="stage 'second' failed"):
         pipeline(stages=["first", "second"])
     assert (project / "a.txt").read_text() == "a"
@@ -108,5 +108,5 @@ def test_run_stops_on_a_bad_param_before_any_stage(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = CliRunner().invoke(app, ["run"])
     assert result.exit_code == 2
-    assert "microbench.samples must be a positive integer" in result.stderr
+    assert "params.yaml: microbench.samples:" in result.stderr
     assert not (tmp_path / "mlflow.db").exists()  # nothing ran, nothing was tracked

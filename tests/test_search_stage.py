@@ -1,4 +1,6 @@
 """Search objectives, the baseline, feasibility checks, summaries and multishot fan-out."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +13,7 @@ from hwnas.search.genome import from_arch
 from hwnas.search.objectives import (SearchInputError, baseline_arch, cheapest_archs,
                                      check_feasible, make_evaluator, proxy_accuracy)
 from hwnas.space import SpaceConfig, curated_space
-from stages.search import parse_params, pick, summarize, tie_points
+from hwnas.search.choice import pick, summarize, tie_points
 
 SPEC = load_spec()
 CFG = SpaceConfig(head_features=64, stem_stride=2, stages=((32, 1, 2), (64, 2, 2), (96, 2, 1)),
@@ -88,18 +90,15 @@ def test_ties_within_the_accuracy_noise_go_to_the_most_macs():
 
 @pytest.mark.parametrize("key, value", [("accuracy", "magic"), ("candidates", 0),
                                         ("max_latency_ms", -1), ("latency_budget", "half"),
-                                        ("accuracy_tie", -1), ("accuracy_tie", True)])
+                                        ("accuracy_tie", -1), ("accuracy_tie", True),
+                                        ("candidatez", 10)])
 def test_search_params_are_checked(key, value):
-    from hwnas.params import ParamsError
+    from hwnas.params import ParamsError, load_params, validate_params
 
-    params = {"base": {"seed": 0, "hardware": "neural-engine-32"},
-              "search": {"accuracy": "supernet", "candidates": 10, "population": 5,
-                         "calib_images": 8, "val_images": 8, "max_latency_ms": None,
-                         "latency_budget": 0.5, "memory_budget": None}}
-    parse_params(params)
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     params["search"][key] = value
     with pytest.raises(ParamsError, match=f"search.{key}"):
-        parse_params(params)
+        validate_params(params)
 
 
 def test_multishot_fans_out_and_is_deterministic(prefect_harness):
@@ -133,7 +132,7 @@ def test_supernet_runs_uncurated_networks_for_the_curation_experiment():
 
 def test_a_space_that_cannot_build_a_network_is_refused():
     from hwnas.search.objectives import SearchInputError
-    from stages.search import check_space
+    from hwnas.search.run import check_space
 
     tiny = SpaceConfig(resolution=4, stem_stride=2, stages=((32, 1, 2), (64, 1, 2), (96, 1, 2)))
     with pytest.raises(SearchInputError, match="cannot build a valid network"):

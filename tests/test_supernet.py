@@ -194,9 +194,10 @@ def _stage_params(epochs: int) -> dict:
 
 
 def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path):
-    from stages.train_supernet import setup, train
+    from hwnas.context import train_context
+    from hwnas.training import train_supernet as train
 
-    s = setup(_stage_params(2))
+    s = train_context(_stage_params(2))
     assert len(s.loader("val+test").data) == len(s.splits.val) + len(s.splits.test)
     straight, summary = train(s, tmp_path / "a.pt", progress=False)
     assert summary["epochs"] == 2 and summary["val_acc_largest"] > 30  # it learns digits
@@ -213,14 +214,15 @@ def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path):
     for (k, v), w in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(v, w), k
     # other params: the checkpoint is not reused
-    other = setup({**_stage_params(2), "seed": 1})
+    other = train_context({**_stage_params(2), "seed": 1})
     fresh, _ = train(other, tmp_path / "b.pt", progress=False)
     assert not torch.equal(fresh.stem.conv.weight, straight.stem.conv.weight)
 
 
 def test_a_checkpoint_of_other_code_is_not_resumed(tmp_path, monkeypatch):
     import hwnas.training
-    from stages.train_supernet import checkpoint_fingerprint, fingerprint
+    from hwnas.checkpoint import fingerprint
+    from hwnas.training import supernet_fingerprint as checkpoint_fingerprint
 
     p = _stage_params(1)
     before = checkpoint_fingerprint(p)
@@ -253,11 +255,11 @@ def test_sandwich_extremes_cover_every_block_type(space, supernet, extremes):
     if extremes == "cycle":  # step by step: fused/ibn teacher in turn
         assert [a[0].blocks[0].type for a in steps] == ["fused_ibn", "ibn"] * 2
     with pytest.raises(ValueError, match="extremes"):
-        TrainConfig.from_params({"extremes": "both"})
+        sandwich_archs(supernet, rng, 1, 0, "both")
 
 
 def test_probe_subnets_cover_types_kernels_and_the_baseline(space):
-    from stages.eval_supernet import probe_subnets
+    from hwnas.proof import probe_subnets
 
     probes = probe_subnets(space)
     kinds = {(a.blocks[0].type, a.blocks[0].kernel) for a in probes if a.name != "baseline_ibn_k3"}
@@ -288,7 +290,7 @@ def test_later_blocks_of_a_stage_start_as_the_identity(space):
 
 def test_spread_subnets_cover_the_size_range_evenly_in_log_macs(space):
     from hwnas.lowering import static_cost
-    from stages.eval_supernet import spread_subnets
+    from hwnas.proof import spread_subnets
 
     archs = spread_subnets(space, 8, 300, seed=0)
     log_macs = np.log([static_cost(a).macs for a in archs])
@@ -309,10 +311,10 @@ def test_small_kernels_are_transformed_crops(space, supernet):
 
 
 def test_scratch_results_average_seeds_and_cache_runs(space, tmp_path, monkeypatch):
-    import stages.eval_supernet as ev
-    from stages.train_supernet import setup
+    import hwnas.proof as ev
+    from hwnas.context import train_context
 
-    s = setup(_stage_params(1))
+    s = train_context(_stage_params(1))
     calls = []
 
     def fake(arch, s, split, seed):
@@ -332,7 +334,7 @@ def test_scratch_results_average_seeds_and_cache_runs(space, tmp_path, monkeypat
 
 
 def test_split_half_tau_measures_how_stable_the_reference_is():
-    from stages.eval_supernet import split_half_tau
+    from hwnas.proof import split_half_tau
 
     steady = [{"scratch_accs": [90 + i, 90.2 + i, 90.1 + i, 89.9 + i]} for i in range(5)]
     assert split_half_tau(steady) == 1.0

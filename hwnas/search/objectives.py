@@ -113,10 +113,8 @@ class ParallelSupernetAccuracy:
 
     def __init__(self, supernet_path, calib, val, workers: int = 2):
         import multiprocessing as mp
-        import os
         from concurrent.futures import ProcessPoolExecutor
 
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                         initializer=_init_worker,
                                         initargs=(str(supernet_path), calib, val))

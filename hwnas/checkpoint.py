@@ -1,0 +1,45 @@
+"""Checkpoints that resume only what they were written for, written atomically."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+
+def fingerprint(params: dict) -> str:
+    """What a checkpoint or cached result must agree with (everything but where it runs)."""
+    keep = {k: v for k, v in params.items() if k not in ("device", "threads")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def code_fingerprint(params: dict, *modules) -> str:
+    """``fingerprint`` of the params and the source of ``modules``: a checkpoint of other
+    code would silently stand in for a retrain."""
+    code = "".join(Path(m.__file__).read_text() for m in modules)
+    return fingerprint({**params, "code": hashlib.sha256(code.encode()).hexdigest()})
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, fp: str, device: torch.device | str = "cpu",
+                    log=print) -> dict | None:
+    """The checkpoint at ``path`` if it was written with fingerprint ``fp``, else None."""
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # a torn or foreign file: start over, but say so
+        log(f"ignoring unreadable checkpoint {path}: {err}")
+        return None
+    if ckpt.get("fingerprint") != fp:
+        log(f"{path} was written with other params or code; starting over")
+        return None
+    return ckpt

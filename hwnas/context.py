@@ -1,0 +1,76 @@
+"""What every training run reads, built from the ``train_supernet`` params section:
+the dataset's splits, the curated search space, the training recipe and the device.
+
+The supernet, its proof, extraction and every from-scratch run start from one
+``TrainContext``, so "the same budget" means the same data, batches and recipe.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hardware.spec import load_spec
+from hwnas.data import Loader, Splits, TensorData, load_dataset
+from hwnas.space import SearchSpace, SpaceConfig, curated_space
+from hwnas.training import TrainConfig
+
+
+class DeviceError(RuntimeError):
+    """The configured device is not available here."""
+
+
+@dataclass
+class TrainContext:
+    params: dict
+    splits: Splits
+    space: SearchSpace
+    train: TrainConfig
+    device: torch.device
+
+    def loader(self, split: str = "train", train: bool = False, seed: int = 0) -> Loader:
+        """Training batches (shuffled, augmented) or plain batches of a split; ``a+b``
+        joins splits (e.g. ``val+test`` for a larger evaluation set)."""
+        parts = [getattr(self.splits, name) for name in split.split("+")]
+        data = parts[0] if len(parts) == 1 else TensorData(torch.cat([p.x for p in parts]),
+                                                           torch.cat([p.y for p in parts]))
+        if train:
+            return Loader(data, self.train.batch_size, shuffle=True, max_shift=self.train.max_shift,
+                          seed=seed, device=self.device, drop_last=True)
+        return Loader(data, 256, device=self.device)
+
+    def calib_loader(self) -> Loader:
+        """Training images, shuffled once by the seed, without augmentation: BN recalibration."""
+        return Loader(self.splits.train, 256, shuffle=True, seed=self.params["seed"] + 1,
+                      device=self.device)
+
+    def data(self, seed: int):
+        """What extraction and from-scratch runs read: training batches in the order
+        ``seed`` draws, calibration, val and test splits, the device."""
+        from hwnas.extract import Data
+
+        return Data(train=lambda: self.loader("train", train=True, seed=seed),
+                    calib=self.calib_loader(), test=self.loader("test"), train_config=self.train,
+                    val=self.loader("val"), device=self.device)
+
+
+def _tuples(d: dict) -> dict:
+    return {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list)
+            else v for k, v in d.items()}
+
+
+def train_context(params: dict) -> TrainContext:
+    """Dataset, curated search space and recipe from the ``train_supernet`` section
+    (merged under ``base``)."""
+    device = torch.device(params.get("device", "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("train_supernet.device is 'cuda' but no CUDA device is available")
+    if device.type == "cpu" and params.get("threads"):
+        torch.set_num_threads(int(params["threads"]))
+    d = params["data"]
+    splits = load_dataset(d["dataset"], d["resolution"], params["seed"], d["val_fraction"],
+                          d["test_fraction"])
+    cfg = SpaceConfig(resolution=splits.resolution, in_channels=splits.channels,
+                      classes=splits.classes, **_tuples(params["space"]))
+    space = curated_space(load_spec(params["hardware"]), cfg)
+    return TrainContext(params, splits, space, TrainConfig(**params["train"]), device)

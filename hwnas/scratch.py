@@ -1,0 +1,78 @@
+"""Architectures trained from scratch with the baseline's budget, over paired seeds.
+
+One run's test accuracy moves by about as much as the equal-accuracy allowance, so the
+accuracy of an architecture from scratch is the mean over ``baseline.seeds`` runs
+(seeds ``base.seed`` + 0, 1, ...); the saved model is the run with the best val accuracy.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import replace
+
+from hwnas.params import section
+
+
+def budget_epochs(params: dict) -> tuple[int, str]:
+    """Epochs from scratch and the sentence that states the budget: the chosen models'
+    epochs of supernet training plus fine-tuning, unless ``baseline.epochs`` is set."""
+    p = section(params, "baseline")
+    if p.get("epochs") is not None:
+        return p["epochs"], f"baseline.epochs = {p['epochs']} epochs (set explicitly)"
+    sup = int(params["train_supernet"]["train"]["epochs"])
+    ft = int((params.get("extract") or {}).get("epochs", 0))
+    return sup + ft, (f"{sup + ft} epochs: the chosen model's {sup} epochs of supernet training "
+                      f"+ {ft} of fine-tuning")
+
+
+def scratch_run(train_params: dict, arch: str, epochs: int, seed: int,
+                threads: int | None = None, log=None) -> tuple[dict, dict]:
+    """One from-scratch run (in a worker process when ``threads`` is set): the trained
+    weights (on the CPU) and the run's record."""
+    from hwnas.arch import parse_arch
+    from hwnas.context import train_context
+    from hwnas.extract import train_scratch
+
+    ctx = train_context({**train_params, **({"threads": threads} if threads else {})})
+    net, rec = train_scratch(parse_arch(arch), ctx.data(seed), replace(ctx.train, epochs=epochs),
+                             seed, log)
+    return {k: v.cpu() for k, v in net.state_dict().items()}, rec
+
+
+def scratch_runs(params: dict, arch, log=None):
+    """``arch`` trained from scratch once per seed. Returns the model of the run with the
+    best val accuracy and a record whose ``accuracy`` is the mean test accuracy of the runs
+    (``accuracy_runs``; the returned model's own is ``model_accuracy``). On the CPU the runs
+    go two at a time to worker processes of one thread each (small networks gain little
+    from a second thread); on a GPU they run in turn."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from hwnas.model import fresh_model
+
+    p = section(params, "baseline")
+    epochs, _ = budget_epochs(params)
+    train_params = section(params, "train_supernet")
+    seeds = [p["seed"] + i for i in range(p.get("seeds", 1))]
+    job = (train_params, arch.encode(), epochs)
+    device = train_params.get("device", "cpu")
+    if len(seeds) == 1 or device != "cpu":
+        runs = [scratch_run(*job, seed, log=log) for seed in seeds]
+    else:
+        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(scratch_run, *job, seed, 1) for seed in seeds]
+            runs = []
+            for seed, f in zip(seeds, futures):
+                runs.append(f.result())
+                if log:
+                    log(f"seed {seed}: test {runs[-1][1]['accuracy']:.1f}% "
+                        f"({runs[-1][1]['train_seconds']:.0f} s)")
+    vals = [r["val_accuracy"] for _, r in runs]
+    best = vals.index(max(vals))  # the run to save: chosen on val, never on test
+    state, kept = runs[best]
+    net = fresh_model(arch, seeds[best], device)
+    net.load_state_dict(state)
+    accs = [r["accuracy"] for _, r in runs]
+    return net.eval(), {
+        **kept, "accuracy": round(statistics.fmean(accs), 3), "accuracy_runs": accs,
+        "val_accuracy_runs": vals, "model_accuracy": kept["accuracy"], "model_seed": seeds[best],
+        "seeds": seeds, "train_seconds": round(sum(r["train_seconds"] for _, r in runs), 2)}
