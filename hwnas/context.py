@@ -12,12 +12,9 @@ import torch
 
 from hardware.spec import load_spec
 from hwnas.data import Loader, Splits, TensorData, load_dataset
+from hwnas.params import ParamsError
 from hwnas.space import SearchSpace, SpaceConfig, curated_space
 from hwnas.training import TrainConfig
-
-
-class DeviceError(RuntimeError):
-    """The configured device is not available here."""
 
 
 @dataclass
@@ -64,7 +61,8 @@ def train_context(params: dict) -> TrainContext:
     (merged under ``base``)."""
     device = torch.device(params.get("device", "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("train_supernet.device is 'cuda' but no CUDA device is available")
+        raise ParamsError("params.yaml: train_supernet.device: 'cuda', but no CUDA device is "
+                          "available here")
     if device.type == "cpu" and params.get("threads"):
         torch.set_num_threads(int(params["threads"]))
     d = params["data"]

@@ -22,11 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hwnas.errors import UserError
+
 BUILTIN = ("mnist", "digits")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A dataset that cannot be used; the message names the path (or dataset)."""
 
 

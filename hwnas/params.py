@@ -17,10 +17,12 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hwnas.errors import UserError
+
 PARAMS_FILE = Path("params.yaml")
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError):
     """A missing or malformed params file or key; the message names it."""
 
 
@@ -296,9 +298,12 @@ def section(params: dict, name: str) -> dict:
 
 
 def run_stage(name: str, main: Callable[[], None]) -> None:
-    """A stage's entry point: a bad ``params.yaml`` exits 2 with one line naming the key."""
+    """A stage's entry point: bad input (params, data, a spec, an artifact) exits 2 with
+    one line naming it, and no traceback."""
+    from hardware.spec import SpecError
+
     try:
         main()
-    except ParamsError as err:
+    except (UserError, SpecError) as err:
         print(f"{name}: {err}", file=sys.stderr)
         sys.exit(2)

@@ -30,8 +30,7 @@ from hwnas.training import _common_types
 def spread_subnets(space: SearchSpace, n: int, candidates: int, seed: int) -> list[ArchSpec]:
     """The smallest, the largest and ``n - 2`` random subnets nearest to evenly spaced
     log-MACs between them, picked from ``candidates`` samples: a set that covers the
-    space's size range. (Quantiles of random samples, the earlier pick, put 8 of 10 into
-    2-40 MMACs, where MNIST from scratch saturates: 97.5-98.2%, runs differing by 0.7.)"""
+    space's size range (random samples bunch where from-scratch accuracy saturates)."""
     rng = np.random.default_rng(seed)
     pool = list({a.encode(): a for a in (space.sample(rng) for _ in range(candidates))}.values())
     small, large = smallest_arch(space), largest_arch(space)
@@ -155,3 +154,38 @@ def scratch_results(archs: list[ArchSpec], ctx: TrainContext, cache_path: Path,
         if on_done:
             on_done(out[key])
     return out
+
+
+def score_subnets(supernet, archs: list[ArchSpec], probes: list[ArchSpec],
+                  scratch: dict[str, dict], calib, held_out, calib_batches: int,
+                  on_row=None) -> tuple[list[dict], list[dict]]:
+    """Inherited accuracy of each subnet beside its from-scratch row, and of each probe
+    (with its from-scratch accuracy where one was trained)."""
+    from hwnas.supernet import subnet_accuracy
+
+    rows, probe_rows = [], []
+    for i, arch in enumerate(archs):
+        row = scratch[arch.with_name("").encode()]
+        inherited = subnet_accuracy(supernet, arch, calib, held_out, calib_batches)
+        rows.append({**row, "inherited_acc": inherited, "name": arch.name or f"subnet{i}"})
+        if on_row:
+            on_row(i, rows[-1])
+    for arch in probes:
+        cost = static_cost(arch)
+        key = arch.with_name("").encode()
+        probe_rows.append({"name": arch.name, "arch": key, "macs": cost.macs,
+                           "params": cost.params,
+                           "inherited_acc": subnet_accuracy(supernet, arch, calib, held_out,
+                                                            calib_batches),
+                           "scratch_acc": scratch.get(key, {}).get("scratch_acc")})
+    return rows, probe_rows
+
+
+def probe_metrics(probe_rows: list[dict]) -> dict:
+    """The probes' inherited accuracies: the lowest, the mean and each."""
+    if not probe_rows:
+        return {}
+    accs = [r["inherited_acc"] for r in probe_rows]
+    return {"probes_min_inherited_acc": min(accs),
+            "probes_mean_inherited_acc": round(float(np.mean(accs)), 2),
+            **{f"probe_{r['name']}_inherited_acc": r["inherited_acc"] for r in probe_rows}}

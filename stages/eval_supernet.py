@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import time
 
-import numpy as np
-
 from hwnas import layout
 from hwnas.params import load_params, run_stage, section
 
@@ -24,9 +22,9 @@ def main() -> None:
     from hwnas import tracking
     from hwnas.checkpoint import fingerprint
     from hwnas.context import train_context
-    from hwnas.proof import probe_subnets, rank_metrics, scratch_results, spread_subnets
-    from hwnas.lowering import static_cost
-    from hwnas.supernet import load_supernet, subnet_accuracy
+    from hwnas.proof import (probe_metrics, probe_subnets, rank_metrics, score_subnets,
+                              scratch_results, spread_subnets)
+    from hwnas.supernet import load_supernet
 
     params = load_params()
     pt, pe = section(params, "train_supernet"), section(params, "eval_supernet")
@@ -38,37 +36,20 @@ def main() -> None:
     split = pe.get("eval_split", "test")
     layout.EVAL_SUPERNET.mkdir(parents=True, exist_ok=True)
     calib, held_out = ctx.calib_loader(), ctx.loader(split)
-    nb = pt.get("calib_batches", 8)
-    rows, probe_rows, t0 = [], [], time.perf_counter()
+    t0 = time.perf_counter()
     with tracking.run("eval_supernet", {**pe, "train_fingerprint": fingerprint(pt)},
                       tags={"stage": "eval_supernet"}), Progress() as bar:
         task = bar.add_task("subnets: from scratch", total=len(archs) + len(scratch_probes))
         scratch = scratch_results(archs + scratch_probes, ctx, layout.EVAL_SUPERNET / "subnets.jsonl",
                                   on_done=lambda r: bar.update(task, advance=1),
                                   eval_split=split, seeds=pe.get("scratch_seeds", 1))
-        for i, arch in enumerate(archs):
-            row = scratch[arch.with_name("").encode()]
-            inherited = subnet_accuracy(supernet, arch, calib, held_out, nb)
-            rows.append({**row, "inherited_acc": inherited, "name": arch.name or f"subnet{i}"})
-            tracking.log_metrics({"inherited_acc": inherited, "scratch_acc": row["scratch_acc"]},
-                                 step=i)
-        for arch in probes:
-            cost = static_cost(arch)
-            probe_rows.append({"name": arch.name, "arch": arch.with_name("").encode(),
-                               "macs": cost.macs, "params": cost.params,
-                               "inherited_acc": subnet_accuracy(supernet, arch, calib, held_out, nb),
-                               "scratch_acc": scratch.get(arch.with_name("").encode(), {})
-                               .get("scratch_acc")})
-        metrics = rank_metrics(rows)
-        metrics["eval_split"], metrics["eval_images"] = split, len(held_out.data)
-        metrics["scratch_seeds"] = pe.get("scratch_seeds", 1)
-        if probe_rows:
-            accs = [r["inherited_acc"] for r in probe_rows]
-            metrics.update(probes_min_inherited_acc=min(accs),
-                           probes_mean_inherited_acc=round(float(np.mean(accs)), 2),
-                           **{f"probe_{r['name']}_inherited_acc": r["inherited_acc"]
-                              for r in probe_rows})
-        metrics["seconds"] = round(time.perf_counter() - t0, 1)
+        rows, probe_rows = score_subnets(
+            supernet, archs, probes, scratch, calib, held_out, pt.get("calib_batches", 8),
+            on_row=lambda i, r: tracking.log_metrics(
+                {"inherited_acc": r["inherited_acc"], "scratch_acc": r["scratch_acc"]}, step=i))
+        metrics = {**rank_metrics(rows), "eval_split": split, "eval_images": len(held_out.data),
+                   "scratch_seeds": pe.get("scratch_seeds", 1), **probe_metrics(probe_rows),
+                   "seconds": round(time.perf_counter() - t0, 1)}
         tracking.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, str)})
     table = [{k: r[k] for k in ("name", "arch", "macs", "params", "inherited_acc", "scratch_acc",
                                 "scratch_accs", "scratch_seconds")} for r in rows]
