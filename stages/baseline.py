@@ -1,6 +1,6 @@
 """DVC stage ``baseline``: the MobileNetV2-like baseline trained from scratch.
 
-The baseline is ``hwnas.search.objectives.baseline_arch`` of the supernet's space
+The baseline is ``SearchSpace.baseline`` of the supernet's space
 (all IBN, 3x3, the largest expansion, depth multiplier 1, the base widths of
 ``train_supernet.space.stages``). Budget: the chosen models' weights get
 ``train_supernet.train.epochs`` epochs of supernet training plus ``extract.epochs``
@@ -131,7 +131,6 @@ def main() -> None:
     from hwnas import tracking
     from hwnas.extract import export_onnx, save_subnet
     from hwnas.lineage import lineage_tags
-    from hwnas.search.objectives import baseline_arch
     from stages.train_supernet import setup
 
     params = load_params()
@@ -140,7 +139,7 @@ def main() -> None:
     t_start = time.perf_counter()
     s = setup(section(params, "train_supernet"))
     widths = [c for c, _, _ in params["train_supernet"]["space"]["stages"]]
-    arch = baseline_arch(s.space, widths).with_name("")
+    arch = s.space.baseline(widths).with_name("")
     seed = p["seed"]
     spec = load_spec(p["hardware"])
     n = p.get("seeds", 1)

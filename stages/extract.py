@@ -71,8 +71,7 @@ def main() -> None:
                                materialize, pick_subnets, read_pareto, save_subnet,
                                search_record)
     from hwnas.lineage import lineage_tags
-    from hwnas.search.objectives import baseline_arch
-    from hwnas.supernet import load_supernet, space_to_json
+    from hwnas.supernet import load_supernet
     from stages.baseline import scratch_runs, stage_data
     from stages.train_supernet import setup
 
@@ -90,7 +89,7 @@ def main() -> None:
     supernet = load_supernet(SUPERNET, s.device).eval()
     if p["baseline"]:
         widths = [c for c, _, _ in params["train_supernet"]["space"]["stages"]]
-        archs["baseline-finetuned"] = baseline_arch(supernet.space, widths).with_name("")
+        archs["baseline-finetuned"] = supernet.space.baseline(widths).with_name("")
     seed = p["seed"]
     data = stage_data(s, seed)
     ft = FineTune(epochs=p["epochs"], lr=float(p["lr"]),
@@ -146,7 +145,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "subnets.json").write_text(json.dumps({
         "hardware": spec.name, "finetune": {"epochs": ft.epochs, "lr": ft.lr},
-        "data": s.splits.summary(), "space": space_to_json(supernet.space),
+        "data": s.splits.summary(), "space": supernet.space.to_json(),
         "models": records}, indent=2) + "\n")
     (OUT / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     say(f"done in {seconds:.0f} s -> {MODELS}/, {OUT / 'subnets.json'}")

@@ -203,7 +203,6 @@ def load_context(params: dict) -> Context:
     from hardware.spec import load_spec
     from hwnas.data import load_dataset
     from hwnas.estimator import Estimator
-    from hwnas.search.objectives import baseline_arch
     from hwnas.supernet import load_supernet
 
     p = parse_params(params)
@@ -217,7 +216,7 @@ def load_context(params: dict) -> Context:
                           data["test_fraction"])
     g = torch.Generator().manual_seed(p["seed"])
     calib_idx = torch.randperm(len(splits.train.y), generator=g)[:p["calib_images"]]
-    return Context(p, spec, est_dir, estimator, space, baseline_arch(space, base_widths),
+    return Context(p, spec, est_dir, estimator, space, space.baseline(base_widths),
                    [splits.train.x[calib_idx]],
                    (splits.val.x[:p["val_images"]], splits.val.y[:p["val_images"]]))
 
