@@ -22,7 +22,6 @@ import pandas as pd
 from hwnas.arch import ArchError, ArchSpec, parse_arch
 from hwnas.search.evolution import non_dominated
 from hwnas.space import SearchSpace
-from hwnas.supernet import _depth_vectors  # every per-stage depth combination
 
 # issue 6, item 5: 50% lower latency within 0.3 points of the baseline's accuracy, and a
 # memory-budget network with 45% less memory within 1 point.
@@ -80,39 +79,6 @@ def simulate_latencies(archs: Sequence[str], spec) -> dict[str, float]:
 # ---- which choices of the space a network uses ---------------------------------------------
 
 
-def _fits(arch: ArchSpec, space: SearchSpace, depths: tuple[int, ...]) -> bool:
-    if sum(depths) != len(arch.blocks):
-        return False
-    i = 0
-    for stage, depth in zip(space.stages, depths):
-        blocks = arch.blocks[i:i + depth]
-        if any(b.stride != (stage.stride if j == 0 else 1) for j, b in enumerate(blocks)):
-            return False
-        if len({b.out for b in blocks}) != 1 or blocks[0].out not in stage.channels:
-            return False
-        if any(b.type not in stage.types for b in blocks):
-            return False
-        i += depth
-    return True
-
-
-def stage_depths(arch: ArchSpec, space: SearchSpace,
-                 prefer: tuple[int, ...] | None = None) -> tuple[int, ...] | None:
-    """Blocks per stage of ``arch`` in ``space`` (``prefer`` first when several
-    segmentations fit), or None when it is not a network of the space."""
-    vectors = _depth_vectors(space)
-    if prefer is not None and prefer in vectors:
-        vectors.remove(prefer)
-        vectors.insert(0, prefer)
-    return next((v for v in vectors if _fits(arch, space, v)), None)
-
-
-def base_depths(space: SearchSpace) -> tuple[int, ...]:
-    """Per-stage depths at depth multiplier 1 (or each stage's largest base depth)."""
-    m = 1.0 if space.depth_multipliers and 1.0 in space.depth_multipliers else None
-    return tuple(space.stage_depths(s, m)[-1] for s in space.stages)
-
-
 def uses_fused(arch: ArchSpec) -> bool:
     return any(b.type == "fused_ibn" for b in arch.blocks)
 
@@ -120,8 +86,9 @@ def uses_fused(arch: ArchSpec) -> bool:
 def uses_depth_search(arch: ArchSpec, space: SearchSpace) -> bool:
     """True when the network's per-stage depths differ from the baseline's (depth
     multiplier 1): it needs the depth-multiplier search to be found."""
-    base = base_depths(space)
-    return stage_depths(arch, space, prefer=base) != base
+    base = space.base_depths()
+    fit = space.split(arch, prefer=base)
+    return fit is None or fit[1] != base
 
 
 def tag_candidates(df: pd.DataFrame, space: SearchSpace) -> pd.DataFrame:

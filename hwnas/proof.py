@@ -17,14 +17,12 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
-from hwnas.arch import ArchSpec, BlockSpec, StemSpec, validate
+from hwnas.arch import ArchSpec
 from hwnas.checkpoint import fingerprint
 from hwnas.context import TrainContext
 from hwnas.extract import train_scratch
 from hwnas.lowering import static_cost
 from hwnas.space import SearchSpace
-from hwnas.supernet import largest_arch, smallest_arch
-from hwnas.training import _common_types
 
 
 def spread_subnets(space: SearchSpace, n: int, candidates: int, seed: int) -> list[ArchSpec]:
@@ -33,7 +31,7 @@ def spread_subnets(space: SearchSpace, n: int, candidates: int, seed: int) -> li
     space's size range (random samples bunch where from-scratch accuracy saturates)."""
     rng = np.random.default_rng(seed)
     pool = list({a.encode(): a for a in (space.sample(rng) for _ in range(candidates))}.values())
-    small, large = smallest_arch(space), largest_arch(space)
+    small, large = space.smallest(), space.largest()
     log_macs = np.log([static_cost(a).macs for a in pool])
     picks: list[ArchSpec] = []
     for target in np.linspace(np.log(static_cost(small).macs), np.log(static_cost(large).macs),
@@ -102,20 +100,12 @@ def probe_subnets(space: SearchSpace) -> list[ArchSpec]:
     """The largest subnet with every block one type and one kernel (each type x kernel),
     and the MobileNetV2-like baseline (ibn, 3x3, largest expansion, depth multiplier 1,
     middle widths): do all block types and kernel sizes inherit sensible accuracy?"""
-    probes = [largest_arch(space, t, k) for t in _common_types(space)
+    probes = [space.largest(t, k) for t in space.common_types()
               for k in sorted(set.intersection(*(set(st.kernels) for st in space.stages)))]
-    if "ibn" in _common_types(space) and all(3 in st.kernels for st in space.stages):
+    if "ibn" in space.common_types() and all(3 in st.kernels for st in space.stages):
         mid = (lambda xs: xs[(len(xs) - 1) // 2])  # noqa: E731
-        m = 1.0 if space.depth_multipliers and 1.0 in space.depth_multipliers else None
-        blocks = []
-        for st in space.stages:
-            depth = space.stage_depths(st, m)[-1] if m is not None else max(st.depths)
-            blocks += [BlockSpec("ibn", 3, mid(st.channels), st.stride if j == 0 else 1,
-                                 max(st.expands)) for j in range(depth)]
-        probes.append(validate(ArchSpec(stem=StemSpec(mid(space.stem_channels), 3,
-                                                      space.stem_stride),
-                                        blocks=tuple(blocks), head=space.head,
-                                        input=space.input, name="baseline_ibn_k3")))
+        base = space.baseline([mid(st.channels) for st in space.stages], mid(space.stem_channels))
+        probes.append(base.with_name("baseline_ibn_k3"))
     return probes
 
 

@@ -1,5 +1,7 @@
 """Search spaces: per-stage choices of depth, channels, kernel, expansion and
-block type. A space is plain data; ``sample`` draws an ArchSpec from it.
+block type. A space is plain data that also owns its rules: how per-stage choices
+become an ArchSpec (``build``), how a network splits back into its stages
+(``split``), and its named corners (``baseline``, ``largest``, ``smallest``).
 
 Curated (from a hardware spec): channel counts are multiples of the spec's
 parallelism factor and depth comes from one global depth multiplier. Uncurated:
@@ -7,13 +9,24 @@ channel steps of 8 and an independent depth per stage, for comparison.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from itertools import product
 from math import ceil, floor, prod
 
 import numpy as np
 
 from hardware.spec import HardwareSpec
 from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead, InputSpec, StemSpec, validate
+
+STEM_KERNEL = 3  # every network of a space has a 3x3 stem
+
+# (out channels, [(block type, kernel, expand), ...]) of one stage
+StagePick = tuple[int, Sequence[tuple[str, int, int | float]]]
+
+
+class SpaceError(ValueError):
+    """A choice the space does not offer; the message names the stage and field."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +37,10 @@ class StageChoices:
     kernels: tuple[int, ...] = (3, 5, 7)
     expands: tuple[int | float, ...] = (1, 3, 4, 6)
     types: tuple[str, ...] = ("ibn", "fused_ibn")
+
+    def block_stride(self, j: int) -> int:
+        """A stage downsamples on its first block only."""
+        return self.stride if j == 0 else 1
 
 
 @dataclass(frozen=True)
@@ -38,24 +55,157 @@ class SearchSpace:
     # otherwise each stage picks its own depth from ``depths``.
     depth_multipliers: tuple[float, ...] | None = None
 
+    # ---- depth ----
+
     def stage_depths(self, stage: StageChoices, multiplier: float | None) -> tuple[int, ...]:
         if multiplier is None:
             return stage.depths
         return (max(1, round(stage.depths[-1] * multiplier)),)
 
+    def _depth_options(self) -> dict[tuple[int, ...], float | None]:
+        """Per-stage depths -> the first multiplier giving them, in sampling order."""
+        seen: dict[tuple[int, ...], float | None] = {}
+        for m in self.depth_multipliers or (None,):
+            for combo in product(*(self.stage_depths(s, m) for s in self.stages)):
+                seen.setdefault(combo, m)
+        return seen
+
+    def depth_vectors(self) -> list[tuple[int, ...]]:
+        """Every per-stage depth combination the space allows (ordered, unique)."""
+        return list(self._depth_options())
+
+    def max_depths(self) -> tuple[int, ...]:
+        """The most blocks each stage can have."""
+        return tuple(max(d) for d in zip(*self._depth_options()))
+
+    def base_multiplier(self) -> float | None:
+        """Depth multiplier 1 when the space offers it (None: each stage's base depth)."""
+        return 1.0 if self.depth_multipliers and 1.0 in self.depth_multipliers else None
+
+    def base_depths(self) -> tuple[int, ...]:
+        """Per-stage depths at depth multiplier 1 (or each stage's largest base depth)."""
+        m = self.base_multiplier()
+        return tuple(max(self.stage_depths(s, m)) for s in self.stages)
+
+    def common_types(self) -> list[str]:
+        """Block types every stage offers, in the first stage's order."""
+        return [t for t in self.stages[0].types if all(t in s.types for s in self.stages)]
+
+    # ---- per-stage choices <-> architectures ----
+
+    def build(self, stem: int, stages: Sequence[StagePick], name: str = "") -> ArchSpec:
+        """The validated network of per-stage choices: each stage's stride on its first
+        block, expand 1 for conv blocks, a 3x3 stem."""
+        blocks = [BlockSpec(kind, kernel, out, stage.block_stride(j), 1 if kind == "conv" else e)
+                  for stage, (out, picks) in zip(self.stages, stages, strict=True)
+                  for j, (kind, kernel, e) in enumerate(picks)]
+        return validate(ArchSpec(stem=StemSpec(stem, STEM_KERNEL, self.stem_stride),
+                                 blocks=tuple(blocks), head=self.head, input=self.input,
+                                 name=name))
+
+    def split(self, arch: ArchSpec, prefer: tuple[int, ...] | None = None,
+              choices: bool = True) -> tuple[float | None, tuple[int, ...]] | None:
+        """(depth multiplier, blocks per stage) splitting ``arch`` into the space's
+        stages: each starts with its stride and keeps one width and, with ``choices``,
+        uses a width and block types the stage offers. ``prefer`` is tried first
+        when several splits fit; None when none does."""
+        options = sorted(self._depth_options().items(), key=lambda o: o[0] != prefer)
+        blocks = arch.blocks
+        for depths, m in options:
+            if sum(depths) == len(blocks) and self._fits(blocks, depths, choices):
+                return m, depths
+        return None
+
+    def _fits(self, blocks: Sequence[BlockSpec], depths: tuple[int, ...], choices: bool) -> bool:
+        i = 0
+        for stage, n in zip(self.stages, depths):
+            run = blocks[i:i + n]
+            if any(b.stride != stage.block_stride(j) or b.out != run[0].out
+                   for j, b in enumerate(run)):
+                return False
+            if choices and (run[0].out not in stage.channels
+                            or any(b.type not in stage.types for b in run)):
+                return False
+            i += n
+        return True
+
     def sample(self, rng: np.random.Generator) -> ArchSpec:
         pick = lambda xs: xs[int(rng.integers(len(xs)))]  # noqa: E731
         m = pick(self.depth_multipliers) if self.depth_multipliers else None
-        blocks = []
+        stages = []
         for stage in self.stages:
             depth, out = pick(self.stage_depths(stage, m)), pick(stage.channels)
-            for j in range(depth):
+            picks = []
+            for _ in range(depth):
                 kind = pick(stage.types)
-                blocks.append(BlockSpec(kind, pick(stage.kernels), out,
-                                        stage.stride if j == 0 else 1,
-                                        1 if kind == "conv" else pick(stage.expands)))
-        return validate(ArchSpec(stem=StemSpec(pick(self.stem_channels), 3, self.stem_stride),
-                                 blocks=tuple(blocks), head=self.head, input=self.input))
+                kernel = pick(stage.kernels)  # drawn before the expansion
+                picks.append((kind, kernel, 1 if kind == "conv" else pick(stage.expands)))
+            stages.append((out, picks))
+        return self.build(pick(self.stem_channels), stages)
+
+    # ---- named networks of the space ----
+
+    def baseline(self, base_channels: Sequence[int] | None = None,
+                 base_stem: int = 32) -> ArchSpec:
+        """The MobileNetV2-like network of the space: IBN blocks, 3x3 kernels, the
+        largest expansion, the base depths and the widths closest to the base widths."""
+        def nearest(choices, target):
+            return min(choices, key=lambda c: (abs(c - target), c))
+
+        stages = []
+        for i, (stage, depth) in enumerate(zip(self.stages, self.base_depths())):
+            kind = "ibn" if "ibn" in stage.types else stage.types[0]
+            kernel = 3 if 3 in stage.kernels else stage.kernels[0]
+            out = nearest(stage.channels, base_channels[i]) if base_channels else stage.channels[-1]
+            stages.append((out, [(kind, kernel, max(stage.expands))] * depth))
+        return self.build(nearest(self.stem_channels, base_stem), stages, name="baseline")
+
+    def _extreme(self, largest: bool, block_type: str | None, kernel: int | None) -> ArchSpec:
+        pick = max if largest else min
+        # fused_ibn has the most MACs at equal dims, ibn the fewest
+        order = ("ibn", "conv", "fused_ibn")
+        stages = []
+        depths = pick(self.depth_vectors(), key=sum)
+        for s, (stage, depth) in enumerate(zip(self.stages, depths)):
+            kind = pick(stage.types, key=lambda t: order.index(t) if t in order else 0)
+            if block_type is not None:
+                if block_type not in stage.types:
+                    raise SpaceError(f"block_type: {block_type!r} is not a choice of stage {s} "
+                                     f"({', '.join(stage.types)})")
+                kind = block_type
+            k = pick(stage.kernels) if kernel is None else kernel
+            if k not in stage.kernels:
+                raise SpaceError(f"kernel: {k} is not a choice of stage {s}")
+            stages.append((pick(stage.channels), [(kind, k, pick(stage.expands))] * depth))
+        name = "largest" if largest else "smallest"
+        if block_type is not None or kernel is not None:
+            name += "".join(f"_{v}" for v in (block_type, kernel and f"k{kernel}") if v)
+        return self.build(pick(self.stem_channels), stages, name=name)
+
+    def largest(self, block_type: str | None = None, kernel: int | None = None) -> ArchSpec:
+        """Deepest, widest, largest kernel and expansion; ``fused_ibn`` where allowed
+        (or every block ``block_type``, every kernel ``kernel``)."""
+        return self._extreme(True, block_type, kernel)
+
+    def smallest(self, block_type: str | None = None, kernel: int | None = None) -> ArchSpec:
+        """Shallowest, narrowest, smallest kernel and expansion; ``ibn`` where allowed
+        (or every block ``block_type``, every kernel ``kernel``)."""
+        return self._extreme(False, block_type, kernel)
+
+    def cheapest(self) -> list[ArchSpec]:
+        """Small corners of the space (narrowest, shallowest, 3x3, expand 1, each block
+        type): a lower bound to check constraints against before searching."""
+        m = min(self.depth_multipliers) if self.depth_multipliers else None
+        out = []
+        for kind in dict.fromkeys(t for s in self.stages for t in s.types):
+            stages = []
+            for stage in self.stages:
+                k = kind if kind in stage.types else stage.types[0]
+                depth = min(self.stage_depths(stage, m))
+                stages.append((min(stage.channels),
+                               [(k, min(stage.kernels), min(stage.expands))] * depth))
+            out.append(self.build(min(self.stem_channels), stages))
+        return out
 
     def size(self) -> int:
         """How many distinct architectures the space holds (a float for huge spaces)."""
@@ -65,6 +215,23 @@ class SearchSpace:
                         for s in self.stages)
         ms = self.depth_multipliers or (None,)
         return len(self.stem_channels) * sum(stages_total(m) for m in ms)
+
+    # ---- as data (stored with a supernet's weights so a checkpoint rebuilds alone) ----
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "SearchSpace":
+        t = lambda v: tuple(v) if v is not None else None  # noqa: E731
+        return cls(
+            name=data["name"], input=InputSpec(**data["input"]),
+            stem_channels=t(data["stem_channels"]),
+            stages=tuple(StageChoices(**{k: t(v) if isinstance(v, list) else v
+                                         for k, v in s.items()})
+                         for s in data["stages"]),
+            head=ClassificationHead(**data["head"]), stem_stride=data["stem_stride"],
+            depth_multipliers=t(data.get("depth_multipliers")))
 
 
 # Base stage table for a MobileNetV2-like backbone: (channels, depth, stride).

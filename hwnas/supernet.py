@@ -19,92 +19,20 @@ and the extracted subnet compute the same function (same weights, same statistic
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from itertools import product
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead, InputSpec, StemSpec, validate
+from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead
 from hwnas.model import ConvBNAct, Network, build_model
-from hwnas.space import SearchSpace, StageChoices
-
-STEM_KERNEL = 3  # SearchSpace.sample always draws a 3x3 stem
+from hwnas.space import STEM_KERNEL, SearchSpace
 
 
 class SupernetError(ValueError):
     """An architecture the supernet cannot run; the message names the block and field."""
-
-
-# ---- the space as data (stored with the weights so a checkpoint rebuilds alone) ----------
-
-
-def space_to_json(space: SearchSpace) -> dict:
-    return asdict(space)
-
-
-def space_from_json(data: dict) -> SearchSpace:
-    t = lambda v: tuple(v) if v is not None else None  # noqa: E731
-    return SearchSpace(
-        name=data["name"], input=InputSpec(**data["input"]),
-        stem_channels=t(data["stem_channels"]),
-        stages=tuple(StageChoices(**{k: t(v) if isinstance(v, list) else v for k, v in s.items()})
-                     for s in data["stages"]),
-        head=ClassificationHead(**data["head"]), stem_stride=data["stem_stride"],
-        depth_multipliers=t(data.get("depth_multipliers")))
-
-
-def _depth_vectors(space: SearchSpace) -> list[tuple[int, ...]]:
-    """Every per-stage depth combination the space allows (ordered, unique)."""
-    seen: dict[tuple[int, ...], None] = {}
-    for m in space.depth_multipliers or (None,):
-        for combo in product(*(space.stage_depths(s, m) for s in space.stages)):
-            seen.setdefault(combo)
-    return list(seen)
-
-
-def _extreme_arch(space: SearchSpace, largest: bool, block_type: str | None = None,
-                  kernel: int | None = None) -> ArchSpec:
-    pick = max if largest else min
-    # fused_ibn has the most MACs at equal dims, ibn the fewest
-    order = ("ibn", "conv", "fused_ibn")
-    blocks = []
-    depths = pick(_depth_vectors(space), key=sum)
-    for s, (stage, depth) in enumerate(zip(space.stages, depths)):
-        kind = pick(stage.types, key=lambda t: order.index(t) if t in order else 0)
-        if block_type is not None:
-            if block_type not in stage.types:
-                raise SupernetError(f"block_type: {block_type!r} is not a choice of stage {s} "
-                                    f"({', '.join(stage.types)})")
-            kind = block_type
-        k = pick(stage.kernels) if kernel is None else kernel
-        if k not in stage.kernels:
-            raise SupernetError(f"kernel: {k} is not a choice of stage {s}")
-        out = pick(stage.channels)
-        for j in range(depth):
-            blocks.append(BlockSpec(kind, k, out, stage.stride if j == 0 else 1,
-                                    1 if kind == "conv" else pick(stage.expands)))
-    name = "largest" if largest else "smallest"
-    if block_type is not None or kernel is not None:
-        name += "".join(f"_{v}" for v in (block_type, kernel and f"k{kernel}") if v)
-    arch = ArchSpec(stem=StemSpec(pick(space.stem_channels), STEM_KERNEL, space.stem_stride),
-                    blocks=tuple(blocks), head=space.head, input=space.input, name=name)
-    return validate(arch)
-
-
-def largest_arch(space: SearchSpace, block_type: str | None = None,
-                 kernel: int | None = None) -> ArchSpec:
-    """Deepest, widest, largest kernel and expansion; ``fused_ibn`` where allowed
-    (or every block ``block_type``, every kernel ``kernel``)."""
-    return _extreme_arch(space, True, block_type, kernel)
-
-
-def smallest_arch(space: SearchSpace, block_type: str | None = None,
-                  kernel: int | None = None) -> ArchSpec:
-    """Shallowest, narrowest, smallest kernel and expansion; ``ibn`` where allowed
-    (or every block ``block_type``, every kernel ``kernel``)."""
-    return _extreme_arch(space, False, block_type, kernel)
 
 
 # ---- dynamic ops -------------------------------------------------------------------------
@@ -253,7 +181,7 @@ class SuperNet(nn.Module):
     def __init__(self, space: SearchSpace, kernel_transform: bool = True):
         super().__init__()
         self.space, self.kernel_transform = space, kernel_transform
-        self.max_depths = tuple(max(d) for d in zip(*_depth_vectors(space)))
+        self.max_depths = space.max_depths()
         self.stem_max = max(space.stem_channels)
         self.stem = DynamicConvBN(space.input.channels, self.stem_max, STEM_KERNEL)
         stages, cin = [], self.stem_max
@@ -312,7 +240,7 @@ class SuperNet(nn.Module):
         # the space's own depth vectors first, then any per-stage depths the supernet
         # holds (an uncurated space picks each stage's depth on its own)
         free = product(*(range(1, d + 1) for d in self.max_depths))
-        for depths in dict.fromkeys([*_depth_vectors(sp), *free]):
+        for depths in dict.fromkeys([*sp.depth_vectors(), *free]):
             if sum(depths) != len(arch.blocks):
                 continue
             try:
@@ -327,7 +255,7 @@ class SuperNet(nn.Module):
         for s, (stage, depth) in enumerate(zip(self.space.stages, depths)):
             for j in range(depth):
                 b, where = arch.blocks[i], f"blocks[{i}]"
-                stride = stage.stride if j == 0 else 1
+                stride = stage.block_stride(j)
                 if b.type not in stage.types:
                     raise SupernetError(f"{where}.type: {b.type!r} is not a choice of stage {s} "
                                         f"({', '.join(stage.types)})")
@@ -366,10 +294,10 @@ class SuperNet(nn.Module):
         return self.space.sample(rng)
 
     def largest(self, block_type: str | None = None) -> ArchSpec:
-        return largest_arch(self.space, block_type)
+        return self.space.largest(block_type)
 
     def smallest(self, block_type: str | None = None) -> ArchSpec:
-        return smallest_arch(self.space, block_type)
+        return self.space.smallest(block_type)
 
 
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -452,13 +380,13 @@ def subnet_accuracy(supernet: SuperNet, arch: ArchSpec, calib_loader: Iterable,
 
 
 def supernet_state(supernet: SuperNet) -> dict:
-    return {"space": space_to_json(supernet.space), "state_dict": supernet.state_dict(),
+    return {"space": supernet.space.to_json(), "state_dict": supernet.state_dict(),
             "kernel_transform": supernet.kernel_transform}
 
 
 def load_supernet(path, map_location: str | torch.device = "cpu") -> SuperNet:
     """Rebuild a supernet from a file written by the ``train_supernet`` stage."""
     data = torch.load(path, map_location=map_location, weights_only=True)
-    net = SuperNet(space_from_json(data["space"]), data.get("kernel_transform", False))
+    net = SuperNet(SearchSpace.from_json(data["space"]), data.get("kernel_transform", False))
     net.load_state_dict(data["state_dict"])
     return net.to(map_location)

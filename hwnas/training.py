@@ -142,10 +142,6 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return {"loss": loss.item(), "correct": int((logits.argmax(1) == y).sum())}
 
 
-def _common_types(space) -> list[str]:
-    return [t for t in space.stages[0].types if all(t in s.types for s in space.stages)]
-
-
 def _random_types(supernet, arch: ArchSpec, rng: np.random.Generator) -> ArchSpec:
     """``arch`` with each block's type drawn uniformly from its stage's choices."""
     blocks = []
@@ -165,7 +161,7 @@ def sandwich_archs(supernet, rng: np.random.Generator, num_random: int, step: in
         big, small = supernet.largest(), supernet.smallest()
     elif extremes in ("cycle", "all"):
         big_t, small_t = supernet.largest().blocks[0].type, supernet.smallest().blocks[0].type
-        types = _common_types(supernet.space)
+        types = supernet.space.common_types()
         big = supernet.largest(types[(types.index(big_t) + step) % len(types)])
         small = supernet.smallest(types[(types.index(small_t) + step) % len(types)])
         if extremes == "all":  # the default largest teaches; the other types' largest learn

@@ -26,7 +26,6 @@ def main() -> None:
     from hwnas.extract import export_onnx, save_subnet
     from hwnas.lineage import lineage_tags
     from hwnas.scratch import budget_epochs, scratch_runs
-    from hwnas.search.objectives import baseline_arch
 
     params = load_params()
     p = section(params, "baseline")
@@ -34,7 +33,7 @@ def main() -> None:
     t_start = time.perf_counter()
     ctx = train_context(section(params, "train_supernet"))
     widths = [c for c, _, _ in params["train_supernet"]["space"]["stages"]]
-    arch = baseline_arch(ctx.space, widths).with_name("")
+    arch = ctx.space.baseline(widths).with_name("")
     n = p.get("seeds", 1)
     say(f"{arch.encode()} from scratch, {budget}, {n} seed(s)")
     with tracking.run("baseline", params={"arch": arch.encode(), "epochs": epochs,

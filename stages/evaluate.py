@@ -58,7 +58,7 @@ def main() -> None:
                                 report, simulate_latencies)
     from hwnas.extract import ExtractError, read_pareto
     from hwnas.lineage import lineage_tags
-    from hwnas.supernet import space_from_json
+    from hwnas.space import SearchSpace
 
     params = load_params()
     p = section(params, "evaluate")
@@ -77,7 +77,7 @@ def main() -> None:
     if extracted.get("hardware") not in (None, spec.name):
         raise SystemExit(f"evaluate: {layout.EXTRACTED}: extracted for {extracted['hardware']}, but "
                          f"base.hardware is {spec.name}; rerun extract")
-    space = space_from_json(extracted["space"])
+    space = SearchSpace.from_json(extracted["space"])
 
     # every model by name: test accuracy from extract/baseline, figures from the simulator
     records = {n: dict(r) for n, r in extracted["models"].items()}

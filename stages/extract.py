@@ -40,8 +40,7 @@ def main() -> None:
     from hwnas.lineage import lineage_tags
     from hwnas.context import train_context
     from hwnas.scratch import scratch_runs
-    from hwnas.search.objectives import baseline_arch
-    from hwnas.supernet import load_supernet, space_to_json
+    from hwnas.supernet import load_supernet
 
     params = load_params()
     p = section(params, "extract")
@@ -57,7 +56,7 @@ def main() -> None:
     supernet = load_supernet(layout.SUPERNET, ctx.device).eval()
     if p["baseline"]:
         widths = [c for c, _, _ in params["train_supernet"]["space"]["stages"]]
-        archs["baseline-finetuned"] = baseline_arch(supernet.space, widths).with_name("")
+        archs["baseline-finetuned"] = supernet.space.baseline(widths).with_name("")
     seed = p["seed"]
     data = ctx.data(seed)
     ft = FineTune(epochs=p["epochs"], lr=float(p["lr"]),
@@ -113,7 +112,7 @@ def main() -> None:
     layout.EXTRACT.mkdir(parents=True, exist_ok=True)
     layout.EXTRACTED.write_text(json.dumps({
         "hardware": spec.name, "finetune": {"epochs": ft.epochs, "lr": ft.lr},
-        "data": ctx.splits.summary(), "space": space_to_json(supernet.space),
+        "data": ctx.splits.summary(), "space": supernet.space.to_json(),
         "models": records}, indent=2) + "\n")
     (layout.EXTRACT / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     say(f"done in {seconds:.0f} s -> {layout.SUBNETS}/, {layout.EXTRACTED}")

@@ -15,12 +15,11 @@ from hardware.spec import load_spec
 from hwnas.arch import ArchSpec, BlockSpec, StemSpec, validate
 from hwnas.data import Loader, load_dataset
 from hwnas.evaluate import (TARGETS, EvaluateError, ablation_table, build_metrics, measure,
-                            plot, report, stage_depths, uses_depth_search,
+                            plot, report, uses_depth_search,
                             uses_fused)
 from hwnas.extract import (Data, ExtractError, FineTune, export_onnx, keep_better, load_subnet,
                            materialize, pick_subnets, read_pareto, save_subnet, search_record,
                            train_scratch)
-from hwnas.search.objectives import baseline_arch
 from hwnas.space import SpaceConfig, curated_space
 from hwnas.supernet import SuperNet
 from hwnas.training import TrainConfig
@@ -68,7 +67,7 @@ def _arch(space, blocks) -> ArchSpec:
 
 @pytest.fixture(scope="module")
 def archs(space):
-    base = baseline_arch(space, [32, 64]).with_name("")
+    base = space.baseline([32, 64]).with_name("")
     fast = _arch(space, [BlockSpec("fused_ibn", 3, 32, 2, 1), BlockSpec("ibn", 3, 32, 1, 1)])
     deep = _arch(space, [BlockSpec("ibn", 3, 32, 2, 2), BlockSpec("ibn", 3, 32, 1, 2),
                          BlockSpec("ibn", 5, 64, 1, 1), BlockSpec("ibn", 3, 64, 1, 1),
@@ -183,7 +182,7 @@ def test_keep_better_chooses_on_val_never_test():
 
 
 def test_depth_and_fused_flags(space, archs):
-    assert stage_depths(archs["baseline"], space) == (1, 2)
+    assert space.split(archs["baseline"]) == (1.0, (1, 2))
     assert not uses_depth_search(archs["baseline"], space)
     assert uses_depth_search(archs["fast"], space)      # (1, 1): multiplier 0.5
     assert uses_depth_search(archs["deep"], space)      # (2, 3): multiplier 1.5

@@ -10,8 +10,8 @@ from hardware.spec import load_spec
 from hwnas.profile import simulate_arch
 from hwnas.search.evolution import Constraints
 from hwnas.search.genome import from_arch
-from hwnas.search.objectives import (SearchInputError, baseline_arch, cheapest_archs,
-                                     check_feasible, make_evaluator, proxy_accuracy)
+from hwnas.search.objectives import (SearchInputError, check_feasible, make_evaluator,
+                                     proxy_accuracy)
 from hwnas.space import SpaceConfig, curated_space
 from hwnas.search.choice import pick, summarize, tie_points
 
@@ -26,7 +26,7 @@ def estimate(archs):
 
 
 def test_baseline_is_mobilenetv2_like_and_in_the_space():
-    base = baseline_arch(SPACE, [32, 64, 96])
+    base = SPACE.baseline([32, 64, 96])
     assert {b.type for b in base.blocks} == {"ibn"} and {b.kernel for b in base.blocks} == {3}
     assert {b.expand for b in base.blocks} == {4}
     assert [b.out for b in base.blocks] == [32, 64, 64, 96, 96]
@@ -34,7 +34,7 @@ def test_baseline_is_mobilenetv2_like_and_in_the_space():
 
 
 def test_infeasible_constraints_stop_before_searching():
-    fastest = min(r["latency_ms"] for r in estimate(cheapest_archs(SPACE)))
+    fastest = min(r["latency_ms"] for r in estimate(SPACE.cheapest()))
     check_feasible(SPACE, estimate, Constraints(max_latency_ms=fastest * 1.01))
     with pytest.raises(SearchInputError, match="infeasible: search.max_latency_ms"):
         check_feasible(SPACE, estimate, Constraints(max_latency_ms=fastest * 0.5))

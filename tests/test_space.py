@@ -1,10 +1,14 @@
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from hardware.spec import load_spec
 from hwnas.arch import decode, encode
 from hwnas.lowering import kernels
-from hwnas.space import SpaceConfig, aligned_channels, curated_space, uncurated_space
+from hwnas.space import (SearchSpace, SpaceConfig, SpaceError, aligned_channels, curated_space,
+                         uncurated_space)
 
 
 @pytest.mark.parametrize("name", ["neural-engine-32", "neural-engine-64", "edge-16"])
@@ -56,3 +60,56 @@ def test_aligned_channels_and_config():
     cfg = SpaceConfig(resolution=28, classes=5, stages=((32, 1, 2), (64, 2, 2)))
     arch = curated_space(load_spec(), cfg).sample(np.random.default_rng(0))
     assert arch.input.height == 28 and arch.head.classes == 5
+
+
+SMALL = SpaceConfig(head_features=0, stages=((32, 1, 1), (64, 2, 2), (96, 2, 2)),
+                    depth_multipliers=(0.5, 1.0, 1.5))
+
+
+@pytest.mark.parametrize("make", [lambda c: curated_space(load_spec(), c), uncurated_space],
+                         ids=["curated", "uncurated"])
+def test_build_and_split_are_inverse_on_sampled_networks(make):
+    space = make(SMALL)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        arch = space.sample(rng)
+        m, depths = space.split(arch)
+        assert depths in space.depth_vectors() and (m is None) == (space.depth_multipliers is None)
+        stages, pos = [], 0
+        for n in depths:
+            run = arch.blocks[pos:pos + n]
+            stages.append((run[0].out, [(b.type, b.kernel, b.expand) for b in run]))
+            pos += n
+        assert space.build(arch.stem.out, stages) == arch
+
+
+def test_build_strides_a_stages_first_block_and_gives_conv_expand_1():
+    space = curated_space(load_spec(), SMALL)
+    arch = space.build(16, [(32, [("conv", 3, 6)]), (64, [("ibn", 5, 3), ("ibn", 3, 3)]),
+                            (96, [("fused_ibn", 3, 4)])])
+    assert [b.stride for b in arch.blocks] == [1, 2, 1, 2]
+    assert arch.blocks[0].expand == 1 and arch.stem.kernel == 3
+
+
+def test_split_prefers_and_rejects():
+    space = curated_space(load_spec(), SMALL)
+    base = space.baseline([32, 64, 96])
+    assert space.base_multiplier() == 1.0 and space.base_depths() == (1, 2, 2)
+    assert space.split(base, prefer=space.base_depths()) == (1.0, (1, 2, 2))
+    narrow = replace(base, blocks=base.blocks[:1] + tuple(replace(b, out=40) for b in base.blocks[1:3])
+                     + base.blocks[3:])
+    assert space.split(narrow) is None                       # 40 is no width of stage 1
+    assert space.split(narrow, choices=False) == (1.0, (1, 2, 2))
+
+
+def test_extremes_json_and_common_types():
+    space = curated_space(load_spec(), SMALL)
+    big, small = space.largest(), space.smallest()
+    assert len(big.blocks) == sum(max(v) for v in zip(*space.depth_vectors()))
+    assert {b.type for b in big.blocks} == {"fused_ibn"} and {b.type for b in small.blocks} == {"ibn"}
+    assert {b.kernel for b in space.largest("ibn", 5).blocks} == {5}
+    with pytest.raises(SpaceError, match="block_type"):
+        space.largest("conv")
+    assert space.common_types() == ["ibn", "fused_ibn"]
+    assert [a.blocks[0].type for a in space.cheapest()] == ["ibn", "fused_ibn"]
+    assert SearchSpace.from_json(json.loads(json.dumps(space.to_json()))) == space

@@ -10,9 +10,9 @@ import torch
 
 from hardware.spec import load_spec
 from hwnas.arch import ArchSpec, BlockSpec, StemSpec, validate
-from hwnas.space import SpaceConfig, curated_space
-from hwnas.supernet import (SuperNet, SupernetError, extract_subnet, largest_arch, load_supernet,
-                            recalibrate_bn, smallest_arch, supernet_state)
+from hwnas.space import SpaceConfig, SpaceError, curated_space
+from hwnas.supernet import (SuperNet, SupernetError, extract_subnet, load_supernet,
+                            recalibrate_bn, supernet_state)
 from hwnas.training import TrainConfig, make_optimizer, sandwich_archs, sandwich_step
 
 
@@ -47,14 +47,14 @@ def supernet(space):
 
 def _special_archs(space) -> list[ArchSpec]:
     """Residual ibn with expand 1, residual fused_ibn, a cropped kernel, narrow widths."""
-    big = largest_arch(space)
+    big = space.largest()
     blocks = (BlockSpec("ibn", 3, 32, 2, 1), BlockSpec("ibn", 5, 32, 1, 1),     # stage 0
               BlockSpec("fused_ibn", 5, 32, 1, 2), BlockSpec("fused_ibn", 3, 32, 1, 3),
               BlockSpec("ibn", 7, 32, 1, 2),                                       # stage 1
               BlockSpec("ibn", 3, 64, 2, 3), BlockSpec("fused_ibn", 5, 64, 1, 1))  # stage 2
     mixed = validate(ArchSpec(stem=StemSpec(32, 3, 2), blocks=blocks, head=big.head,
                               input=big.input))
-    return [big, smallest_arch(space), mixed]
+    return [big, space.smallest(), mixed]
 
 
 def test_extracted_subnet_equals_supernet_in_eval_mode(space, supernet):
@@ -72,7 +72,7 @@ def test_extracted_subnet_equals_supernet_in_eval_mode(space, supernet):
 
 def test_forward_takes_the_arch_and_keeps_no_state(space, supernet):
     x = torch.randn(2, 1, 16, 16)
-    a, b = largest_arch(space), smallest_arch(space)
+    a, b = space.largest(), space.smallest()
     with torch.no_grad():
         first = supernet(x, a)
         supernet(x, b)
@@ -96,7 +96,7 @@ def test_recalibration_is_consistent_between_supernet_and_subnet(space):
 
 
 def test_archs_that_do_not_fit_are_named(space, supernet):
-    big = largest_arch(space)
+    big = space.largest()
     bad = validate(ArchSpec(stem=big.stem, input=big.input, head=big.head,
                             blocks=(*big.blocks[:-1], BlockSpec("fused_ibn", 9, 64, 1, 3))))
     with pytest.raises(SupernetError, match=r"blocks\[\d+\]\.kernel: 9 exceeds"):
@@ -248,7 +248,7 @@ def test_sandwich_extremes_cover_every_block_type(space, supernet, extremes):
         assert big == small == {"ibn", "fused_ibn"}
     for archs in steps:  # the largest keeps the largest dims, whatever its types
         assert [(b.kernel, b.out, b.expand) for b in archs[0].blocks] == \
-            [(b.kernel, b.out, b.expand) for b in largest_arch(space).blocks]
+            [(b.kernel, b.out, b.expand) for b in space.largest().blocks]
         with torch.no_grad():
             for arch in archs:
                 supernet(torch.randn(2, 1, 16, 16), arch)
@@ -266,8 +266,8 @@ def test_probe_subnets_cover_types_kernels_and_the_baseline(space):
     assert kinds == {(t, k) for t in ("ibn", "fused_ibn") for k in (3, 5, 7)}
     base = [a for a in probes if a.name == "baseline_ibn_k3"]
     assert len(base) == 1 and {(b.type, b.kernel, b.expand) for b in base[0].blocks} == {("ibn", 3, 3)}
-    with pytest.raises(SupernetError, match="block_type"):
-        largest_arch(space, "conv")
+    with pytest.raises(SpaceError, match="block_type"):
+        space.largest("conv")
 
 
 def test_later_blocks_of_a_stage_start_as_the_identity(space):
@@ -275,7 +275,7 @@ def test_later_blocks_of_a_stage_start_as_the_identity(space):
     function with or without a stage's later blocks."""
     torch.manual_seed(0)
     net = SuperNet(space).eval()
-    deep = largest_arch(space)
+    deep = space.largest()
     firsts, seen = [], set()
     for (s, _), b in zip(net.plan(deep), deep.blocks):
         if s not in seen:
@@ -295,7 +295,7 @@ def test_spread_subnets_cover_the_size_range_evenly_in_log_macs(space):
     archs = spread_subnets(space, 8, 300, seed=0)
     log_macs = np.log([static_cost(a).macs for a in archs])
     assert len({a.encode() for a in archs}) == 8
-    assert archs[0] == smallest_arch(space) and archs[-1] == largest_arch(space)
+    assert archs[0] == space.smallest() and archs[-1] == space.largest()
     assert np.all(np.diff(log_macs) > 0)
     # no gap between neighbours is more than twice the even step
     assert np.diff(log_macs).max() < 2 * (log_macs[-1] - log_macs[0]) / 7
@@ -322,7 +322,7 @@ def test_scratch_results_average_seeds_and_cache_runs(space, tmp_path, monkeypat
         return 90.0 + seed
 
     monkeypatch.setattr(ev, "scratch_accuracy", fake)
-    archs = [largest_arch(s.space), smallest_arch(s.space)]
+    archs = [s.space.largest(), s.space.smallest()]
     one = ev.scratch_results(archs, s, tmp_path / "c.jsonl", eval_split="val+test")
     assert calls == [0, 0] and one[archs[0].with_name("").encode()]["scratch_acc"] == 90.0
     two = ev.scratch_results(archs, s, tmp_path / "c.jsonl", eval_split="val+test", seeds=2)

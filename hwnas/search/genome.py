@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwnas.arch import ArchSpec, BlockSpec, StemSpec, validate
-from hwnas.space import SearchSpace, StageChoices
+from hwnas.arch import ArchSpec
+from hwnas.space import SearchSpace
 
 Genome = dict[str, object]
-
-
-def _max_depth(space: SearchSpace, stage: StageChoices) -> int:
-    ms = space.depth_multipliers or (None,)
-    return max(max(space.stage_depths(stage, m)) for m in ms)
 
 
 def genes(space: SearchSpace) -> dict[str, tuple]:
@@ -25,11 +20,11 @@ def genes(space: SearchSpace) -> dict[str, tuple]:
     out: dict[str, tuple] = {"stem": space.stem_channels}
     if space.depth_multipliers:
         out["depth"] = space.depth_multipliers
-    for i, stage in enumerate(space.stages):
+    for i, (stage, most) in enumerate(zip(space.stages, space.max_depths())):
         if not space.depth_multipliers:
             out[f"s{i}.depth"] = stage.depths
         out[f"s{i}.out"] = stage.channels
-        for j in range(_max_depth(space, stage)):
+        for j in range(most):
             out[f"s{i}.b{j}.type"] = stage.types
             out[f"s{i}.b{j}.kernel"] = stage.kernels
             out[f"s{i}.b{j}.expand"] = stage.expands
@@ -42,17 +37,12 @@ def random_genome(space: SearchSpace, rng: np.random.Generator) -> Genome:
 
 def to_arch(space: SearchSpace, genome: Genome) -> ArchSpec:
     m = genome.get("depth")
-    blocks = []
+    stages = []
     for i, stage in enumerate(space.stages):
         depth = genome[f"s{i}.depth"] if m is None else space.stage_depths(stage, m)[0]
-        out = genome[f"s{i}.out"]
-        for j in range(depth):
-            kind = genome[f"s{i}.b{j}.type"]
-            expand = 1 if kind == "conv" else genome[f"s{i}.b{j}.expand"]
-            blocks.append(BlockSpec(kind, genome[f"s{i}.b{j}.kernel"], out,
-                                    stage.stride if j == 0 else 1, expand))
-    return validate(ArchSpec(stem=StemSpec(genome["stem"], 3, space.stem_stride),
-                             blocks=tuple(blocks), head=space.head, input=space.input))
+        stages.append((genome[f"s{i}.out"], [(genome[f"s{i}.b{j}.type"], genome[f"s{i}.b{j}.kernel"],
+                                              genome[f"s{i}.b{j}.expand"]) for j in range(depth)]))
+    return space.build(genome["stem"], stages)
 
 
 def from_arch(space: SearchSpace, arch: ArchSpec) -> Genome:
@@ -68,10 +58,11 @@ def from_arch(space: SearchSpace, arch: ArchSpec) -> Genome:
         genome[name] = value
 
     put("stem", arch.stem.out)
-    depths = _stage_depths(space, arch.blocks)
-    if depths is None:
+    # the split ignores widths and types so that the gene checks below name the culprit
+    fit = space.split(arch, choices=False)
+    if fit is None:
         raise ValueError("the architecture's blocks do not split into the space's stages")
-    m, depths = depths
+    m, depths = fit
     pos = 0
     for i, n in enumerate(depths):
         put(f"s{i}.out", arch.blocks[pos].out)
@@ -89,24 +80,3 @@ def from_arch(space: SearchSpace, arch: ArchSpec) -> Genome:
         raise ValueError("the architecture's stages do not line up with the space's stages")
     return genome
 
-
-def _stage_depths(space: SearchSpace, blocks: tuple[BlockSpec, ...]):
-    """(multiplier, depth per stage) splitting ``blocks`` into the space's stages:
-    each stage starts with its stride and keeps one width; None if none fits."""
-    def split(i: int, pos: int, allowed) -> list[int] | None:
-        if i == len(space.stages):
-            return [] if pos == len(blocks) else None
-        for n in allowed(space.stages[i]):
-            run = blocks[pos:pos + n]
-            if (len(run) == n and run[0].stride == space.stages[i].stride
-                    and all(b.out == run[0].out and b.stride == 1 for b in run[1:])):
-                rest = split(i + 1, pos + n, allowed)
-                if rest is not None:
-                    return [n] + rest
-        return None
-
-    for m in space.depth_multipliers or (None,):
-        depths = split(0, 0, lambda stage: space.stage_depths(stage, m))
-        if depths is not None:
-            return m, depths
-    return None

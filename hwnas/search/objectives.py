@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import torch
 
-from hwnas.arch import ArchSpec, BlockSpec, StemSpec, validate
+from hwnas.arch import ArchSpec
 from hwnas.model import build_model
 from hwnas.search.evolution import Constraints, Evaluator
 from hwnas.search.zeroshot import PROXIES
@@ -21,51 +21,9 @@ class SearchInputError(ValueError):
     """A search that cannot succeed; raised before any candidate is evaluated."""
 
 
-def baseline_arch(space: SearchSpace, base_channels: Sequence[int] | None = None,
-                  base_stem: int = 32) -> ArchSpec:
-    """The MobileNetV2-like network of a space: IBN blocks, 3x3 kernels, the largest
-    expansion, depth multiplier 1 (or each stage's base depth) and the widths
-    closest to the base widths."""
-    def nearest(choices, target):
-        return min(choices, key=lambda c: (abs(c - target), c))
-
-    m = 1.0 if space.depth_multipliers and 1.0 in space.depth_multipliers else None
-    blocks = []
-    for i, stage in enumerate(space.stages):
-        kind = "ibn" if "ibn" in stage.types else stage.types[0]
-        depth = space.stage_depths(stage, m)[-1] if m is not None else max(stage.depths)
-        out = nearest(stage.channels, base_channels[i]) if base_channels else stage.channels[-1]
-        for j in range(depth):
-            blocks.append(BlockSpec(kind, 3 if 3 in stage.kernels else stage.kernels[0], out,
-                                    stage.stride if j == 0 else 1,
-                                    1 if kind == "conv" else max(stage.expands)))
-    return validate(ArchSpec(stem=StemSpec(nearest(space.stem_channels, base_stem), 3,
-                                           space.stem_stride),
-                             blocks=tuple(blocks), head=space.head, input=space.input,
-                             name="baseline"))
-
-
-def cheapest_archs(space: SearchSpace) -> list[ArchSpec]:
-    """Small corners of the space (narrowest, shallowest, 3x3, expand 1, each block
-    type): a lower bound to check constraints against before searching."""
-    m = min(space.depth_multipliers) if space.depth_multipliers else None
-    out = []
-    for kind in dict.fromkeys(t for s in space.stages for t in s.types):
-        blocks = []
-        for stage in space.stages:
-            k = kind if kind in stage.types else stage.types[0]
-            for j in range(min(space.stage_depths(stage, m))):
-                blocks.append(BlockSpec(k, min(stage.kernels), min(stage.channels),
-                                        stage.stride if j == 0 else 1,
-                                        1 if k == "conv" else min(stage.expands)))
-        out.append(validate(ArchSpec(stem=StemSpec(min(space.stem_channels), 3, space.stem_stride),
-                                     blocks=tuple(blocks), head=space.head, input=space.input)))
-    return out
-
-
 def check_feasible(space: SearchSpace, estimate, constraints: Constraints) -> None:
     """Raise SearchInputError when even the cheapest networks break a constraint."""
-    records = estimate(cheapest_archs(space))
+    records = estimate(space.cheapest())
     if any(r["latency_ms"] is None for r in records):
         missing = next(r["out_of_range"] for r in records if r["latency_ms"] is None)
         raise SearchInputError(f"the estimator cannot cost this space: {'; '.join(missing[:2])}")

@@ -65,7 +65,6 @@ def load_search_context(params: dict) -> SearchContext:
     from hardware.spec import load_spec
     from hwnas.data import load_dataset
     from hwnas.estimator import Estimator
-    from hwnas.search.objectives import baseline_arch
     from hwnas.supernet import load_supernet
 
     p = section(params, "search")
@@ -79,7 +78,7 @@ def load_search_context(params: dict) -> SearchContext:
                           data["test_fraction"])
     g = torch.Generator().manual_seed(p["seed"])
     calib_idx = torch.randperm(len(splits.train.y), generator=g)[:p["calib_images"]]
-    return SearchContext(p, spec, est_dir, estimator, space, baseline_arch(space, base_widths),
+    return SearchContext(p, spec, est_dir, estimator, space, space.baseline(base_widths),
                    [splits.train.x[calib_idx]],
                    (splits.val.x[:p["val_images"]], splits.val.y[:p["val_images"]]))
 
