@@ -21,6 +21,7 @@ import pandas as pd
 from hardware.spec import HardwareSpec
 from hwnas.arch import ArchSpec, encode
 from hwnas.estimator.decompose import RANGE_FEATURES, decompose, network_memory, op_table
+from hwnas.lowering import unit_name
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -171,12 +172,6 @@ def save(models: dict, out_dir: Path, *, backend: str, grouping: str, features: 
     return manifest
 
 
-def _unit_name(unit: int, n_units: int) -> str:
-    if unit == 0:
-        return "stem"
-    return "head" if unit == n_units - 1 else f"blocks.{unit - 1}"
-
-
 class Estimator:
     """Latency from saved LightGBM models, memory from the graph."""
 
@@ -285,7 +280,7 @@ class Estimator:
         n_units = {i: len(a.blocks) + 2 for i, a in enumerate(archs)}
         for row in df[df["out_of_range"]].itertuples(index=False):
             net = int(row.net)
-            where = f"{_unit_name(int(row.unit), n_units[net])} ({row.kind})"
+            where = f"{unit_name(int(row.unit), n_units[net])} ({row.kind})"
             if row.kind not in self.ranges:
                 reasons.setdefault(net, []).append(f"{where}: no model for this kernel kind")
                 continue
@@ -328,7 +323,7 @@ class Estimator:
         if per_kernel:
             for i, part in df.groupby("net"):
                 records[int(i)]["kernels"] = [
-                    {"unit": _unit_name(int(r.unit), len(archs[int(i)].blocks) + 2),
+                    {"unit": unit_name(int(r.unit), len(archs[int(i)].blocks) + 2),
                      "kind": str(r.kind), "latency_ms": float(r.pred_ms),
                      "out_of_range": bool(r.out_of_range)}
                     for r in part.itertuples(index=False)]
