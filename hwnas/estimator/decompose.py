@@ -1,8 +1,8 @@
 """Decompose batches of architectures into the kernels the device runs, with named features.
 
-This is a vectorized twin of ``hwnas.lowering.to_graph`` + ``hardware.graph.fuse`` +
-``hardware.graph.residency``: the ops of every network in a batch go into flat numpy
-arrays, fusion and SRAM residency are decided with array operations, and each kernel
+This is a vectorized twin of ``hardware.graph.fuse`` + ``hardware.graph.residency``:
+the ops of every network in a batch (from ``hwnas.lowering``'s unit definitions) go into
+flat numpy arrays, fusion and SRAM residency are decided with array operations, and each kernel
 becomes one row of named features (shapes, MACs, bytes moved, ceil-utilization against
 the MAC array and vector lanes, residency, the spec's own fields). It never touches the
 simulator; ``tests/test_estimator.py`` checks it against the graph code op for op.
@@ -111,6 +111,20 @@ def _ceil_div(a, b):
     return -(-a // b)
 
 
+def _op_sizes(o: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Output height and width, input and output elements, and parameters of each op
+    of an ``op_table`` (the rules of ``hardware.graph.Op``)."""
+    kind, in_c, out_c, k = o["kind"], o["in_c"], o["out_c"], o["k"]
+    flat = (kind == POOL) | (kind == FC)  # pool and fc collapse to 1x1
+    out_h = np.where(flat, 1, _ceil_div(o["in_h"], o["s"]))
+    out_w = np.where(flat, 1, _ceil_div(o["in_w"], o["s"]))
+    in_el = o["in_h"] * o["in_w"] * in_c
+    out_el = out_h * out_w * out_c
+    params = np.select([kind == CONV, kind == DEPTHWISE, kind == FC],
+                       [k * k * in_c * out_c + out_c, k * k * out_c + out_c, in_c * out_c + out_c], 0)
+    return out_h, out_w, in_el, out_el, params
+
+
 def decompose(archs: list[ArchSpec], spec: HardwareSpec | None, grouping: str = "kernel",
               ops: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """One row per kernel (or block) of every network, in execution order.
@@ -131,13 +145,8 @@ def decompose(archs: list[ArchSpec], spec: HardwareSpec | None, grouping: str = 
     idx = np.arange(n_ops)
     is_add = kind == ADD
     skip_src = np.where(is_add, idx - o["skip_back"], -1)
-    # Output shapes (pool and fc collapse to 1x1).
-    flat = (kind == POOL) | (kind == FC)
-    out_h = np.where(flat, 1, _ceil_div(in_h, s))
-    out_w = np.where(flat, 1, _ceil_div(in_w, s))
+    out_h, out_w, in_el, out_el, params = _op_sizes(o)
     pixels = out_h * out_w
-    in_el = in_h * in_w * in_c
-    out_el = pixels * out_c
     is_skip_src = np.zeros(n_ops, bool)
     is_skip_src[skip_src[is_add]] = True
     same_net = np.r_[False, net[1:] == net[:-1]]
@@ -171,7 +180,7 @@ def decompose(archs: list[ArchSpec], spec: HardwareSpec | None, grouping: str = 
     f["kind"] = pd.Categorical.from_codes(
         np.searchsorted(np.array(sorted(names)), code), [names[c] for c in sorted(names)])
     net_start = np.flatnonzero(new_net)
-    op_base = net_start[net[idx]] if n_ops else idx
+    op_base = net_start[net]
     f["first_op"] = starts - op_base[starts]
     f["last_op"] = ends - op_base[starts]
     f["in_h"], f["in_w"], f["in_c"] = in_h[starts], in_w[starts], in_c[starts]
@@ -187,8 +196,6 @@ def decompose(archs: list[ArchSpec], spec: HardwareSpec | None, grouping: str = 
                      [conv_macs, pixels * out_c * k * k, in_c * out_c], 0)
     gemm = (kind == CONV) | (kind == FC)
     vec_el = np.select([is_add, kind == POOL], [out_el, in_el], 0)
-    params = np.select([kind == CONV, kind == DEPTHWISE, kind == FC],
-                       [k * k * in_c * out_c + out_c, k * k * out_c + out_c, in_c * out_c + out_c], 0)
     f["macs"] = np.add.reduceat(macs, starts)
     f["gemm_macs"] = np.add.reduceat(np.where(gemm, macs, 0), starts)
     f["dw_macs"] = np.add.reduceat(np.where(kind == DEPTHWISE, macs, 0), starts)
@@ -279,19 +286,10 @@ def network_memory(archs: list[ArchSpec], bytes_per_element: int,
     if len(o["net"]) == 0:
         return np.zeros(n, np.int64), np.zeros(n, np.int64)
     kind, net = o["kind"], o["net"]
-    in_c, out_c, k = o["in_c"], o["out_c"], o["k"]
-    flat = (kind == POOL) | (kind == FC)
-    out_h = np.where(flat, 1, _ceil_div(o["in_h"], o["s"]))
-    out_w = np.where(flat, 1, _ceil_div(o["in_w"], o["s"]))
-    in_el = o["in_h"] * o["in_w"] * in_c
-    out_el = out_h * out_w * out_c
-    params = np.select([kind == CONV, kind == DEPTHWISE, kind == FC],
-                       [k * k * in_c * out_c + out_c, k * k * out_c + out_c, in_c * out_c + out_c], 0)
+    _, _, in_el, out_el, params = _op_sizes(o)
     # A residual block's skip tensor (its input) is held from the block's second op
     # through its add; the add reads it directly.
-    idx = np.arange(len(kind))
     is_add = kind == ADD
-    pending = np.zeros(len(kind), np.int64)
     add_idx = np.flatnonzero(is_add)
     first = add_idx - o["skip_back"][add_idx] + 1  # the block's first op
     skip_el = in_el[first]
@@ -301,7 +299,6 @@ def network_memory(archs: list[ArchSpec], bytes_per_element: int,
     np.add.at(delta, add_idx, -skip_el)
     pending = np.cumsum(delta)[:-1]
     held = np.where(is_add, 2 * in_el, in_el) + out_el + pending
-    del idx
     peak = np.zeros(n, np.int64)
     np.maximum.at(peak, net, held)
     params_n = np.bincount(net, weights=params, minlength=n).astype(np.int64)
