@@ -14,9 +14,9 @@ import pytest
 from hardware.graph import fuse, residency
 from hardware.spec import load_spec
 from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead, InputSpec, StemSpec, encode
-from hwnas.estimator import Estimator, EstimatorError, TrainConfig
+from hwnas.estimator import Estimator, EstimatorError, LightGBMConfig
 from hwnas.estimator.decompose import decompose, feature_names, network_memory
-from hwnas.estimator.evaluate import accuracy
+from hwnas.estimator.scoring import error_metrics
 from hwnas.estimator.microbench import (MicrobenchConfig, MicrobenchError, read_table,
                                         run_microbench, time_module, unit_module)
 from hwnas.estimator.sampling import random_sample
@@ -83,7 +83,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("est")
     table.to_parquet(root / "mb.parquet")
     out = root / "neural-engine-32"
-    train(table, SPEC, "sim", TrainConfig(n_estimators=40, linear_tree=True), out, "test")
+    train(table, SPEC, "sim", LightGBMConfig(n_estimators=40, linear_tree=True), out, "test")
     return table, out
 
 
@@ -114,7 +114,7 @@ def test_saved_estimator_files_and_manifest(tiny):
 
 
 def test_estimate_records_match_simulate_keys(tiny):
-    from hwnas.profile import simulate_arch
+    from hwnas.simulation import simulate_arch
 
     _, out = tiny
     est = Estimator.load(out, SPEC)
@@ -255,8 +255,8 @@ def test_calibration_fits_network_overhead():
     assert cal["rmspe_after"] < 1e-9
 
 
-def test_accuracy_metrics():
-    m = accuracy(np.array([1.0, 2.08, 3.5]), np.array([1.0, 2.0, 3.0]))
+def test_error_metrics():
+    m = error_metrics(np.array([1.0, 2.08, 3.5]), np.array([1.0, 2.0, 3.0]))
     assert m["within_5pct"] == pytest.approx(2 / 3) and m["within_10pct"] == pytest.approx(2 / 3)
     assert m["spearman"] == pytest.approx(1.0)
     assert m["rmspe"] == pytest.approx(np.sqrt((0 + 0.04 ** 2 + (0.5 / 3) ** 2) / 3))

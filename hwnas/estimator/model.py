@@ -33,7 +33,7 @@ class EstimatorError(ValueError):
 
 
 @dataclass
-class TrainConfig:
+class LightGBMConfig:
     n_estimators: int = 200
     learning_rate: float = 0.1
     num_leaves: int = 15
@@ -65,7 +65,7 @@ def training_frame(table: pd.DataFrame) -> pd.DataFrame:
     return first
 
 
-def fit_models(frame: pd.DataFrame, features: list[str], cfg: TrainConfig) -> dict:
+def fit_models(frame: pd.DataFrame, features: list[str], cfg: LightGBMConfig) -> dict:
     import lightgbm as lgb
 
     models = {}
@@ -146,7 +146,7 @@ def library_versions() -> dict:
 
 def save(models: dict, out_dir: Path, *, backend: str, grouping: str, features: list[str],
          frame: pd.DataFrame, spec: HardwareSpec | None, data_hash: str,
-         cfg: TrainConfig, bytes_per_element: int, host: dict | None = None,
+         cfg: LightGBMConfig, bytes_per_element: int, host: dict | None = None,
          calibration: dict | None = None) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
