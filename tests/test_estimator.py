@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -15,13 +17,13 @@ from hardware.graph import fuse, residency
 from hardware.spec import load_spec
 from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead, InputSpec, StemSpec, encode
 from hwnas.estimator import Estimator, EstimatorError, LightGBMConfig
-from hwnas.estimator.decompose import decompose, feature_names, network_memory
-from hwnas.estimator.scoring import error_metrics
+from hwnas.estimator.decompose import ROLE_HEAD, decompose, feature_names, network_memory
 from hwnas.estimator.microbench import (MicrobenchConfig, MicrobenchError, read_table,
                                         run_microbench, time_module, unit_module)
 from hwnas.estimator.sampling import random_sample
+from hwnas.estimator.scoring import error_metrics
 from hwnas.estimator.train import train
-from hwnas.lowering import static_cost, to_graph
+from hwnas.lowering import HEAD_OPS, OpSpec, static_cost, to_graph
 from hwnas.registry import REFERENCES, reference
 from hwnas.space import BASE_STAGES_224, SpaceConfig, curated_space, uncurated_space
 
@@ -64,6 +66,23 @@ def test_decompose_matches_graph_fusion_and_residency(spec_name):
             assert r.out_dram_bytes == sum(g.tensors[t] for t in k.outputs if t not in res) * bpe
         cost = static_cost(arch, bpe, g)
         assert (params_b[n], peak_b[n]) == (cost.params_bytes, cost.peak_activation_bytes)
+
+
+def test_a_new_head_task_lowers_through_both_paths(monkeypatch):
+    """The graph and the vectorized table take a head's ops from the same registry."""
+    @dataclass(frozen=True)
+    class ToyHead:
+        task: ClassVar[str] = "toy"
+        classes: int = 5
+
+    monkeypatch.setitem(HEAD_OPS, "toy", lambda head, in_c: (OpSpec("conv", "conv", head.classes),))
+    arch = replace(reference("mobilenetv2_32"), head=ToyHead())
+    g = to_graph(arch)
+    assert g.ops[-1].name == "head.conv" and g.ops[-1].out_c == 5
+    df = decompose([arch], SPEC)
+    assert list(df["kind"].astype(str)) == [k.kind for k in fuse(g, SPEC.fusion)]
+    assert df["macs"].sum() == sum(op.macs for op in g.ops)
+    assert df["role"].iloc[-1] == ROLE_HEAD
 
 
 def test_block_grouping_is_one_row_per_unit():
