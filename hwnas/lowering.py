@@ -84,12 +84,12 @@ def unit_graph_ops(ops: tuple[OpSpec, ...], c: int, h: int, w: int, prefix: str 
     """The unit's ops with shapes, for an input of ``c`` x ``h`` x ``w`` in tensor
     ``first``; op i writes tensor ``first + i + 1``."""
     out, cur = [], first
-    for s in ops:
-        name = f"{prefix}.{s.name}" if s.name and prefix else (s.name or prefix)
-        op = Op(name, s.kind, h, w, c, s.out_c, s.kernel, s.stride,
-                inputs=(cur, first) if s.residual else (cur,), output=cur + 1)
+    for name, kind, out_c, kernel, stride, residual in ops:
+        name = f"{prefix}.{name}" if name and prefix else (name or prefix)
+        op = Op(name, kind, h, w, c, out_c, kernel, stride,
+                inputs=(cur, first) if residual else (cur,), output=cur + 1)
         out.append(op)
-        cur, c, h, w = cur + 1, s.out_c, op.out_h, op.out_w
+        cur, c, h, w = cur + 1, out_c, op.out_h, op.out_w
     return out
 
 
