@@ -17,8 +17,8 @@ import numpy as np
 
 from hardware.spec import load_spec
 from hwnas.estimator import Estimator
-from hwnas.estimator.evaluate import heldout_networks
-from hwnas.profile import simulate_arch
+from hwnas.estimator.scoring import heldout_networks
+from hwnas.simulation import simulate_arch
 
 SPACES = [{"resolution": 32, "in_channels": 1},
           {"resolution": 96, "in_channels": 3, "classes": 2, "stages": 224, "stem_stride": 2},

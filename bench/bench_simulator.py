@@ -17,7 +17,7 @@ from hardware.graph import Op
 from hardware.simulator import simulate_op
 from hardware.spec import load_spec
 from hwnas.lowering import kernels
-from hwnas.profile import simulate_arch
+from hwnas.simulation import simulate_arch
 from hwnas.registry import REFERENCES, reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests/

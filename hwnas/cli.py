@@ -26,7 +26,7 @@ def simulate_op(*args, **kwargs):
 
 
 def simulate_arch(*args, **kwargs):
-    from hwnas.profile import simulate_arch as run
+    from hwnas.simulation import simulate_arch as run
 
     return run(*args, **kwargs)
 
@@ -324,7 +324,7 @@ def train_estimator(
 ):
     """Fit the per-kind LightGBM models on a microbenchmark table and save them."""
     from hwnas.estimator.microbench import MicrobenchError, read_table
-    from hwnas.estimator.model import TrainConfig, file_hash
+    from hwnas.estimator.model import LightGBMConfig, file_hash
     from hwnas.estimator.train import train
 
     try:
@@ -341,7 +341,7 @@ def train_estimator(
                 fail(f"{table}: measured with {field}={data[field].iloc[0]:g}, but "
                      f"{spec.name} has {value:g}; pass the matching --hardware")
     path = out or Path("models/estimator") / (spec.name if backend == "sim" else "cpu")
-    manifest = train(data, spec, backend, TrainConfig(n_estimators=n_estimators), path,
+    manifest = train(data, spec, backend, LightGBMConfig(n_estimators=n_estimators), path,
                      file_hash(table))
     typer.echo(f"{len(manifest['kinds'])} models ({', '.join(manifest['kinds'])}) -> {path}")
 

@@ -42,7 +42,7 @@ class EvaluateError(ValueError):
 def measure(archs: dict[str, ArchSpec], spec, estimate: Callable | None = None) -> dict[str, dict]:
     """Name -> simulated figures (``SIM_KEYS``) plus, with ``estimate`` (an
     ``Estimator.estimate``), its latency/memory and relative errors against the simulator."""
-    from hwnas.profile import simulate_arch
+    from hwnas.simulation import simulate_arch
 
     names = list(archs)
     out = {}
@@ -68,7 +68,7 @@ def measure(archs: dict[str, ArchSpec], spec, estimate: Callable | None = None) 
 
 def simulate_latencies(archs: Sequence[str], spec) -> dict[str, float]:
     """Simulated latency (ms) per unique architecture string."""
-    from hwnas.profile import simulate_arch
+    from hwnas.simulation import simulate_arch
 
     out = {}
     for text in dict.fromkeys(archs):

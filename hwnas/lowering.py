@@ -1,83 +1,118 @@
 """Lower an architecture to the op graph the accelerator runs, and cost it.
 
-``to_graph(arch)`` is hardware-agnostic; ``kernels(arch, spec)`` fuses it by the
-spec's rules. Memory is computed from the graph: parameter bytes plus the peak of
-live activation bytes over the execution order.
+What each unit (stem, block, head) is made of is defined once here, as ``OpSpec``
+tuples (``stem_ops``, ``block_ops``, ``HEAD_OPS``); ``unit_graph_ops`` gives them shapes.
+``to_graph(arch)`` chains them into a graph, the estimator's vectorized
+``hwnas.estimator.decompose`` tabulates the same ops, and the microbenchmark sampler
+sums their MACs. ``kernels(arch, spec)`` fuses the graph by the spec's rules. Memory is
+computed from the graph: parameter bytes plus the peak of live activation bytes over
+the execution order.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from math import ceil
+from typing import Callable, NamedTuple
 
 from hardware.graph import Graph, Kernel, Op, fuse, macs, param_count, peak_live_elements
 from hardware.spec import HardwareSpec
-from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead
+from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead, StemSpec
 
 
-class _Builder:
-    """Appends ops while tracking the current tensor and its shape."""
+class OpSpec(NamedTuple):
+    """One op of a unit; its input is the previous op's output (the unit's input first)."""
 
-    def __init__(self, channels: int, height: int, width: int):
-        self.ops: list[Op] = []
-        self.tensors: list[int] = [channels * height * width]
-        self.cur, self.c, self.h, self.w = 0, channels, height, width
-
-    def op(self, name: str, kind: str, out_c: int, kernel: int = 1, stride: int = 1,
-           extra_input: int | None = None) -> int:
-        inputs = (self.cur,) if extra_input is None else (self.cur, extra_input)
-        op = Op(name, kind, self.h, self.w, self.c, out_c, kernel, stride,
-                inputs=inputs, output=len(self.tensors))
-        self.ops.append(op)
-        self.tensors.append(op.out_elements)
-        self.cur, self.c, self.h, self.w = op.output, out_c, op.out_h, op.out_w
-        return op.output
-
-    def graph(self) -> Graph:
-        return Graph(tuple(self.ops), tuple(self.tensors))
+    name: str        # within the unit; "" names the op after the unit itself
+    kind: str        # conv | depthwise | fc | add | pool
+    out_c: int
+    kernel: int = 1
+    stride: int = 1
+    residual: bool = False  # also reads the unit's input (the skip connection)
 
 
-def _lower_block(g: _Builder, b: BlockSpec, prefix: str) -> None:
-    skip, in_c = g.cur, g.c
+def stem_ops(stem: StemSpec) -> tuple[OpSpec, ...]:
+    return (OpSpec("", "conv", stem.out, stem.kernel, stem.stride),)
+
+
+def block_ops(b: BlockSpec, in_c: int) -> tuple[OpSpec, ...]:
     mid = b.mid(in_c)
     if b.type == "ibn":
-        if b.expand != 1:
-            g.op(f"{prefix}.expand", "conv", mid)
-        g.op(f"{prefix}.dw", "depthwise", mid, b.kernel, b.stride)
-        g.op(f"{prefix}.project", "conv", b.out)
+        ops = (OpSpec("expand", "conv", mid),) if b.expand != 1 else ()
+        ops += (OpSpec("dw", "depthwise", mid, b.kernel, b.stride), OpSpec("project", "conv", b.out))
     elif b.type == "fused_ibn":
-        g.op(f"{prefix}.fused", "conv", mid, b.kernel, b.stride)
-        g.op(f"{prefix}.project", "conv", b.out)
+        ops = (OpSpec("fused", "conv", mid, b.kernel, b.stride), OpSpec("project", "conv", b.out))
     else:
-        g.op(f"{prefix}.conv", "conv", b.out, b.kernel, b.stride)
+        ops = (OpSpec("conv", "conv", b.out, b.kernel, b.stride),)
     if b.residual(in_c):
-        g.op(f"{prefix}.add", "add", b.out, extra_input=skip)
+        ops += (OpSpec("add", "add", b.out, residual=True),)
+    return ops
 
 
-def _lower_classification(g: _Builder, head: ClassificationHead) -> None:
-    if head.features:
-        g.op("head.conv", "conv", head.features)
-    g.op("head.pool", "pool", g.c)
-    g.op("head.fc", "fc", head.classes)
+def _classification_ops(head: ClassificationHead, in_c: int) -> tuple[OpSpec, ...]:
+    c = head.features or in_c
+    conv = (OpSpec("conv", "conv", head.features),) if head.features else ()
+    return conv + (OpSpec("pool", "pool", c), OpSpec("fc", "fc", head.classes))
 
 
-HEAD_LOWERING = {"classification": _lower_classification}
+# Keyed by ``head.task``: a new task's head adds an entry here.
+HEAD_OPS: dict[str, Callable[..., tuple[OpSpec, ...]]] = {"classification": _classification_ops}
+
+Unit = StemSpec | BlockSpec | ClassificationHead
+
+
+def unit_ops(unit: Unit, in_c: int) -> tuple[OpSpec, ...]:
+    if isinstance(unit, BlockSpec):
+        return block_ops(unit, in_c)
+    if isinstance(unit, StemSpec):
+        return stem_ops(unit)
+    return HEAD_OPS[unit.task](unit, in_c)
+
+
+def units(arch: ArchSpec) -> tuple[Unit, ...]:
+    """The units in execution order: the stem, each block, the head."""
+    return (arch.stem, *arch.blocks, arch.head)
+
+
+def unit_name(unit: int, n_units: int) -> str:
+    if unit == 0:
+        return "stem"
+    return "head" if unit == n_units - 1 else f"blocks.{unit - 1}"
+
+
+def unit_graph_ops(ops: tuple[OpSpec, ...], c: int, h: int, w: int, prefix: str = "",
+                   first: int = 0) -> list[Op]:
+    """The unit's ops with shapes, for an input of ``c`` x ``h`` x ``w`` in tensor
+    ``first``; op i writes tensor ``first + i + 1``."""
+    out, cur = [], first
+    for name, kind, out_c, kernel, stride, residual in ops:
+        name = f"{prefix}.{name}" if name and prefix else (name or prefix)
+        op = Op(name, kind, h, w, c, out_c, kernel, stride,
+                inputs=(cur, first) if residual else (cur,), output=cur + 1)
+        out.append(op)
+        cur, c, h, w = cur + 1, out_c, op.out_h, op.out_w
+    return out
+
+
+def _graph(ops: list[Op], in_elements: int) -> Graph:
+    return Graph(tuple(ops), (in_elements,) + tuple(op.out_elements for op in ops))
 
 
 def to_graph(arch: ArchSpec) -> Graph:
     i = arch.input
-    g = _Builder(i.channels, i.height, i.width)
-    g.op("stem", "conv", arch.stem.out, arch.stem.kernel, arch.stem.stride)
-    for n, block in enumerate(arch.blocks):
-        _lower_block(g, block, f"blocks.{n}")
-    HEAD_LOWERING[arch.head.task](g, arch.head)
-    return g.graph()
+    c, h, w = i.channels, i.height, i.width
+    ops: list[Op] = []
+    parts = units(arch)
+    for u, unit in enumerate(parts):
+        new = unit_graph_ops(unit_ops(unit, c), c, h, w, unit_name(u, len(parts)), len(ops))
+        ops += new
+        c, h, w = new[-1].out_c, new[-1].out_h, new[-1].out_w
+    return _graph(ops, i.channels * i.height * i.width)
 
 
 def block_graph(block: BlockSpec, in_channels: int, height: int, width: int) -> Graph:
     """One block alone, as the microbenchmarks measure it."""
-    g = _Builder(in_channels, height, width)
-    _lower_block(g, block, "block")
-    return g.graph()
+    ops = unit_graph_ops(block_ops(block, in_channels), in_channels, height, width, "block")
+    return _graph(ops, in_channels * height * width)
 
 
 def kernels(arch: ArchSpec, spec: HardwareSpec) -> list[Kernel]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from hardware.spec import load_spec
 from hwnas.params import load_params, section
-from hwnas.profile import simulate_arch
+from hwnas.simulation import simulate_arch
 from hwnas.registry import REFERENCES, reference
 
 OUT = Path("results/references")

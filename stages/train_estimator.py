@@ -15,7 +15,7 @@ from rich.progress import Progress
 from hardware.spec import load_spec
 from hwnas import tracking
 from hwnas.estimator.microbench import read_table
-from hwnas.estimator.model import Estimator, TrainConfig, file_hash
+from hwnas.estimator.model import Estimator, LightGBMConfig, file_hash
 from hwnas.estimator.train import (EvalConfig, config_from, evaluate, flat_metrics, train,
                                    write_metrics)
 from hwnas.params import load_params, section
@@ -44,7 +44,7 @@ def run(backend: str, params: dict | None = None) -> dict:
     data = table_path(backend, spec.name)
     table = read_table(data)
     out_dir, res_dir = MODELS / hw, RESULTS / hw
-    tcfg = config_from(TrainConfig, {**p, "seed": p["seed"]})
+    tcfg = config_from(LightGBMConfig, {**p, "seed": p["seed"]})
     ecfg = config_from(EvalConfig, p)
     threads = params_for(backend, params).get("threads") if backend == "cpu" else None
     with tracking.run(f"train_estimator[{hw}]", params={**{k: v for k, v in p.items()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -14,14 +16,14 @@ import pytest
 from hardware.graph import fuse, residency
 from hardware.spec import load_spec
 from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead, InputSpec, StemSpec, encode
-from hwnas.estimator import Estimator, EstimatorError, TrainConfig
-from hwnas.estimator.decompose import decompose, feature_names, network_memory
-from hwnas.estimator.evaluate import accuracy
+from hwnas.estimator import Estimator, EstimatorError, LightGBMConfig
+from hwnas.estimator.decompose import ROLE_HEAD, decompose, feature_names, network_memory
 from hwnas.estimator.microbench import (MicrobenchConfig, MicrobenchError, read_table,
                                         run_microbench, time_module, unit_module)
 from hwnas.estimator.sampling import random_sample
+from hwnas.estimator.scoring import error_metrics
 from hwnas.estimator.train import train
-from hwnas.lowering import static_cost, to_graph
+from hwnas.lowering import HEAD_OPS, OpSpec, static_cost, to_graph
 from hwnas.registry import REFERENCES, reference
 from hwnas.space import BASE_STAGES_224, SpaceConfig, curated_space, uncurated_space
 
@@ -66,6 +68,23 @@ def test_decompose_matches_graph_fusion_and_residency(spec_name):
         assert (params_b[n], peak_b[n]) == (cost.params_bytes, cost.peak_activation_bytes)
 
 
+def test_a_new_head_task_lowers_through_both_paths(monkeypatch):
+    """The graph and the vectorized table take a head's ops from the same registry."""
+    @dataclass(frozen=True)
+    class ToyHead:
+        task: ClassVar[str] = "toy"
+        classes: int = 5
+
+    monkeypatch.setitem(HEAD_OPS, "toy", lambda head, in_c: (OpSpec("conv", "conv", head.classes),))
+    arch = replace(reference("mobilenetv2_32"), head=ToyHead())
+    g = to_graph(arch)
+    assert g.ops[-1].name == "head.conv" and g.ops[-1].out_c == 5
+    df = decompose([arch], SPEC)
+    assert list(df["kind"].astype(str)) == [k.kind for k in fuse(g, SPEC.fusion)]
+    assert df["macs"].sum() == sum(op.macs for op in g.ops)
+    assert df["role"].iloc[-1] == ROLE_HEAD
+
+
 def test_block_grouping_is_one_row_per_unit():
     arch = reference("mobilenetv2_32")
     df = decompose([arch], None, "block")
@@ -83,7 +102,7 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("est")
     table.to_parquet(root / "mb.parquet")
     out = root / "neural-engine-32"
-    train(table, SPEC, "sim", TrainConfig(n_estimators=40, linear_tree=True), out, "test")
+    train(table, SPEC, "sim", LightGBMConfig(n_estimators=40, linear_tree=True), out, "test")
     return table, out
 
 
@@ -114,7 +133,7 @@ def test_saved_estimator_files_and_manifest(tiny):
 
 
 def test_estimate_records_match_simulate_keys(tiny):
-    from hwnas.profile import simulate_arch
+    from hwnas.simulation import simulate_arch
 
     _, out = tiny
     est = Estimator.load(out, SPEC)
@@ -255,8 +274,8 @@ def test_calibration_fits_network_overhead():
     assert cal["rmspe_after"] < 1e-9
 
 
-def test_accuracy_metrics():
-    m = accuracy(np.array([1.0, 2.08, 3.5]), np.array([1.0, 2.0, 3.0]))
+def test_error_metrics():
+    m = error_metrics(np.array([1.0, 2.08, 3.5]), np.array([1.0, 2.0, 3.0]))
     assert m["within_5pct"] == pytest.approx(2 / 3) and m["within_10pct"] == pytest.approx(2 / 3)
     assert m["spearman"] == pytest.approx(1.0)
     assert m["rmspe"] == pytest.approx(np.sqrt((0 + 0.04 ** 2 + (0.5 / 3) ** 2) / 3))

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from hardware.spec import load_spec
 from hwnas.arch import from_json
 from hwnas.cli import app
-from hwnas.estimator import TrainConfig
+from hwnas.estimator import LightGBMConfig
 from hwnas.estimator.microbench import MicrobenchConfig, run_microbench
 from hwnas.estimator.train import train
 from hwnas.expert import FuseIBN, rule_to_json
@@ -22,7 +22,7 @@ def estimator_dir(tmp_path_factory):
                            spaces=[{"resolution": 224, "in_channels": 3, "classes": 1000,
                                     "stages": 224, "stem_stride": 2}])
     out = tmp_path_factory.mktemp("est") / SPEC.name
-    train(run_microbench(cfg, SPEC), SPEC, "sim", TrainConfig(n_estimators=40), out, "test")
+    train(run_microbench(cfg, SPEC), SPEC, "sim", LightGBMConfig(n_estimators=40), out, "test")
     return out
 
 

@@ -191,7 +191,7 @@ def test_depth_and_fused_flags(space, archs):
 
 def test_measure_simulates_and_scores_the_estimator(spec, archs):
     def estimate(items):  # a fake estimator 10% slow and exact on memory
-        from hwnas.profile import simulate_arch
+        from hwnas.simulation import simulate_arch
         return [{"latency_ms": 1.1 * (s := simulate_arch(a, spec, per_kernel=False))["latency_ms"],
                  "memory_bytes": s["memory_bytes"], "out_of_range": []} for a in items]
 

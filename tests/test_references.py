@@ -8,7 +8,7 @@ from hardware.spec import load_spec
 from hwnas.arch import InputSpec, decode, encode
 from hwnas.lowering import static_cost
 from hwnas.model import build_model, folded_param_count
-from hwnas.profile import simulate_arch
+from hwnas.simulation import simulate_arch
 from hwnas.registry import REFERENCES, reference
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from hardware.spec import load_spec
 from hwnas.arch import encode
-from hwnas.profile import simulate_arch
+from hwnas.simulation import simulate_arch
 from hwnas.search.evolution import Constraints, non_dominated, pareto_mask, search
 from hwnas.search.genome import from_arch, genes, random_genome, to_arch
 from hwnas.space import SpaceConfig, curated_space, uncurated_space

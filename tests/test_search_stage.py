@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hardware.spec import load_spec
-from hwnas.profile import simulate_arch
+from hwnas.simulation import simulate_arch
 from hwnas.search.evolution import Constraints
 from hwnas.search.genome import from_arch
 from hwnas.search.objectives import (SearchInputError, check_feasible, make_evaluator,

@@ -6,7 +6,7 @@ from hardware.simulator import gemm_cycles, simulate_graph, simulate_op
 from hardware.spec import load_spec, spec_from_dict
 from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead, InputSpec, StemSpec
 from hwnas.lowering import block_graph, kernels, static_cost
-from hwnas.profile import simulate_arch
+from hwnas.simulation import simulate_arch
 from hwnas.registry import REFERENCES, reference
 
 SPEC = load_spec()

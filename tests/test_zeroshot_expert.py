@@ -11,7 +11,7 @@ from hardware.spec import load_spec
 from hwnas.expert import (AlignChannels, EvenChannels, FuseIBN, PinBlockType, ReplaceDepthwise,
                           apply_rules, block_scales, learn_rules, parse_rules)
 from hwnas.model import build_model
-from hwnas.profile import simulate_arch
+from hwnas.simulation import simulate_arch
 from hwnas.registry import reference
 from hwnas.search.zeroshot import PROXIES, naswot, score_all
 

@@ -1,8 +1,8 @@
 """Decompose batches of architectures into the kernels the device runs, with named features.
 
-This is a vectorized twin of ``hwnas.lowering.to_graph`` + ``hardware.graph.fuse`` +
-``hardware.graph.residency``: the ops of every network in a batch go into flat numpy
-arrays, fusion and SRAM residency are decided with array operations, and each kernel
+This is a vectorized twin of ``hardware.graph.fuse`` + ``hardware.graph.residency``:
+the ops of every network in a batch (from ``hwnas.lowering``'s unit definitions) go into
+flat numpy arrays, fusion and SRAM residency are decided with array operations, and each kernel
 becomes one row of named features (shapes, MACs, bytes moved, ceil-utilization against
 the MAC array and vector lanes, residency, the spec's own fields). It never touches the
 simulator; ``tests/test_estimator.py`` checks it against the graph code op for op.
@@ -15,6 +15,7 @@ Two groupings:
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from itertools import chain
 from typing import Iterable
 
@@ -23,7 +24,8 @@ import pandas as pd
 
 from hardware.graph import RESIDENT_SRAM_SHARE
 from hardware.spec import OP_KINDS, HardwareSpec
-from hwnas.arch import ArchSpec
+from hwnas.arch import ArchSpec, BlockSpec, StemSpec
+from hwnas.lowering import unit_graph_ops, unit_ops, units
 
 CONV, DEPTHWISE, FC, ADD, POOL = (OP_KINDS.index(k) for k in ("conv", "depthwise", "fc", "add", "pool"))
 _BASE = len(OP_KINDS) + 1  # kind codes: sum of (kind + 1) * _BASE ** position
@@ -64,57 +66,63 @@ def kind_name(code: int) -> str:
     return "+".join(parts)
 
 
-def _lower(arch: ArchSpec, net: int, rows: list) -> None:
-    """Append one row per op: (net, unit, role, kind, in_h, in_w, in_c, out_c, k, s, skip_back).
+# Columns of one op's row in ``_unit_rows`` (``op_table`` adds ``net`` and ``unit``).
+_ROW = ("role", "kind", "in_h", "in_w", "in_c", "out_c", "k", "s", "skip_back")
+_ROLES = {StemSpec: ROLE_STEM, BlockSpec: ROLE_BLOCK}  # any other unit is a head
+_KIND_CODES = {k: i for i, k in enumerate(OP_KINDS)}
 
-    Mirrors hwnas.lowering exactly; ``skip_back`` > 0 on an add is how many ops back the
-    op writing its skip tensor sits."""
-    i = arch.input
-    h, w, c = i.height, i.width, i.channels
-    s = arch.stem
-    rows.append((net, 0, ROLE_STEM, CONV, h, w, c, s.out, s.kernel, s.stride, 0))
-    h, w, c = -(-h // s.stride), -(-w // s.stride), s.out
-    for u, b in enumerate(arch.blocks, 1):
-        n0 = len(rows)
-        mid = max(1, round(c * b.expand))
-        h2, w2 = -(-h // b.stride), -(-w // b.stride)
-        if b.type == "ibn":
-            if b.expand != 1:
-                rows.append((net, u, ROLE_BLOCK, CONV, h, w, c, mid, 1, 1, 0))
-                rows.append((net, u, ROLE_BLOCK, DEPTHWISE, h, w, mid, mid, b.kernel, b.stride, 0))
-            else:
-                rows.append((net, u, ROLE_BLOCK, DEPTHWISE, h, w, c, mid, b.kernel, b.stride, 0))
-            rows.append((net, u, ROLE_BLOCK, CONV, h2, w2, mid, b.out, 1, 1, 0))
-        elif b.type == "fused_ibn":
-            rows.append((net, u, ROLE_BLOCK, CONV, h, w, c, mid, b.kernel, b.stride, 0))
-            rows.append((net, u, ROLE_BLOCK, CONV, h2, w2, mid, b.out, 1, 1, 0))
-        else:
-            rows.append((net, u, ROLE_BLOCK, CONV, h, w, c, b.out, b.kernel, b.stride, 0))
-        if b.type != "conv" and b.stride == 1 and c == b.out:
-            rows.append((net, u, ROLE_BLOCK, ADD, h2, w2, b.out, b.out, 1, 1, len(rows) - n0 + 1))
-        h, w, c = h2, w2, b.out
-    u = len(arch.blocks) + 1
-    head = arch.head
-    if head.task != "classification":  # pragma: no cover - only classification lowers today
-        raise ValueError(f"no lowering for head task {head.task!r}")
-    if head.features:
-        rows.append((net, u, ROLE_HEAD, CONV, h, w, c, head.features, 1, 1, 0))
-        c = head.features
-    rows.append((net, u, ROLE_HEAD, POOL, h, w, c, c, 1, 1, 0))
-    rows.append((net, u, ROLE_HEAD, FC, 1, 1, c, head.classes, 1, 1, 0))
+
+@lru_cache(maxsize=1 << 16)
+def _unit_rows(unit, c: int, h: int, w: int) -> tuple[tuple[int, ...], int, int, int, int]:
+    """One unit's ops at an input shape, from ``hwnas.lowering``: its rows (``_ROW``,
+    flattened), op count and output shape. Cached: a batch repeats few (unit, shape)
+    pairs. ``skip_back`` > 0 on an add is how many ops back its skip tensor's writer sits."""
+    ops = unit_graph_ops(unit_ops(unit, c), c, h, w)
+    role = _ROLES.get(type(unit), ROLE_HEAD)
+    rows = chain.from_iterable(
+        (role, _KIND_CODES[op.kind], op.in_h, op.in_w, op.in_c, op.out_c, op.kernel, op.stride,
+         op.output - op.inputs[1] if len(op.inputs) > 1 else 0) for op in ops)
+    last = ops[-1]
+    return tuple(rows), len(ops), last.out_c, last.out_h, last.out_w
 
 
 def op_table(archs: Iterable[ArchSpec]) -> dict[str, np.ndarray]:
-    rows: list = []
-    for n, arch in enumerate(archs):
-        _lower(arch, n, rows)
-    a = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=11 * len(rows)).reshape(-1, 11)
-    return dict(zip(("net", "unit", "role", "kind", "in_h", "in_w", "in_c", "out_c", "k", "s",
-                     "skip_back"), a.T))
+    """One row per op of every network, in execution order (columns ``net``, ``unit``
+    and ``_ROW``)."""
+    rows, n_ops, n_units = [], [], []
+    for arch in archs:
+        i = arch.input
+        c, h, w = i.channels, i.height, i.width
+        parts = units(arch)
+        for unit in parts:
+            r, n, c, h, w = _unit_rows(unit, c, h, w)
+            rows.append(r)
+            n_ops.append(n)
+        n_units.append(len(parts))
+    a = np.fromiter(chain.from_iterable(rows), dtype=np.int64).reshape(-1, len(_ROW))
+    n_units = np.array(n_units, dtype=np.int64)
+    first_unit = np.repeat(np.cumsum(n_units) - n_units, n_units)
+    net = np.repeat(np.repeat(np.arange(len(n_units)), n_units), n_ops)
+    unit = np.repeat(np.arange(len(first_unit)) - first_unit, n_ops)
+    return {"net": net, "unit": unit, **dict(zip(_ROW, a.T))}
 
 
 def _ceil_div(a, b):
     return -(-a // b)
+
+
+def _op_sizes(o: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Output height and width, input and output elements, and parameters of each op
+    of an ``op_table`` (the rules of ``hardware.graph.Op``)."""
+    kind, in_c, out_c, k = o["kind"], o["in_c"], o["out_c"], o["k"]
+    flat = (kind == POOL) | (kind == FC)  # pool and fc collapse to 1x1
+    out_h = np.where(flat, 1, _ceil_div(o["in_h"], o["s"]))
+    out_w = np.where(flat, 1, _ceil_div(o["in_w"], o["s"]))
+    in_el = o["in_h"] * o["in_w"] * in_c
+    out_el = out_h * out_w * out_c
+    params = np.select([kind == CONV, kind == DEPTHWISE, kind == FC],
+                       [k * k * in_c * out_c + out_c, k * k * out_c + out_c, in_c * out_c + out_c], 0)
+    return out_h, out_w, in_el, out_el, params
 
 
 def decompose(archs: list[ArchSpec], spec: HardwareSpec | None, grouping: str = "kernel",
@@ -137,13 +145,8 @@ def decompose(archs: list[ArchSpec], spec: HardwareSpec | None, grouping: str = 
     idx = np.arange(n_ops)
     is_add = kind == ADD
     skip_src = np.where(is_add, idx - o["skip_back"], -1)
-    # Output shapes (pool and fc collapse to 1x1).
-    flat = (kind == POOL) | (kind == FC)
-    out_h = np.where(flat, 1, _ceil_div(in_h, s))
-    out_w = np.where(flat, 1, _ceil_div(in_w, s))
+    out_h, out_w, in_el, out_el, params = _op_sizes(o)
     pixels = out_h * out_w
-    in_el = in_h * in_w * in_c
-    out_el = pixels * out_c
     is_skip_src = np.zeros(n_ops, bool)
     is_skip_src[skip_src[is_add]] = True
     same_net = np.r_[False, net[1:] == net[:-1]]
@@ -177,7 +180,7 @@ def decompose(archs: list[ArchSpec], spec: HardwareSpec | None, grouping: str = 
     f["kind"] = pd.Categorical.from_codes(
         np.searchsorted(np.array(sorted(names)), code), [names[c] for c in sorted(names)])
     net_start = np.flatnonzero(new_net)
-    op_base = net_start[net[idx]] if n_ops else idx
+    op_base = net_start[net]
     f["first_op"] = starts - op_base[starts]
     f["last_op"] = ends - op_base[starts]
     f["in_h"], f["in_w"], f["in_c"] = in_h[starts], in_w[starts], in_c[starts]
@@ -193,8 +196,6 @@ def decompose(archs: list[ArchSpec], spec: HardwareSpec | None, grouping: str = 
                      [conv_macs, pixels * out_c * k * k, in_c * out_c], 0)
     gemm = (kind == CONV) | (kind == FC)
     vec_el = np.select([is_add, kind == POOL], [out_el, in_el], 0)
-    params = np.select([kind == CONV, kind == DEPTHWISE, kind == FC],
-                       [k * k * in_c * out_c + out_c, k * k * out_c + out_c, in_c * out_c + out_c], 0)
     f["macs"] = np.add.reduceat(macs, starts)
     f["gemm_macs"] = np.add.reduceat(np.where(gemm, macs, 0), starts)
     f["dw_macs"] = np.add.reduceat(np.where(kind == DEPTHWISE, macs, 0), starts)
@@ -285,19 +286,10 @@ def network_memory(archs: list[ArchSpec], bytes_per_element: int,
     if len(o["net"]) == 0:
         return np.zeros(n, np.int64), np.zeros(n, np.int64)
     kind, net = o["kind"], o["net"]
-    in_c, out_c, k = o["in_c"], o["out_c"], o["k"]
-    flat = (kind == POOL) | (kind == FC)
-    out_h = np.where(flat, 1, _ceil_div(o["in_h"], o["s"]))
-    out_w = np.where(flat, 1, _ceil_div(o["in_w"], o["s"]))
-    in_el = o["in_h"] * o["in_w"] * in_c
-    out_el = out_h * out_w * out_c
-    params = np.select([kind == CONV, kind == DEPTHWISE, kind == FC],
-                       [k * k * in_c * out_c + out_c, k * k * out_c + out_c, in_c * out_c + out_c], 0)
+    _, _, in_el, out_el, params = _op_sizes(o)
     # A residual block's skip tensor (its input) is held from the block's second op
     # through its add; the add reads it directly.
-    idx = np.arange(len(kind))
     is_add = kind == ADD
-    pending = np.zeros(len(kind), np.int64)
     add_idx = np.flatnonzero(is_add)
     first = add_idx - o["skip_back"][add_idx] + 1  # the block's first op
     skip_el = in_el[first]
@@ -307,7 +299,6 @@ def network_memory(archs: list[ArchSpec], bytes_per_element: int,
     np.add.at(delta, add_idx, -skip_el)
     pending = np.cumsum(delta)[:-1]
     held = np.where(is_add, 2 * in_el, in_el) + out_el + pending
-    del idx
     peak = np.zeros(n, np.int64)
     np.maximum.at(peak, net, held)
     params_n = np.bincount(net, weights=params, minlength=n).astype(np.int64)

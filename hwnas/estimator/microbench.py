@@ -69,8 +69,7 @@ class MicrobenchConfig:
 def measure_sim(samples: list[Sample], rows: pd.DataFrame, spec: HardwareSpec, repeats: int,
                 noise: float, seed: int) -> np.ndarray:
     """Latency (ms) of each kernel row, per repeat, from the noisy simulator."""
-    from hardware.graph import fuse
-    from hardware.simulator import simulate_kernels
+    from hardware.simulator import simulate_graph
     from hwnas.lowering import to_graph
 
     out = np.empty((len(rows), repeats))
@@ -81,9 +80,8 @@ def measure_sim(samples: list[Sample], rows: pd.DataFrame, spec: HardwareSpec, r
         while end < len(nets) and nets[end] == i:
             end += 1
         graph = to_graph(s.arch)
-        ks = fuse(graph, spec.fusion)
         for r in range(repeats):
-            res = simulate_kernels(graph, ks, spec, noise, seed=seed * 1_000_003 + i * repeats + r)
+            res = simulate_graph(graph, spec, noise, seed=seed * 1_000_003 + i * repeats + r)
             for j in range(start, end):
                 out[j, r] = res.kernels[positions[j]].latency_ms
         start = end
@@ -139,6 +137,15 @@ def time_module(module, shape, repeats: int, warmup: int = 2, min_repeat_ms: flo
     return times
 
 
+def time_network(arch, repeats: int, warmup: int = 2, min_repeat_ms: float = 2.0,
+                 clock: str = "thread") -> list[float]:
+    """``time_module`` on the whole PyTorch network of ``arch`` (batch 1)."""
+    from hwnas.model import build_model
+
+    shape = (1, arch.input.channels, arch.input.height, arch.input.width)
+    return time_module(build_model(arch), shape, repeats, warmup, min_repeat_ms, clock)
+
+
 def measure_cpu(samples: list[Sample], rows: pd.DataFrame, repeats: int, warmup: int,
                 min_repeat_ms: float, clock: str = "thread") -> np.ndarray:
     out = np.empty((len(rows), repeats))
@@ -154,13 +161,9 @@ NETWORK_KIND = "network"  # rows timing a whole network (calibration), not a uni
 
 def measure_networks(archs, cfg: MicrobenchConfig, first_id: int, progress=None) -> pd.DataFrame:
     """Whole PyTorch networks timed like the units: one row per network and repeat."""
-    from hwnas.model import build_model
-
     rows = []
     for n, a in enumerate(archs):
-        shape = (1, a.input.channels, a.input.height, a.input.width)
-        times = time_module(build_model(a), shape, cfg.repeats, cfg.warmup,
-                            cfg.min_repeat_ms, cfg.clock)
+        times = time_network(a, cfg.repeats, cfg.warmup, cfg.min_repeat_ms, cfg.clock)
         rows += [{"sample": first_id + n, "round": 3, "source": "calibration", "arch": encode(a),
                   "role": -1, "kind": NETWORK_KIND, "kernel_index": 0, "repeat": r,
                   "latency_ms": t} for r, t in enumerate(times)]
@@ -190,7 +193,7 @@ def unit_rows(samples: list[Sample], spec: HardwareSpec | None, grouping: str) -
     return df[df["unit"].to_numpy() == target[df["net"].to_numpy()]].reset_index(drop=True)
 
 
-def measure(samples: list[Sample], cfg: MicrobenchConfig, spec: HardwareSpec | None,
+def measure_units(samples: list[Sample], cfg: MicrobenchConfig, spec: HardwareSpec | None,
             first_id: int, round_no: int) -> pd.DataFrame:
     """Measure samples; long table with one row per (sample, kernel, repeat)."""
     grouping = GROUPING[cfg.backend]
@@ -221,7 +224,7 @@ def _measure_within(samples: list[Sample], cfg, spec, first_id: int, round_no: i
         if time.monotonic() > deadline:
             break
         batch = samples[lo:lo + chunk]
-        parts.append(measure(batch, cfg, spec, first_id + lo, round_no))
+        parts.append(measure_units(batch, cfg, spec, first_id + lo, round_no))
         if progress:
             progress(len(batch))
     return parts
@@ -230,7 +233,7 @@ def _measure_within(samples: list[Sample], cfg, spec, first_id: int, round_no: i
 def adaptive_targets(table: pd.DataFrame, features: list[str], top: float, seed: int,
                      n_estimators: int = 150) -> np.ndarray:
     """Sample ids of round-1 units whose out-of-fold prediction error is highest."""
-    from hwnas.estimator.model import TrainConfig, fit_models, predict_rows, training_frame
+    from hwnas.estimator.model import LightGBMConfig, fit_models, predict_rows, training_frame
 
     frame = training_frame(table)
     ids = frame["sample"].unique()
@@ -239,7 +242,7 @@ def adaptive_targets(table: pd.DataFrame, features: list[str], top: float, seed:
     f = frame["sample"].map(fold).to_numpy()
     pred = np.full(len(frame), np.nan)
     # One thread: OpenMP threads spinning on a shared, busy machine slow the fit badly.
-    cfg = TrainConfig(n_estimators=n_estimators, seed=seed, num_threads=1)
+    cfg = LightGBMConfig(n_estimators=n_estimators, seed=seed, num_threads=1)
     for k in (0, 1):
         models = fit_models(frame[f != k], features, cfg)
         test = frame[f == k]

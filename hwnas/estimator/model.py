@@ -21,6 +21,7 @@ import pandas as pd
 from hardware.spec import HardwareSpec
 from hwnas.arch import ArchSpec, encode
 from hwnas.estimator.decompose import RANGE_FEATURES, decompose, network_memory, op_table
+from hwnas.lowering import unit_name
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -32,7 +33,7 @@ class EstimatorError(ValueError):
 
 
 @dataclass
-class TrainConfig:
+class LightGBMConfig:
     n_estimators: int = 200
     learning_rate: float = 0.1
     num_leaves: int = 15
@@ -64,7 +65,7 @@ def training_frame(table: pd.DataFrame) -> pd.DataFrame:
     return first
 
 
-def fit_models(frame: pd.DataFrame, features: list[str], cfg: TrainConfig) -> dict:
+def fit_models(frame: pd.DataFrame, features: list[str], cfg: LightGBMConfig) -> dict:
     import lightgbm as lgb
 
     models = {}
@@ -145,7 +146,7 @@ def library_versions() -> dict:
 
 def save(models: dict, out_dir: Path, *, backend: str, grouping: str, features: list[str],
          frame: pd.DataFrame, spec: HardwareSpec | None, data_hash: str,
-         cfg: TrainConfig, bytes_per_element: int, host: dict | None = None,
+         cfg: LightGBMConfig, bytes_per_element: int, host: dict | None = None,
          calibration: dict | None = None) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,12 +170,6 @@ def save(models: dict, out_dir: Path, *, backend: str, grouping: str, features: 
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
-
-
-def _unit_name(unit: int, n_units: int) -> str:
-    if unit == 0:
-        return "stem"
-    return "head" if unit == n_units - 1 else f"blocks.{unit - 1}"
 
 
 class Estimator:
@@ -285,7 +280,7 @@ class Estimator:
         n_units = {i: len(a.blocks) + 2 for i, a in enumerate(archs)}
         for row in df[df["out_of_range"]].itertuples(index=False):
             net = int(row.net)
-            where = f"{_unit_name(int(row.unit), n_units[net])} ({row.kind})"
+            where = f"{unit_name(int(row.unit), n_units[net])} ({row.kind})"
             if row.kind not in self.ranges:
                 reasons.setdefault(net, []).append(f"{where}: no model for this kernel kind")
                 continue
@@ -328,7 +323,7 @@ class Estimator:
         if per_kernel:
             for i, part in df.groupby("net"):
                 records[int(i)]["kernels"] = [
-                    {"unit": _unit_name(int(r.unit), len(archs[int(i)].blocks) + 2),
+                    {"unit": unit_name(int(r.unit), len(archs[int(i)].blocks) + 2),
                      "kind": str(r.kind), "latency_ms": float(r.pred_ms),
                      "out_of_range": bool(r.out_of_range)}
                     for r in part.itertuples(index=False)]

@@ -21,6 +21,7 @@ from math import ceil
 import numpy as np
 
 from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead, InputSpec, StemSpec, validate
+from hwnas.lowering import block_ops, unit_graph_ops
 from hwnas.space import BASE_STAGES_32, BASE_STAGES_224, SpaceConfig, curated_space, uncurated_space
 
 # Limits of what the microbenchmarks cover (and the estimator is trained on).
@@ -107,15 +108,11 @@ def unit_of(arch: ArchSpec, u: int, source: str) -> Sample:
 
 
 def _macs_ok(block: BlockSpec, c: int, h: int, w: int, max_macs: float = MAX_BLOCK_MACS) -> bool:
-    mid = max(1, round(c * block.expand))
-    k2 = block.kernel ** 2
-    oh, ow = ceil(h / block.stride), ceil(w / block.stride)
-    if block.type == "conv":
-        macs = oh * ow * block.out * k2 * c
-    elif block.type == "fused_ibn":
-        macs = oh * ow * mid * k2 * c + oh * ow * mid * block.out
-    else:
-        macs = h * w * c * mid + oh * ow * mid * (k2 + block.out)
+    macs = sum(op.macs for op in unit_graph_ops(block_ops(block, c), c, h, w))
+    if block.type == "ibn" and block.expand == 1:
+        # Kept from the closed form this replaced, which also counted an expand conv that
+        # expand-1 blocks lack: dropping it changes which random shapes are drawn.
+        macs += h * w * c * block.mid(c)
     return macs <= max_macs
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 from hardware.spec import HardwareSpec
 from hwnas.estimator.decompose import feature_names
 from hwnas.estimator.microbench import GROUPING, MicrobenchConfig
-from hwnas.estimator.model import (Estimator, TrainConfig, fit_calibration, fit_models, save,
+from hwnas.estimator.model import (Estimator, LightGBMConfig, fit_calibration, fit_models, save,
                                    training_frame)
 
 
@@ -36,7 +36,7 @@ def host_info(threads: int | None = None) -> dict:
             "threads": threads if threads is not None else torch.get_num_threads()}
 
 
-def train(table: pd.DataFrame, spec: HardwareSpec | None, backend: str, cfg: TrainConfig,
+def train(table: pd.DataFrame, spec: HardwareSpec | None, backend: str, cfg: LightGBMConfig,
           out_dir: Path, data_hash: str, threads: int | None = None) -> dict:
     """Fit one model per kind on the table's median latencies and save them; returns the manifest."""
     grouping = GROUPING[backend]
@@ -69,11 +69,11 @@ def evaluate(est: Estimator, spec: HardwareSpec, backend: str, cfg: EvalConfig,
              plot_path: Path | None = None,
              progress: Callable[[int], None] | None = None) -> dict:
     """nn-Meter's metrics on networks the microbenchmarks never used, per kind and whole."""
-    from hwnas.estimator import evaluate as ev
+    from hwnas.estimator import scoring
     from hwnas.lowering import static_cost
 
-    archs, sources = ev.heldout_networks(spec, cfg.spaces, cfg.eval_networks, cfg.eval_seed,
-                                         cfg.references)
+    archs, sources = scoring.heldout_networks(spec, cfg.spaces, cfg.eval_networks, cfg.eval_seed,
+                                              cfg.references)
     records = est.estimate(archs)
     pred = np.array([np.nan if r["latency_ms"] is None else r["latency_ms"] for r in records])
     flops = np.array([r["flops"] for r in records], float)
@@ -82,24 +82,25 @@ def evaluate(est: Estimator, spec: HardwareSpec, backend: str, cfg: EvalConfig,
                      "sources": {s: sources.count(s) for s in dict.fromkeys(sources)},
                      "out_of_range_networks": int(sum(bool(r["out_of_range"]) for r in records))}
     if backend == "sim":
-        true, kernel_truth = ev.truth_sim(archs, spec)
+        true, kernel_truth = scoring.truth_sim(archs, spec)
         kf = est.kernel_frame(archs)
         kinds = {}
         for kind in sorted(kf["kind"].astype(str).unique()):
             m = (kf["kind"].astype(str) == kind).to_numpy()
-            kinds[kind] = ev.accuracy(kf["pred_ms"].to_numpy()[m],
-                                      kernel_truth["latency_ms"].to_numpy()[m])
+            kinds[kind] = scoring.error_metrics(kf["pred_ms"].to_numpy()[m],
+                                                kernel_truth["latency_ms"].to_numpy()[m])
         metrics["per_kind"] = kinds
         truth_name = "simulator, noise off"
     else:
         from hwnas.estimator.microbench import set_threads
 
         set_threads(cfg.threads)
-        true = ev.truth_cpu(archs, cfg.repeats, cfg.warmup, cfg.min_repeat_ms, progress, cfg.clock)
+        true = scoring.truth_cpu(archs, cfg.repeats, cfg.warmup, cfg.min_repeat_ms, progress,
+                                 cfg.clock)
         truth_name = f"measured on this CPU, {cfg.threads} thread(s), {cfg.clock} clock"
     metrics["truth"] = truth_name
-    metrics["network"] = ev.accuracy(pred, true)
-    metrics["network"]["flops_spearman"] = ev.spearman(flops, true)
+    metrics["network"] = scoring.error_metrics(pred, true)
+    metrics["network"]["flops_spearman"] = scoring.spearman(flops, true)
     # Memory comes from the graph: check the vectorized path against hwnas.lowering.
     bpe = est.bytes_per_element
     mem_err = []
@@ -111,14 +112,14 @@ def evaluate(est: Estimator, spec: HardwareSpec, backend: str, cfg: EvalConfig,
     by_source = {}
     for s in dict.fromkeys(sources):
         m = np.array([x == s for x in sources])
-        by_source[s] = ev.accuracy(pred[m], true[m])
+        by_source[s] = scoring.error_metrics(pred[m], true[m])
     metrics["by_source"] = by_source
     if plot_path is not None:
         n = metrics["network"]
-        ev.plot(pred, true, sources, plot_path,
-                f"{est.manifest['hardware']} ({truth_name}): {len(archs)} held-out networks\n"
-                f"±5%: {n['within_5pct']:.1%}  ±10%: {n['within_10pct']:.1%}  "
-                f"Spearman {n['spearman']:.4f} (FLOPs {n['flops_spearman']:.3f})")
+        scoring.plot(pred, true, sources, plot_path,
+                     f"{est.manifest['hardware']} ({truth_name}): {len(archs)} held-out networks\n"
+                     f"±5%: {n['within_5pct']:.1%}  ±10%: {n['within_10pct']:.1%}  "
+                     f"Spearman {n['spearman']:.4f} (FLOPs {n['flops_spearman']:.3f})")
     metrics["_predictions"] = pd.DataFrame({"name": [r["name"] for r in records],
                                             "source": sources, "true_ms": true,
                                             "pred_ms": pred, "flops": flops})
@@ -145,5 +146,5 @@ def flat_metrics(metrics: dict, prefix: str = "") -> dict:
     return out
 
 
-__all__ = ["MicrobenchConfig", "TrainConfig", "EvalConfig", "config_from", "train", "evaluate",
+__all__ = ["MicrobenchConfig", "LightGBMConfig", "EvalConfig", "config_from", "train", "evaluate",
            "write_metrics", "flat_metrics"]

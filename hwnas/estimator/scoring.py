@@ -1,4 +1,4 @@
-"""Accuracy of an estimator on networks it never saw: nn-Meter's metrics.
+"""Scoring an estimator on held-out networks it never saw: nn-Meter's error metrics.
 
 Ground truth is the simulator without noise (``sim``) or the measured latency of the
 whole PyTorch network (``cpu``). This module imports the simulator; the estimator
@@ -36,14 +36,12 @@ def heldout_networks(spec, spaces: list[dict], n: int, seed: int,
 
 def truth_sim(archs: list[ArchSpec], spec) -> tuple[np.ndarray, pd.DataFrame]:
     """Noise-free simulated latency per network, and per kernel (kind, latency_ms, net)."""
-    from hardware.graph import fuse
-    from hardware.simulator import simulate_kernels
+    from hardware.simulator import simulate_graph
     from hwnas.lowering import to_graph
 
     lat, rows = np.empty(len(archs)), []
     for i, a in enumerate(archs):
-        g = to_graph(a)
-        r = simulate_kernels(g, fuse(g, spec.fusion), spec)
+        r = simulate_graph(to_graph(a), spec)
         lat[i] = r.latency_ms
         rows += [(i, k.kind, k.latency_ms) for k in r.kernels]
     return lat, pd.DataFrame(rows, columns=["net", "kind", "latency_ms"])
@@ -52,20 +50,17 @@ def truth_sim(archs: list[ArchSpec], spec) -> tuple[np.ndarray, pd.DataFrame]:
 def truth_cpu(archs: list[ArchSpec], repeats: int = 5, warmup: int = 2,
               min_repeat_ms: float = 5.0, progress=None, clock: str = "thread") -> np.ndarray:
     """Median measured latency (ms) of each whole PyTorch network on this CPU."""
-    from hwnas.estimator.microbench import time_module
-    from hwnas.model import build_model
+    from hwnas.estimator.microbench import time_network
 
     out = np.empty(len(archs))
     for i, a in enumerate(archs):
-        shape = (1, a.input.channels, a.input.height, a.input.width)
-        out[i] = float(np.median(time_module(build_model(a), shape, repeats, warmup, min_repeat_ms,
-                                             clock)))
+        out[i] = float(np.median(time_network(a, repeats, warmup, min_repeat_ms, clock)))
         if progress:
             progress(1)
     return out
 
 
-def accuracy(pred: np.ndarray, true: np.ndarray) -> dict:
+def error_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
     """RMSPE, share within +-5% / +-10%, Spearman rank correlation."""
     from scipy.stats import spearmanr
 

@@ -1,11 +1,10 @@
 """Simulate a whole architecture on a spec and report it as one flat record."""
 from __future__ import annotations
 
-from hardware.simulator import simulate_kernels
+from hardware.simulator import simulate_graph
 from hardware.spec import HardwareSpec
 from hwnas.arch import ArchSpec, encode
 from hwnas.lowering import static_cost, to_graph
-from hardware.graph import fuse
 
 
 def simulate_arch(arch: ArchSpec, spec: HardwareSpec, noise: float = 0.0,
@@ -13,7 +12,7 @@ def simulate_arch(arch: ArchSpec, spec: HardwareSpec, noise: float = 0.0,
     """Latency, cycles, energy and utilization from the simulator, with the
     network's size: the record ``hwnas simulate --json`` prints."""
     graph = to_graph(arch)
-    result = simulate_kernels(graph, fuse(graph, spec.fusion), spec, noise, seed)
+    result = simulate_graph(graph, spec, noise, seed)
     cost = static_cost(arch, spec.bytes_per_element, graph)
     record = {
         "name": arch.name or encode(arch),
