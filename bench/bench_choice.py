@@ -27,7 +27,7 @@ import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 from hwnas.arch import parse_arch  # noqa: E402
-from hwnas.evaluate import paired_se  # noqa: E402
+from hwnas.evaluation.metrics import paired_se  # noqa: E402
 from hwnas.lowering import static_cost  # noqa: E402
 from hwnas.params import load_params  # noqa: E402
 from stages.baseline import scratch_runs  # noqa: E402
