@@ -42,13 +42,13 @@ def searched(params: dict, seeds: list[int]):
                json.loads(Path("results/search/pareto.json").read_text())["baseline"])
         return
     from hwnas.search.evolution import Constraints, search
-    from hwnas.search.objectives import make_evaluator
+    from hwnas.search.objectives import make_objective_fn
     from stages.search import load_context
 
     ctx = load_context(params)
     scorer = ctx.scorer()
     try:
-        evaluate = make_evaluator(scorer, ctx.estimator.estimate)
+        evaluate = make_objective_fn(scorer, ctx.estimator.estimate)
         base = evaluate([ctx.baseline])[0]
         p = ctx.params
         for seed in seeds:

@@ -11,7 +11,7 @@ import pandas as pd
 from scipy.stats import kendalltau
 
 from hwnas.arch import ArchSpec
-from hwnas.search.evolution import search
+from hwnas.search.evolution import ObjectiveFn, search
 from hwnas.space import SearchSpace
 
 
@@ -54,15 +54,16 @@ def best_latency_curve(df: pd.DataFrame, min_accuracy: float) -> np.ndarray:
     return np.where(np.isfinite(best), best, np.nan)
 
 
-def curation_runs(spaces: dict[str, SearchSpace], evaluate: Callable, *, seeds: Sequence[int],
-                  candidates: int, population: int, min_accuracy: float,
+def curation_runs(spaces: dict[str, SearchSpace], objective_fn: ObjectiveFn, *,
+                  seeds: Sequence[int], candidates: int, population: int, min_accuracy: float,
                   progress: Callable[[str, int], None] | None = None) -> pd.DataFrame:
     """The same search on each space for each seed; one row per (space, seed,
     evaluation) with the best latency at ``min_accuracy`` so far."""
     rows = []
     for name, space in spaces.items():
         for seed in seeds:
-            df = search(space, evaluate, candidates=candidates, population=population, seed=seed)
+            df = search(space, objective_fn, candidates=candidates, population=population,
+                        seed=seed)
             curve = best_latency_curve(df, min_accuracy)
             rows += [{"space": name, "seed": seed, "evaluations": i + 1, "best_latency_ms": v}
                      for i, v in enumerate(curve)]

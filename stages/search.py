@@ -236,7 +236,7 @@ def check_space(space) -> None:
 
 def main() -> None:
     from hwnas.estimator import EstimatorError
-    from hwnas.search.objectives import SearchInputError, make_evaluator
+    from hwnas.search.objectives import SearchInputError, make_objective_fn
 
     try:
         ctx = load_context(load_params())
@@ -245,7 +245,7 @@ def main() -> None:
         raise SystemExit(f"search: {err}") from None
     scorer = ctx.scorer()
     try:
-        run_search(ctx, make_evaluator(scorer, ctx.estimator.estimate))
+        run_search(ctx, make_objective_fn(scorer, ctx.estimator.estimate))
     except SearchInputError as err:
         raise SystemExit(f"search: {err}") from None
     finally:

@@ -9,7 +9,7 @@ from hwnas.profile import simulate_arch
 from hwnas.search.evolution import Constraints
 from hwnas.search.genome import from_arch
 from hwnas.search.objectives import (SearchInputError, baseline_arch, cheapest_archs,
-                                     check_feasible, make_evaluator, proxy_accuracy)
+                                     check_feasible, make_objective_fn, proxy_accuracy)
 from hwnas.space import SpaceConfig, curated_space
 from stages.search import parse_params, pick, summarize, tie_points
 
@@ -45,7 +45,7 @@ def test_evaluator_scores_batches_with_a_proxy():
     proxy = proxy_accuracy("naswot", x, y, seed=0)
     rng = np.random.default_rng(0)
     archs = [SPACE.sample(rng) for _ in range(3)]
-    rows = make_evaluator(lambda batch: [proxy(a) for a in batch], estimate)(archs)
+    rows = make_objective_fn(lambda batch: [proxy(a) for a in batch], estimate)(archs)
     assert [r["latency_ms"] for r in rows] == [e["latency_ms"] for e in estimate(archs)]
     assert all(np.isfinite(r["accuracy"]) for r in rows)
     assert proxy(archs[0]) == rows[0]["accuracy"]  # seeded: the same score again

@@ -83,7 +83,7 @@ def experiment_curation(
     best feasible latency at baseline accuracy against the number of evaluations."""
     from hwnas.experiments import curation_runs, curation_table, plot_curation
     from hwnas.params import load_params
-    from hwnas.search.objectives import make_evaluator
+    from hwnas.search.objectives import make_objective_fn
     from hwnas.space import SpaceConfig, uncurated_space
 
     ctx = _search_context()
@@ -96,11 +96,11 @@ def experiment_curation(
     spaces = {"curated": ctx.space, "uncurated": uncurated_space(cfg)}
     scorer = ctx.scorer(accuracy_mode)
     try:
-        evaluate = make_evaluator(scorer, ctx.estimator.estimate)
-        base_acc = evaluate([ctx.baseline])[0]["accuracy"]
+        objective_fn = make_objective_fn(scorer, ctx.estimator.estimate)
+        base_acc = objective_fn([ctx.baseline])[0]["accuracy"]
         typer.echo(f"baseline accuracy {base_acc:.1f}; {seeds} seeds x {candidates} evaluations "
                    "per space...")
-        curves = curation_runs(spaces, evaluate, seeds=range(seeds), candidates=candidates,
+        curves = curation_runs(spaces, objective_fn, seeds=range(seeds), candidates=candidates,
                                population=population, min_accuracy=base_acc,
                                progress=lambda name, s: typer.echo(f"  {name} seed {s} done"))
     finally:

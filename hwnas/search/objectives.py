@@ -9,7 +9,7 @@ import torch
 
 from hwnas.arch import ArchSpec, BlockSpec, StemSpec, validate
 from hwnas.model import build_model
-from hwnas.search.evolution import Constraints, Evaluator
+from hwnas.search.evolution import Constraints, ObjectiveFn
 from hwnas.search.zeroshot import PROXIES
 from hwnas.space import SearchSpace
 from hwnas.supernet import SuperNet, accuracy, extract_subnet, recalibrate_bn
@@ -141,8 +141,8 @@ def proxy_accuracy(name: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> Ac
     return score
 
 
-def make_evaluator(accuracy_batch: Callable[[Sequence[ArchSpec]], list[float]],
-                   estimate) -> Evaluator:
+def make_objective_fn(accuracy_batch: Callable[[Sequence[ArchSpec]], list[float]],
+                      estimate) -> ObjectiveFn:
     """Accuracy and cost of a whole batch (latency and memory in one estimator call)."""
     def evaluate(archs: Sequence[ArchSpec]) -> list[dict]:
         costs = estimate(list(archs))
