@@ -1,5 +1,8 @@
 """Architectures as data: frozen, hashable specs with a JSON form and a compact string.
 
+``ArchSpec.name`` is a label: it is in both forms but not in equality or the hash, so
+networks compare and key by structure alone.
+
 JSON (the canonical form; see DESIGN.md):
     {"name": "optional", "input": {"channels": 3, "height": 224, "width": 224},
      "stem": {"out": 32, "kernel": 3, "stride": 2},
@@ -151,7 +154,7 @@ class ArchSpec:
     blocks: tuple[BlockSpec, ...]
     head: ClassificationHead = field(default_factory=ClassificationHead)
     input: InputSpec = field(default_factory=InputSpec)
-    name: str = ""
+    name: str = field(default="", compare=False)
 
     def channels(self) -> list[int]:
         """Input channel count of each block."""

@@ -4,7 +4,6 @@ make the search converge faster and more reliably?"""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -38,7 +37,7 @@ def proxy_taus(archs: Sequence[ArchSpec], accuracies: Sequence[float], x, y,
     rows = []
     for arch, acc in zip(archs, accuracies):
         torch.manual_seed(seed)
-        scores = score_all(build_model(replace(arch, name="")), x, y)
+        scores = score_all(build_model(arch), x, y)
         rows.append({"arch": arch.encode(), "accuracy": acc, **scores})
     df = pd.DataFrame(rows)
     taus = {name: float(kendalltau(df[name], df["accuracy"]).statistic)
