@@ -23,7 +23,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 from hwnas.arch import parse_arch  # noqa: E402
-from hwnas.evaluate import paired_se  # noqa: E402
+from hwnas.evaluation.metrics import paired_se  # noqa: E402
 from hwnas.lowering import static_cost  # noqa: E402
 from hwnas.params import load_params  # noqa: E402
 from hwnas.scratch import scratch_runs  # noqa: E402
@@ -38,13 +38,13 @@ def searched(params: dict, seeds: list[int]):
                json.loads(Path("results/search/pareto.json").read_text())["baseline"])
         return
     from hwnas.search.evolution import Constraints, search
-    from hwnas.search.objectives import make_evaluator
+    from hwnas.search.objectives import make_objective_fn
     from hwnas.search.run import load_search_context as load_context
 
     ctx = load_context(params)
     scorer = ctx.scorer()
     try:
-        evaluate = make_evaluator(scorer, ctx.estimator.estimate)
+        evaluate = make_objective_fn(scorer, ctx.estimator.estimate)
         base = evaluate([ctx.baseline])[0]
         p = ctx.params
         for seed in seeds:

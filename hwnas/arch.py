@@ -1,6 +1,9 @@
 """Architectures as data: frozen, hashable specs with a JSON form and a compact string.
 
-JSON (the canonical form; see DESIGN.md):
+``ArchSpec.name`` is a label: it is in both forms but not in equality or the hash, so
+networks compare and key by structure alone.
+
+JSON (the canonical form; the README shows it):
     {"name": "optional", "input": {"channels": 3, "height": 224, "width": 224},
      "stem": {"out": 32, "kernel": 3, "stride": 2},
      "blocks": [{"type": "ibn", "kernel": 3, "expand": 6, "out": 24, "stride": 2}, ...],
@@ -18,11 +21,13 @@ from functools import lru_cache
 from math import ceil
 from typing import ClassVar
 
+from hwnas.errors import UserError
+
 BLOCK_TYPES = ("ibn", "fused_ibn", "conv")
 MAX_EXPAND = 64
 
 
-class ArchError(ValueError):
+class ArchError(UserError):
     """An invalid architecture; the message names the block and field."""
 
 
@@ -151,7 +156,7 @@ class ArchSpec:
     blocks: tuple[BlockSpec, ...]
     head: ClassificationHead = field(default_factory=ClassificationHead)
     input: InputSpec = field(default_factory=InputSpec)
-    name: str = ""
+    name: str = field(default="", compare=False)
 
     def channels(self) -> list[int]:
         """Input channel count of each block."""

@@ -4,14 +4,13 @@ make the search converge faster and more reliably?"""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau
 
 from hwnas.arch import ArchSpec
-from hwnas.search.evolution import search
+from hwnas.search.evolution import ObjectiveFn, search
 from hwnas.space import SearchSpace
 
 
@@ -38,7 +37,7 @@ def proxy_taus(archs: Sequence[ArchSpec], accuracies: Sequence[float], x, y,
     rows = []
     for arch, acc in zip(archs, accuracies):
         torch.manual_seed(seed)
-        scores = score_all(build_model(replace(arch, name="")), x, y)
+        scores = score_all(build_model(arch), x, y)
         rows.append({"arch": arch.encode(), "accuracy": acc, **scores})
     df = pd.DataFrame(rows)
     taus = {name: float(kendalltau(df[name], df["accuracy"]).statistic)
@@ -54,15 +53,16 @@ def best_latency_curve(df: pd.DataFrame, min_accuracy: float) -> np.ndarray:
     return np.where(np.isfinite(best), best, np.nan)
 
 
-def curation_runs(spaces: dict[str, SearchSpace], evaluate: Callable, *, seeds: Sequence[int],
-                  candidates: int, population: int, min_accuracy: float,
+def curation_runs(spaces: dict[str, SearchSpace], objective_fn: ObjectiveFn, *,
+                  seeds: Sequence[int], candidates: int, population: int, min_accuracy: float,
                   progress: Callable[[str, int], None] | None = None) -> pd.DataFrame:
     """The same search on each space for each seed; one row per (space, seed,
     evaluation) with the best latency at ``min_accuracy`` so far."""
     rows = []
     for name, space in spaces.items():
         for seed in seeds:
-            df = search(space, evaluate, candidates=candidates, population=population, seed=seed)
+            df = search(space, objective_fn, candidates=candidates, population=population,
+                        seed=seed)
             curve = best_latency_curve(df, min_accuracy)
             rows += [{"space": name, "seed": seed, "evaluations": i + 1, "best_latency_ms": v}
                      for i, v in enumerate(curve)]

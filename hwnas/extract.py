@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from hwnas.arch import ArchError, ArchSpec, parse_arch
+from hwnas.errors import UserError
 from hwnas.model import build_model, fresh_model
 from hwnas.supernet import SuperNet, SupernetError, accuracy, extract_subnet, recalibrate_bn
 from hwnas.training import TrainConfig, train_from_scratch
@@ -33,7 +34,7 @@ from hwnas.training import TrainConfig, train_from_scratch
 CHOICES = ("latency", "memory")
 
 
-class ExtractError(ValueError):
+class ExtractError(UserError):
     """Unusable input to extraction (a missing or malformed file, a null choice); the
     message names the file and the key."""
 
@@ -41,8 +42,8 @@ class ExtractError(ValueError):
 # ---- the search's output -----------------------------------------------------------------
 
 
-def read_pareto(path: str | Path) -> dict:
-    """``pareto.json`` written by the ``search`` stage, checked for the keys used here."""
+def read_pareto(path: str | Path, require: Sequence[str] = ("baseline", "chosen", "pareto")) -> dict:
+    """``pareto.json`` written by the ``search`` stage, checked for the keys ``require``s."""
     path = Path(path)
     if not path.is_file():
         raise ExtractError(f"{path}: not found; run the search stage first "
@@ -53,14 +54,16 @@ def read_pareto(path: str | Path) -> dict:
         raise ExtractError(f"{path}: cannot read as JSON: {err}") from None
     if not isinstance(data, dict):
         raise ExtractError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    for key in ("baseline", "chosen", "pareto"):
+    for key in require:
         if key not in data:
             raise ExtractError(f"{path}: missing key '{key}'")
-    if not isinstance(data["chosen"], dict):
+    if "chosen" in require and not isinstance(data["chosen"], dict):
         raise ExtractError(f"{path}: 'chosen' must be an object with 'latency' and 'memory'")
-    if not isinstance(data["pareto"], list):
-        raise ExtractError(f"{path}: 'pareto' must be a list of networks")
-    if not isinstance(data["baseline"], dict) or "arch" not in data["baseline"]:
+    if not isinstance(data.get("pareto", []), list) or not all(
+            isinstance(e, dict) and isinstance(e.get("arch"), str) for e in data.get("pareto", [])):
+        raise ExtractError(f"{path}: 'pareto' must be a list of networks, each with an 'arch'")
+    if "baseline" in require and (not isinstance(data["baseline"], dict)
+                                  or "arch" not in data["baseline"]):
         raise ExtractError(f"{path}: 'baseline' must be an object with 'arch'")
     return data
 

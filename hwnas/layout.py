@@ -29,6 +29,7 @@ EXTRACT = Path("results/extract")
 EXTRACTED = EXTRACT / "subnets.json"
 BASELINE = Path("results/baseline")
 EVALUATE = Path("results/evaluate")
+EXPERIMENTS = Path("results/experiments")  # hwnas experiment: outside the DVC pipeline
 
 
 def target_name(backend: str, spec_name: str) -> str:

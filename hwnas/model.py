@@ -100,7 +100,7 @@ def fresh_model(arch: ArchSpec, seed: int, device: str | torch.device = "cpu") -
     layout). The from-scratch runs of extract, baseline and eval_supernet start here, so
     their numbers agree."""
     torch.manual_seed(seed)
-    return build_model(arch.with_name("")).to(device).to(memory_format=torch.channels_last)
+    return build_model(arch).to(device).to(memory_format=torch.channels_last)
 
 
 def folded_param_count(model: nn.Module) -> int:

@@ -297,6 +297,15 @@ def section(params: dict, name: str) -> dict:
     return {**params["base"], **(params.get(name) or {})}
 
 
+def backend_section(params: dict, name: str, backend: str) -> dict:
+    """``section`` with its ``cpu:`` overrides applied for the host-CPU backend."""
+    p = section(params, name)
+    overrides = p.pop("cpu", None) or {}
+    if backend == "cpu":
+        p.update(overrides)
+    return p
+
+
 def run_stage(name: str, main: Callable[[], None]) -> None:
     """A stage's entry point: bad input (params, data, a spec, an artifact) exits 2 with
     one line naming it, and no traceback."""

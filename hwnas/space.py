@@ -18,6 +18,7 @@ import numpy as np
 
 from hardware.spec import HardwareSpec
 from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead, InputSpec, StemSpec, validate
+from hwnas.errors import UserError
 
 STEM_KERNEL = 3  # every network of a space has a 3x3 stem
 
@@ -25,7 +26,7 @@ STEM_KERNEL = 3  # every network of a space has a 3x3 stem
 StagePick = tuple[int, Sequence[tuple[str, int, int | float]]]
 
 
-class SpaceError(ValueError):
+class SpaceError(UserError):
     """A choice the space does not offer; the message names the stage and field."""
 
 

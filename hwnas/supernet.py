@@ -27,11 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead
+from hwnas.errors import UserError
 from hwnas.model import ConvBNAct, Network, build_model
 from hwnas.space import STEM_KERNEL, SearchSpace
 
 
-class SupernetError(ValueError):
+class SupernetError(UserError):
     """An architecture the supernet cannot run; the message names the block and field."""
 
 

@@ -54,8 +54,11 @@ def main() -> None:
     from hwnas import tracking
     from hwnas.arch import parse_arch
     from hwnas.estimator import Estimator
-    from hwnas.evaluate import (EvaluateError, ablation_table, build_metrics, measure, plot,
-                                report, simulate_latencies)
+    from hwnas.evaluation import EvaluateError
+    from hwnas.evaluation.ablation import ablation_table
+    from hwnas.evaluation.metrics import build_metrics, simulate_latencies, simulate_models
+    from hwnas.evaluation.plots import plot
+    from hwnas.evaluation.report import report
     from hwnas.extract import ExtractError, read_pareto
     from hwnas.lineage import lineage_tags
     from hwnas.space import SearchSpace
@@ -91,7 +94,7 @@ def main() -> None:
     estimator = Estimator.load(layout.estimator_dir(spec.name), spec)
     say(f"simulating {len(archs)} models and {candidates['arch'].nunique()} candidates "
         f"on {spec.name}")
-    sims = measure(archs, spec, estimator.estimate)
+    sims = simulate_models(archs, spec, estimator.estimate)
     models = {n: {**records[n], **sims[n]} for n in records}
     for name in ("latency", "memory"):
         if name not in models:

@@ -16,7 +16,7 @@ from hwnas.params import load_params, run_stage
 
 def main() -> None:
     from hwnas.estimator import EstimatorError
-    from hwnas.search.objectives import SearchInputError, make_evaluator
+    from hwnas.search.objectives import SearchInputError, make_objective_fn
     from hwnas.search.run import check_space, load_search_context, plot, run_search
 
     try:
@@ -26,7 +26,7 @@ def main() -> None:
         raise SystemExit(f"search: {err}") from None
     scorer = ctx.scorer()
     try:
-        result = run_search(ctx, make_evaluator(scorer, ctx.estimator.estimate))
+        result = run_search(ctx, make_objective_fn(scorer, ctx.estimator.estimate))
     except SearchInputError as err:
         raise SystemExit(f"search: {err}") from None
     finally:

@@ -8,45 +8,33 @@ and logs an MLflow run.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from rich.progress import Progress
-
-from hardware.spec import load_spec
-from hwnas import tracking
-from hwnas.estimator.microbench import read_table
-from hwnas.estimator.model import Estimator, LightGBMConfig, file_hash
-from hwnas.estimator.train import (EvalConfig, config_from, evaluate, flat_metrics, train,
-                                   write_metrics)
-from hwnas.params import load_params, section
-from stages.microbench import params_for, parse_backend, table_path
-
-MODELS = Path("models/estimator")
-RESULTS = Path("results/estimator")
+from hwnas import layout
+from hwnas.params import backend_section, load_params, run_stage
 
 
-def parse_params(params: dict) -> None:
-    from hwnas.params import check_numbers
+def main(argv: list[str] | None = None) -> None:
+    from rich.progress import Progress
 
-    check_numbers("train_estimator", section(params, "train_estimator"),
-                  positive_ints=("n_estimators", "num_leaves", "eval_networks"),
-                  positive=("learning_rate",))
+    from hardware.spec import load_spec
+    from hwnas import tracking
+    from hwnas.estimator.microbench import backend_arg, read_table
+    from hwnas.estimator.model import Estimator, LightGBMConfig, file_hash
+    from hwnas.estimator.train import (EvalConfig, config_from, evaluate, flat_metrics, train,
+                                       write_metrics)
 
-
-def run(backend: str, params: dict | None = None) -> dict:
-    params = params or load_params()
-    p = section(params, "train_estimator")
-    overrides = p.pop("cpu", {}) or {}
-    if backend == "cpu":
-        p.update(overrides)
+    backend = backend_arg(argv, __doc__)
+    params = load_params()
+    p = backend_section(params, "train_estimator", backend)
     spec = load_spec(p["hardware"])
-    hw = spec.name if backend == "sim" else "cpu"
-    data = table_path(backend, spec.name)
+    hw = layout.target_name(backend, spec.name)
+    data = layout.microbench_table(hw)
     table = read_table(data)
-    out_dir, res_dir = MODELS / hw, RESULTS / hw
+    out_dir, res_dir = layout.estimator_dir(hw), layout.estimator_results(hw)
     tcfg = config_from(LightGBMConfig, {**p, "seed": p["seed"]})
     ecfg = config_from(EvalConfig, p)
-    threads = params_for(backend, params).get("threads") if backend == "cpu" else None
+    threads = (backend_section(params, "microbench", backend).get("threads")
+               if backend == "cpu" else None)
     with tracking.run(f"train_estimator[{hw}]", params={**{k: v for k, v in p.items()
                                                            if k != "spaces"}, "backend": backend},
                       tags={"stage": "train_estimator", "hardware": hw,
@@ -66,12 +54,7 @@ def run(backend: str, params: dict | None = None) -> dict:
     write_metrics(metrics, res_dir / "metrics.json")
     metrics["_predictions"].to_csv(res_dir / "predictions.csv", index=False)
     print(json.dumps({"hardware": hw, **metrics["network"], "memory": metrics["memory"]}))
-    return metrics
-
-
-def main(argv: list[str] | None = None) -> None:
-    run(parse_backend(argv, __doc__))
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("train_estimator", main)

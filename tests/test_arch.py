@@ -31,7 +31,16 @@ def test_string_round_trip_and_hashable():
     assert decode(text) == arch and parse_arch(text) == arch
     unnamed = arch.with_name("")
     assert decode(encode(unnamed)) == unnamed
-    assert len({arch, decode(text), unnamed}) == 2
+    assert len({arch, decode(text), unnamed}) == 1
+
+
+def test_name_is_a_label_not_part_of_equality():
+    arch = from_json(DESIGN_EXAMPLE)
+    other = arch.with_name("other")
+    assert other == arch and hash(other) == hash(arch) and {arch: 1}[other] == 1
+    assert encode(other).startswith("other:") and encode(arch).startswith("optional:")
+    assert encode(arch.with_name("")) == encode(arch).removeprefix("optional:")
+    assert other.to_json()["name"] == "other" and "name" not in arch.with_name("").to_json()
 
 
 def test_decoded_strings_are_validated_like_json():

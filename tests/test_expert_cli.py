@@ -77,7 +77,7 @@ def test_bad_pareto_file(estimator_dir, tmp_path):
     bad.write_text('["not", "a", "pareto file"]')
     result = runner.invoke(app, ["expert", "--arch", "mobilenetv2_224", "--estimator",
                                  str(estimator_dir), "--learn-from", str(bad)])
-    assert result.exit_code == 2 and "expected a search's pareto.json" in result.stderr
+    assert result.exit_code == 2 and "expected a JSON object" in result.stderr
 
 
 def test_bad_rules_file(estimator_dir, tmp_path):

@@ -14,9 +14,11 @@ import torch
 from hardware.spec import load_spec
 from hwnas.arch import ArchSpec, BlockSpec, StemSpec, validate
 from hwnas.data import Loader, load_dataset
-from hwnas.evaluate import (TARGETS, EvaluateError, ablation_table, build_metrics, measure,
-                            plot, report, uses_depth_search,
-                            uses_fused)
+from hwnas.evaluation import EvaluateError
+from hwnas.evaluation.ablation import ablation_table, uses_depth_search, uses_fused
+from hwnas.evaluation.metrics import TARGETS, build_metrics, simulate_models
+from hwnas.evaluation.plots import plot
+from hwnas.evaluation.report import report
 from hwnas.extract import (Data, ExtractError, FineTune, export_onnx, keep_better, load_subnet,
                            materialize, pick_subnets, read_pareto, save_subnet, search_record,
                            train_scratch)
@@ -189,13 +191,13 @@ def test_depth_and_fused_flags(space, archs):
     assert uses_fused(archs["fast"]) and not uses_fused(archs["deep"])
 
 
-def test_measure_simulates_and_scores_the_estimator(spec, archs):
+def test_simulate_models_simulates_and_scores_the_estimator(spec, archs):
     def estimate(items):  # a fake estimator 10% slow and exact on memory
         from hwnas.simulation import simulate_arch
         return [{"latency_ms": 1.1 * (s := simulate_arch(a, spec, per_kernel=False))["latency_ms"],
                  "memory_bytes": s["memory_bytes"], "out_of_range": []} for a in items]
 
-    out = measure(archs, spec, estimate)
+    out = simulate_models(archs, spec, estimate)
     for rec in out.values():
         assert rec["latency_ms"] > 0 and rec["energy_mj"] > 0 and rec["memory_bytes"] > 0
         assert rec["estimator_error"] == pytest.approx(0.1)
@@ -203,7 +205,7 @@ def test_measure_simulates_and_scores_the_estimator(spec, archs):
 
 
 def _models(spec, archs, fast_acc=97.0):
-    sims = measure(archs, spec)
+    sims = simulate_models(archs, spec)
     return {"latency": {**sims["fast"], "accuracy": fast_acc, "test_images": 1000},
             "memory": {**sims["fast"], "accuracy": 96.0},
             "baseline-scratch": {**sims["baseline"], "accuracy": 97.2},
@@ -254,7 +256,7 @@ def test_metrics_missing_model_is_named(spec, archs):
 
 
 def test_ablation_table_restricts_the_candidates(spec, space, archs):
-    sims = measure(archs, spec)
+    sims = simulate_models(archs, spec)
     cands = pd.DataFrame([
         {"arch": archs["fast"].encode(), "accuracy": 72.0, "feasible": True,
          "sim_latency_ms": sims["fast"]["latency_ms"]},

@@ -10,7 +10,7 @@ from hardware.spec import load_spec
 from hwnas.simulation import simulate_arch
 from hwnas.search.evolution import Constraints
 from hwnas.search.genome import from_arch
-from hwnas.search.objectives import (SearchInputError, check_feasible, make_evaluator,
+from hwnas.search.objectives import (SearchInputError, check_feasible, make_objective_fn,
                                      proxy_accuracy)
 from hwnas.space import SpaceConfig, curated_space
 from hwnas.search.choice import pick, summarize, tie_points
@@ -47,7 +47,7 @@ def test_evaluator_scores_batches_with_a_proxy():
     proxy = proxy_accuracy("naswot", x, y, seed=0)
     rng = np.random.default_rng(0)
     archs = [SPACE.sample(rng) for _ in range(3)]
-    rows = make_evaluator(lambda batch: [proxy(a) for a in batch], estimate)(archs)
+    rows = make_objective_fn(lambda batch: [proxy(a) for a in batch], estimate)(archs)
     assert [r["latency_ms"] for r in rows] == [e["latency_ms"] for e in estimate(archs)]
     assert all(np.isfinite(r["accuracy"]) for r in rows)
     assert proxy(archs[0]) == rows[0]["accuracy"]  # seeded: the same score again

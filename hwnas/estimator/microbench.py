@@ -22,6 +22,7 @@ import pandas as pd
 
 from hardware.spec import HardwareSpec
 from hwnas.arch import encode
+from hwnas.errors import UserError
 from hwnas.estimator.decompose import decompose, feature_names
 from hwnas.estimator.sampling import (MAX_BLOCK_MACS, Sample, network_samples, neighbour,
                                       random_sample, space_configs, spaces_for)
@@ -30,7 +31,16 @@ BACKENDS = ("sim", "cpu")
 GROUPING = {"sim": "kernel", "cpu": "block"}
 
 
-class MicrobenchError(ValueError):
+def backend_arg(argv: list[str] | None, description: str | None) -> str:
+    """``--backend sim|cpu`` from a command line (both estimator stages take it)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--backend", choices=BACKENDS, default="sim")
+    return ap.parse_args(argv).backend
+
+
+class MicrobenchError(UserError):
     """A microbenchmark table or configuration that cannot be used."""
 
 

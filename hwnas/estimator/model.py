@@ -20,6 +20,7 @@ import pandas as pd
 
 from hardware.spec import HardwareSpec
 from hwnas.arch import ArchSpec, encode
+from hwnas.errors import UserError
 from hwnas.estimator.decompose import RANGE_FEATURES, decompose, network_memory, op_table
 from hwnas.lowering import unit_name
 
@@ -28,7 +29,7 @@ FORMAT = 1
 MIN_ROWS = 5  # fewest measured kernels of a kind worth a model
 
 
-class EstimatorError(ValueError):
+class EstimatorError(UserError):
     """An estimator directory that cannot be used; the message names the file or field."""
 
 

@@ -25,8 +25,8 @@ from hwnas.arch import ArchSpec, encode
 from hwnas.search.genome import genes, to_arch
 from hwnas.space import SearchSpace
 
-# evaluate(archs) -> one dict per arch with at least accuracy, latency_ms, memory_bytes
-Evaluator = Callable[[Sequence[ArchSpec]], list[dict]]
+# the objectives of a batch: one dict per arch with at least accuracy, latency_ms, memory_bytes
+ObjectiveFn = Callable[[Sequence[ArchSpec]], list[dict]]
 OBJECTIVES = ("accuracy", "latency_ms", "memory_bytes")
 
 
@@ -60,8 +60,8 @@ def read_journal(path: Path) -> list[dict]:
     return rows
 
 
-def search(space: SearchSpace, evaluate: Evaluator, *, candidates: int, population: int = 50,
-           seed: int = 0, constraints: Constraints = Constraints(),
+def search(space: SearchSpace, objective_fn: ObjectiveFn, *, candidates: int,
+           population: int = 50, seed: int = 0, constraints: Constraints = Constraints(),
            journal: str | Path | None = None, seeds: Sequence[ArchSpec] = (),
            on_batch: Callable[[int, list[dict]], None] | None = None) -> pd.DataFrame:
     """Evaluate ``candidates`` architectures by NSGA-II and return them all as a
@@ -99,7 +99,7 @@ def search(space: SearchSpace, evaluate: Evaluator, *, candidates: int, populati
         archs = [to_arch(space, t.params) for t in trials]
         keys = [encode(a) for a in archs]
         fresh = {k: a for k, a in zip(keys, archs) if k not in cache}
-        for k, result in zip(fresh, evaluate(list(fresh.values()))):
+        for k, result in zip(fresh, objective_fn(list(fresh.values()))):
             cache[k] = {**result, "arch": k}
         batch = []
         for trial, k in zip(trials, keys):

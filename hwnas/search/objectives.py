@@ -8,8 +8,9 @@ from dataclasses import replace
 import torch
 
 from hwnas.arch import ArchSpec
+from hwnas.errors import UserError
 from hwnas.model import build_model
-from hwnas.search.evolution import Constraints, Evaluator
+from hwnas.search.evolution import Constraints, ObjectiveFn
 from hwnas.search.zeroshot import PROXIES
 from hwnas.space import SearchSpace
 from hwnas.supernet import SuperNet, accuracy, extract_subnet, recalibrate_bn
@@ -17,7 +18,7 @@ from hwnas.supernet import SuperNet, accuracy, extract_subnet, recalibrate_bn
 AccuracyFn = Callable[[ArchSpec], float]
 
 
-class SearchInputError(ValueError):
+class SearchInputError(UserError):
     """A search that cannot succeed; raised before any candidate is evaluated."""
 
 
@@ -97,8 +98,8 @@ def proxy_accuracy(name: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> Ac
     return score
 
 
-def make_evaluator(accuracy_batch: Callable[[Sequence[ArchSpec]], list[float]],
-                   estimate) -> Evaluator:
+def make_objective_fn(accuracy_batch: Callable[[Sequence[ArchSpec]], list[float]],
+                      estimate) -> ObjectiveFn:
     """Accuracy and cost of a whole batch (latency and memory in one estimator call)."""
     def evaluate(archs: Sequence[ArchSpec]) -> list[dict]:
         costs = estimate(list(archs))

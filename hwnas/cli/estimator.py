@@ -1,0 +1,127 @@
+"""Commands on the latency estimator: estimate, microbench, train-estimator."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hardware.spec import DEFAULT_SPEC, SpecError, load_spec
+from hwnas import layout
+from hwnas.arch import ArchError
+from hwnas.cli.app import app, console
+from hwnas.cli.inputs import (HardwareOpt, InputError, JsonOpt, fail, load_estimator,
+                              read_archs)
+
+
+@app.command()
+def estimate(
+    hardware: HardwareOpt = DEFAULT_SPEC,
+    arch: Annotated[str, typer.Option(
+        help="JSON file, inline JSON, architecture string, reference name, "
+             "or '-' for one per stdin line.")] = ...,
+    estimator: Annotated[Optional[Path], typer.Option(
+        help="Estimator directory (default: models/estimator/<spec name>, or "
+             "models/estimator/cpu with --hardware cpu).")] = None,
+    as_json: JsonOpt = False,
+    per_kernel: Annotated[bool, typer.Option(help="Add per-kernel estimates.")] = False,
+):
+    """Estimate latency (LightGBM models) and memory (graph) without the simulator.
+
+    Prints the keys ``simulate`` prints (name, latency_ms, params_bytes,
+    peak_activation_bytes...) plus ``out_of_range``: kernels outside the trained ranges."""
+    from hwnas.estimator import EstimatorError
+
+    try:
+        est = load_estimator(hardware, estimator)
+        archs = read_archs(arch)
+    except (ArchError, SpecError, InputError, EstimatorError) as err:
+        fail(str(err))
+    rows = est.estimate(archs, per_kernel=per_kernel)
+    if as_json:
+        for r in rows:
+            typer.echo(json.dumps(r))
+        return
+    table = Table(title=f"estimated for {est.manifest['hardware']} ({est.path})")
+    for col in ("network", "latency ms", "MMACs", "params KiB", "peak act KiB", "out of range"):
+        table.add_column(col, justify="left" if col in ("network", "out of range") else "right")
+    for r in rows:
+        lat = "n/a" if r["latency_ms"] is None else f"{r['latency_ms']:.4f}"
+        oor = "; ".join(r["out_of_range"][:2]) + (" ..." if len(r["out_of_range"]) > 2 else "")
+        table.add_row(r["name"], lat, f"{r['macs'] / 1e6:.1f}", f"{r['params_bytes'] / 1024:.0f}",
+                      f"{r['peak_activation_bytes'] / 1024:.0f}", oor)
+    console.print(table)
+
+
+@app.command()
+def microbench(
+    backend: Annotated[str, typer.Option(help="sim (the simulator, noise on) or cpu (this CPU).")] = "sim",
+    hardware: Annotated[Optional[str], typer.Option(
+        "--hardware", "-H", help="Spec name or YAML (default: params.yaml's base.hardware).")] = None,
+    samples: Annotated[Optional[int], typer.Option(min=1, help="At most this many units.")] = None,
+    time_budget: Annotated[Optional[float], typer.Option(help="Seconds before sampling stops.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Parquet table to write.")] = None,
+    params: Annotated[Path, typer.Option(help="params.yaml with a microbench section.")] = Path("params.yaml"),
+):
+    """Run the microbenchmarks (defaults from params.yaml's microbench section)."""
+    from rich.progress import Progress
+
+    from hwnas.estimator.microbench import MicrobenchConfig, MicrobenchError, run_microbench
+    from hwnas.estimator.train import config_from
+    from hwnas.params import ParamsError, backend_section, load_params
+
+    try:
+        if backend not in ("sim", "cpu"):
+            raise InputError(f"--backend must be sim or cpu, got {backend!r}")
+        p = {**backend_section(load_params(params), "microbench", backend), "backend": backend}
+        if hardware is not None:
+            p["hardware"] = hardware
+        if samples is not None:
+            p["samples"] = samples
+        if time_budget is not None:
+            p["time_budget_s"] = time_budget
+        spec = load_spec(p["hardware"])
+        cfg = config_from(MicrobenchConfig, p)
+    except (SpecError, InputError, ParamsError, MicrobenchError) as err:
+        fail(str(err))
+    path = out or layout.microbench_table(layout.target_name(backend, spec.name))
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(f"microbench {backend}", total=cfg.samples)
+        table = run_microbench(cfg, spec, progress=lambda n: bar.advance(task, n))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(path, index=False)
+    typer.echo(f"{table['sample'].nunique()} units, {len(table)} rows -> {path}")
+
+
+@app.command("train-estimator")
+def train_estimator(
+    table: Annotated[Path, typer.Option(help="Microbenchmark parquet table.")],
+    hardware: HardwareOpt = DEFAULT_SPEC,
+    out: Annotated[Optional[Path], typer.Option(help="Estimator directory to write.")] = None,
+    n_estimators: Annotated[int, typer.Option(min=1, help="Boosting rounds per kind.")] = 200,
+):
+    """Fit the per-kind LightGBM models on a microbenchmark table and save them."""
+    from hwnas.estimator.microbench import MicrobenchError, read_table
+    from hwnas.estimator.model import LightGBMConfig, file_hash
+    from hwnas.estimator.train import train
+
+    try:
+        spec = load_spec(hardware)
+        data = read_table(table)
+    except (SpecError, MicrobenchError) as err:
+        fail(str(err))
+    backend = str(data["backend"].iloc[0]) if "backend" in data.columns else "sim"
+    if backend == "sim":  # a table measured on another spec would train a wrong estimator
+        from hwnas.estimator.decompose import spec_fields
+
+        for field, value in spec_fields(spec).items():
+            if field in data.columns and not (data[field] == value).all():
+                fail(f"{table}: measured with {field}={data[field].iloc[0]:g}, but "
+                     f"{spec.name} has {value:g}; pass the matching --hardware")
+    path = out or layout.estimator_dir(layout.target_name(backend, spec.name))
+    manifest = train(data, spec, backend, LightGBMConfig(n_estimators=n_estimators), path,
+                     file_hash(table))
+    typer.echo(f"{len(manifest['kinds'])} models ({', '.join(manifest['kinds'])}) -> {path}")

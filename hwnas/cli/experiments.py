@@ -1,0 +1,121 @@
+"""``hwnas experiment``: experiments that measure the tool's claims."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from hardware.spec import SpecError
+from hwnas import layout
+from hwnas.cli.app import app, console
+from hwnas.cli.inputs import fail
+
+experiment_app = typer.Typer(no_args_is_help=True, help="Experiments that measure the tool's claims.")
+app.add_typer(experiment_app, name="experiment")
+
+
+def _search_context():
+    from hwnas.estimator import EstimatorError
+    from hwnas.params import ParamsError, load_params
+    from hwnas.search.run import load_search_context
+
+    if not layout.SUPERNET.exists():
+        fail(f"{layout.SUPERNET}: no trained supernet (run `hwnas run` or `dvc repro train_supernet`)")
+    try:
+        return load_search_context(load_params())
+    except (ParamsError, EstimatorError, SpecError) as err:
+        fail(str(err))
+
+
+@experiment_app.command("zeroshot")
+def experiment_zeroshot(
+    n: Annotated[int, typer.Option("-n", min=4, help="Networks to train and score.")] = 12,
+    epochs: Annotated[int, typer.Option(min=1, help="From-scratch epochs per network.")] = 2,
+    seed: Annotated[int, typer.Option(help="Sampling and training seed.")] = 0,
+    runner: Annotated[str, typer.Option(help="threads | processes")] = "threads",
+    workers: Annotated[int, typer.Option(min=1, help="Parallel trainings.")] = 2,
+    dask_address: Annotated[Optional[str], typer.Option(
+        help="Train on a Dask cluster (scheduler address) instead.")] = None,
+):
+    """Kendall tau of NASWOT, synflow and grad_norm against trained accuracy, beside #params.
+
+    The networks are trained from scratch (multishot) over a Prefect task runner."""
+    from flows.multishot import multishot
+    from hwnas.experiments import proxy_taus, unique_samples
+    from hwnas.params import load_params
+
+    ctx = _search_context()
+    params = load_params()
+    archs = unique_samples(ctx.space, n, seed)
+    train = {**params["train_supernet"]["train"], "epochs": epochs}
+    for key in ("num_random", "distill"):
+        train.pop(key, None)
+    typer.echo(f"training {len(archs)} networks from scratch ({epochs} epochs each, "
+               f"{dask_address or runner} x{workers})...")
+    trained = multishot([a.encode() for a in archs], params["train_supernet"]["data"], train,
+                        seed, runner, workers, dask_address)
+    accs = [r["accuracy"] for r in trained]
+    taus, rows = proxy_taus(archs, accs, ctx.val[0][:64], ctx.val[1][:64], seed)
+    layout.EXPERIMENTS.mkdir(parents=True, exist_ok=True)
+    report = {"networks": len(archs), "epochs": epochs, "kendall_tau": taus, "rows": rows}
+    (layout.EXPERIMENTS / "zeroshot.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = Table(title=f"zero-shot proxies vs accuracy after {epochs} epochs ({len(archs)} networks)")
+    table.add_column("proxy")
+    table.add_column("Kendall tau", justify="right")
+    for name, tau in sorted(taus.items(), key=lambda kv: -kv[1]):
+        table.add_row(name + (" (baseline)" if name == "params" else ""), f"{tau:+.3f}")
+    console.print(table)
+    typer.echo(f"written to {layout.EXPERIMENTS / 'zeroshot.json'}")
+
+
+@experiment_app.command("curation")
+def experiment_curation(
+    seeds: Annotated[int, typer.Option(min=1, help="Searches per space.")] = 5,
+    candidates: Annotated[int, typer.Option(min=10, help="Evaluations per search.")] = 150,
+    population: Annotated[int, typer.Option(min=4, help="NSGA-II population.")] = 25,
+    accuracy_mode: Annotated[str, typer.Option(
+        "--accuracy", help="supernet | naswot | synflow | grad_norm")] = "supernet",
+):
+    """The same search on the curated and the uncurated space over several seeds:
+    best feasible latency at baseline accuracy against the number of evaluations."""
+    from hwnas.experiments import curation_runs, curation_table, plot_curation
+    from hwnas.params import load_params
+    from hwnas.search.objectives import make_objective_fn
+    from hwnas.space import SpaceConfig, uncurated_space
+
+    ctx = _search_context()
+    params = load_params()
+    sp = params["train_supernet"]["space"]
+    cfg = SpaceConfig(resolution=ctx.space.input.height, in_channels=ctx.space.input.channels,
+                      classes=ctx.space.head.classes,
+                      **{k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
+                         if isinstance(v, list) else v for k, v in sp.items()})
+    spaces = {"curated": ctx.space, "uncurated": uncurated_space(cfg)}
+    scorer = ctx.scorer(accuracy_mode)
+    try:
+        objective_fn = make_objective_fn(scorer, ctx.estimator.estimate)
+        base_acc = objective_fn([ctx.baseline])[0]["accuracy"]
+        typer.echo(f"baseline accuracy {base_acc:.1f}; {seeds} seeds x {candidates} evaluations "
+                   "per space...")
+        curves = curation_runs(spaces, objective_fn, seeds=range(seeds), candidates=candidates,
+                               population=population, min_accuracy=base_acc,
+                               progress=lambda name, s: typer.echo(f"  {name} seed {s} done"))
+    finally:
+        if hasattr(scorer, "close"):
+            scorer.close()
+    table = curation_table(curves)
+    layout.EXPERIMENTS.mkdir(parents=True, exist_ok=True)
+    curves.to_csv(layout.EXPERIMENTS / "curation_curves.csv", index=False)
+    table.to_csv(layout.EXPERIMENTS / "curation.csv", index=False)
+    plot_curation(curves, layout.EXPERIMENTS / "curation.png",
+                  f"curated vs uncurated on {ctx.spec.name} ({seeds} seeds)")
+    out = Table(title="curated vs uncurated search")
+    for col in table.columns:
+        out.add_column(col, justify="left" if col == "space" else "right")
+    for row in table.itertuples(index=False):
+        out.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(out)
+    typer.echo(f"written to {layout.EXPERIMENTS}/curation.csv, curation_curves.csv, curation.png")

@@ -1,0 +1,109 @@
+"""What the commands share: options, reading ARCH/--op input, and the one-line error."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hardware.graph import Op
+from hardware.spec import DEFAULT_SPEC, OP_KINDS, available_specs, load_spec
+from hwnas.arch import ArchError, ArchSpec, from_json, parse_arch
+from hwnas.errors import UserError
+from hwnas.registry import REFERENCES, reference
+
+HardwareOpt = Annotated[str, typer.Option("--hardware", "-H",
+                        help="Spec YAML path or bundled spec name "
+                             f"({', '.join(available_specs())}).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (one line per network).")]
+
+
+class InputError(UserError):
+    """Bad user input: reported on one line, exit status 2."""
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def read_arch(text: str) -> ArchSpec:
+    """ARCH as a JSON file, inline JSON, a compact string or a reference name."""
+    text = text.strip()
+    if text in REFERENCES:
+        return reference(text)
+    if text.startswith("{") or re.match(r"^([^:\s]+:)?i\d+x\d+x\d+-", text):
+        return parse_arch(text)
+    path = Path(text)
+    try:
+        is_file = path.is_file()
+    except OSError:  # e.g. a name too long to be a file
+        is_file = False
+    if is_file:
+        try:
+            return from_json(path.read_text())
+        except ArchError as err:
+            raise ArchError(f"{path}: {err}") from None
+    raise InputError(f"architecture {text!r} is not a file, JSON object, architecture string "
+                     f"or reference name ({', '.join(REFERENCES)})")
+
+
+def read_archs(arch: str) -> list[ArchSpec]:
+    """One ARCH, or with ``-`` one JSON/string per stdin line. All are parsed before
+    any is run so that a bad line stops the batch before output starts."""
+    if arch != "-":
+        return [read_arch(arch)]
+    archs = []
+    for n, line in enumerate(sys.stdin, 1):
+        if line.strip():
+            try:
+                archs.append(read_arch(line))
+            except (ArchError, InputError) as err:
+                raise InputError(f"stdin line {n}: {err}") from None
+    return archs
+
+
+def parse_op(text: str) -> Op:
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"--op: malformed JSON: {err}") from None
+    if not isinstance(d, dict):
+        raise InputError("--op: must be a JSON object")
+    if d.get("op") not in OP_KINDS:
+        raise InputError(f"--op: field 'op' must be one of {', '.join(OP_KINDS)}")
+    allowed = {"op", "height", "width", "in", "out", "kernel", "stride"}
+    if unknown := sorted(set(d) - allowed):
+        raise InputError(f"--op: unknown field '{unknown[0]}'")
+    kind = d["op"]
+    h, w = (1, 1) if kind == "fc" else (d.get("height"), d.get("width"))
+    cin = d.get("in")
+    cout = cin if kind in ("depthwise", "add", "pool") else d.get("out")
+    vals = {"height": h, "width": w, "in": cin, "out": cout,
+            "kernel": d.get("kernel", 1), "stride": d.get("stride", 1)}
+    for key, v in vals.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InputError(f"--op: field '{key}' must be a positive integer, got {v!r}")
+    if vals["stride"] not in (1, 2) or vals["kernel"] % 2 == 0:
+        raise InputError("--op: 'stride' must be 1 or 2 and 'kernel' odd")
+    if kind == "depthwise" and d.get("out", cin) != cin:
+        raise InputError("--op: a depthwise op has out == in")
+    inputs = (0, 1) if kind == "add" else (0,)
+    return Op(kind, kind, h, w, cin, cout, vals["kernel"], vals["stride"], inputs=inputs,
+              output=len(inputs))
+
+
+def load_estimator(hardware: str, estimator: Path | None):
+    """The estimator for a spec name (default dir models/estimator/<spec name>), or
+    the host-CPU one for ``cpu``."""
+    from hwnas.estimator import Estimator
+
+    from hwnas import layout
+
+    spec = load_spec(DEFAULT_SPEC if hardware == "cpu" else hardware)
+    target = layout.target_name("cpu" if hardware == "cpu" else "sim", spec.name)
+    return Estimator.load(estimator or layout.estimator_dir(target), spec)
+

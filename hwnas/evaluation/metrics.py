@@ -1,0 +1,157 @@
+"""Simulated figures of the evaluated networks, their standard errors and ``metrics.json``."""
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+
+from hwnas.arch import ArchSpec, parse_arch
+from hwnas.evaluation import EvaluateError
+
+# 50% lower latency within 0.3 points of the baseline's accuracy, and a memory-budget
+# network with 45% less memory within 1 point.
+TARGETS = {"latency_reduction": 0.50, "latency_accuracy_drop": 0.3,
+           "memory_reduction": 0.45, "memory_accuracy_drop": 1.0}
+
+SIM_KEYS = ("latency_ms", "energy_mj", "memory_bytes", "params_bytes", "peak_activation_bytes",
+            "macs", "cycles", "dram_bytes", "utilization")
+
+
+def simulate_models(archs: dict[str, ArchSpec], spec,
+                    estimate: Callable | None = None) -> dict[str, dict]:
+    """Name -> simulated figures (``SIM_KEYS``) plus, with ``estimate`` (an
+    ``Estimator.estimate``), its latency/memory and relative errors against the simulator."""
+    from hwnas.simulation import simulate_arch
+
+    names = list(archs)
+    out = {}
+    for name in names:
+        sim = simulate_arch(archs[name], spec, per_kernel=False)
+        out[name] = {"arch": archs[name].with_name("").encode(),
+                     **{k: sim[k] for k in SIM_KEYS}}
+    if estimate is not None and names:
+        for name, est in zip(names, estimate([archs[n] for n in names])):
+            rec = out[name]
+            lat = est.get("latency_ms")
+            rec["est_latency_ms"] = lat
+            rec["est_memory_bytes"] = est.get("memory_bytes")
+            rec["estimator_error"] = (None if lat is None else
+                                      abs(lat - rec["latency_ms"]) / rec["latency_ms"])
+            rec["estimator_signed_error"] = (None if lat is None else
+                                             lat / rec["latency_ms"] - 1.0)
+            rec["estimator_memory_error"] = (abs(est["memory_bytes"] - rec["memory_bytes"])
+                                             / rec["memory_bytes"])
+            rec["estimator_out_of_range"] = len(est.get("out_of_range") or ())
+    return out
+
+
+def simulate_latencies(archs: Sequence[str], spec) -> dict[str, float]:
+    """Simulated latency (ms) per unique architecture string."""
+    from hwnas.simulation import simulate_arch
+
+    out = {}
+    for text in dict.fromkeys(archs):
+        out[text] = simulate_arch(parse_arch(text), spec, per_kernel=False)["latency_ms"]
+    return out
+
+
+def accuracy_se(acc_percent: float, n: int) -> float:
+    """Binomial standard error of a test accuracy, in points."""
+    p = acc_percent / 100.0
+    return 100.0 * math.sqrt(max(p * (1 - p), 1e-12) / max(1, n))
+
+
+def paired_se(ours: Sequence[float], theirs: Sequence[float]) -> float | None:
+    """Standard error of the mean difference of paired runs (run i of both on seed i);
+    None unless both have the same number of runs, at least two."""
+    if not len(ours) == len(theirs) >= 2:
+        return None
+    d = [a - b for a, b in zip(ours, theirs)]
+    return statistics.stdev(d) / math.sqrt(len(d))
+
+
+def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
+                  latency_name: str = "latency", memory_name: str | None = "memory",
+                  targets: dict = TARGETS, scratch_name: str = "baseline-scratch") -> dict:
+    """``metrics.json``: the latency-chosen model against the baseline, the memory-budget
+    model's figures and whether the targets are met. Where a chosen model was
+    also trained from scratch (``scratch_accuracy``) and the baseline was (``scratch_name``),
+    its accuracy is that, against the baseline's: architecture against architecture with
+    the same budget and seeds (``accuracy_basis: scratch``; the saved weights' own test
+    accuracy is ``model_accuracy``). Otherwise the saved weights' accuracy meets the stronger
+    of the ``baseline_names`` variants by test accuracy (a conservative comparison)."""
+    missing = [n for n in (latency_name, *baseline_names) if n not in models]
+    if memory_name and memory_name not in models:
+        missing.append(memory_name)
+    if missing:
+        raise EvaluateError(f"no evaluated model named '{missing[0]}' "
+                            f"(have: {', '.join(models)})")
+    variants = {n: models[n]["accuracy"] for n in baseline_names}
+    chosen = models[latency_name]
+    by_scratch = "scratch_accuracy" in chosen and scratch_name in models
+    base_name = scratch_name if by_scratch else max(variants, key=lambda n: variants[n])
+    base = models[base_name]
+
+    def reduction(key: str, m: dict) -> float:
+        return 1.0 - m[key] / base[key]
+
+    def accuracy_of(m: dict) -> float:
+        return m["scratch_accuracy"] if by_scratch and "scratch_accuracy" in m else m["accuracy"]
+
+    def kept(m: dict) -> dict:
+        """Which weights were saved (the better on the val split) and their accuracies."""
+        out = {"model_accuracy": m["accuracy"]} if by_scratch or "weights" in m else {}
+        if "weights" in m:
+            out.update(weights=m["weights"], accuracy_finetuned=m["finetuned_accuracy"])
+        if by_scratch and "scratch_accuracy_runs" in m:
+            out["accuracy_runs"] = m["scratch_accuracy_runs"]
+        return out
+
+    out = {
+        "accuracy": accuracy_of(chosen), "baseline_accuracy": base["accuracy"],
+        "accuracy_basis": "scratch" if by_scratch else "saved weights",
+        "baseline_accuracy_source": base_name,
+        **{f"baseline_accuracy_{n.removeprefix('baseline-')}": a for n, a in variants.items()},
+        "accuracy_delta": accuracy_of(chosen) - base["accuracy"],
+        "latency_ms": chosen["latency_ms"], "baseline_latency_ms": base["latency_ms"],
+        "latency_reduction": reduction("latency_ms", chosen),
+        "energy_mj": chosen["energy_mj"], "baseline_energy_mj": base["energy_mj"],
+        "energy_reduction": reduction("energy_mj", chosen),
+        "memory_bytes": chosen["memory_bytes"], "baseline_memory_bytes": base["memory_bytes"],
+        "memory_reduction": reduction("memory_bytes", chosen),
+        "estimator_error": chosen.get("estimator_error"),
+        "estimator_memory_error": chosen.get("estimator_memory_error"),
+        "baseline_estimator_error": base.get("estimator_error"),
+        "arch": chosen["arch"], "baseline_arch": base["arch"], **kept(chosen),
+    }
+    if "accuracy_runs" in base:
+        out["baseline_accuracy_runs"] = base["accuracy_runs"]
+    if by_scratch:  # the saved files against each other (one run each; val chose the weights)
+        out["model_accuracy_delta"] = out["model_accuracy"] - base.get("model_accuracy",
+                                                                       base["accuracy"])
+    if "test_images" in chosen:
+        out["accuracy_se"] = accuracy_se(out["accuracy"], chosen["test_images"])
+    se = paired_se(out.get("accuracy_runs") or [], out.get("baseline_accuracy_runs") or [])
+    if se is not None:
+        out["accuracy_delta_se"] = se
+    lat_ok = (out["latency_reduction"] >= targets["latency_reduction"]
+              and out["accuracy"] >= out["baseline_accuracy"] - targets["latency_accuracy_drop"])
+    out["targets"] = {"latency_reduction_min": targets["latency_reduction"],
+                      "latency_accuracy_drop_max": targets["latency_accuracy_drop"],
+                      "latency_met": bool(lat_ok)}
+    if memory_name:
+        mem = models[memory_name]
+        out["memory_model"] = {
+            "arch": mem["arch"], "accuracy": accuracy_of(mem),
+            "accuracy_delta": accuracy_of(mem) - base["accuracy"],
+            "memory_bytes": mem["memory_bytes"],
+            "memory_reduction": reduction("memory_bytes", mem),
+            "latency_ms": mem["latency_ms"], "latency_reduction": reduction("latency_ms", mem),
+            "energy_mj": mem["energy_mj"], "estimator_error": mem.get("estimator_error"),
+            **kept(mem)}
+        mem_ok = (out["memory_model"]["memory_reduction"] >= targets["memory_reduction"]
+                  and out["memory_model"]["accuracy_delta"] >= -targets["memory_accuracy_drop"])
+        out["targets"].update(memory_reduction_min=targets["memory_reduction"],
+                              memory_accuracy_drop_max=targets["memory_accuracy_drop"],
+                              memory_met=bool(mem_ok))
+    return out
