@@ -68,7 +68,7 @@ def main() -> None:
     runs: dict[str, list[float]] = {}  # architecture -> from-scratch test accuracies
 
     def trained(arch: str) -> list[float]:
-        key = parse_arch(arch).with_name("").encode()  # the baseline row carries a name
+        key = parse_arch(arch).key  # the baseline row carries a name
         if key not in runs:
             runs[key] = scratch_runs(params, parse_arch(key))[1]["accuracy_runs"]
         return runs[key]

@@ -169,7 +169,7 @@ def main() -> None:
     train_s = time.time() - t
     ref = json.loads(Path("results/eval_supernet/rows.json").read_text())
     archs = es.spread_subnets(s.space, pe["subnets"], pe["candidates"], pe["seed"])
-    if [a.with_name("").encode() for a in archs] != [r["arch"] for r in ref]:
+    if [a.key for a in archs] != [r["arch"] for r in ref]:
         raise SystemExit("bench_tau: results/eval_supernet/rows.json holds other subnets; "
                          "run `dvc repro eval_supernet` first")
     probes = es.probe_subnets(s.space)

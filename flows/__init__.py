@@ -1,0 +1,1 @@
+"""Prefect flows: the pipeline over the DVC stages, and multishot fan-out."""

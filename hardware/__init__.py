@@ -1,0 +1,1 @@
+"""The accelerator side: spec schema and loader, bundled specs, the op graph and fusion, the simulator."""

@@ -186,6 +186,11 @@ class ArchSpec:
     def encode(self) -> str:
         return encode(self)
 
+    @property
+    def key(self) -> str:
+        """The compact string without the name: the network's own ID in lookup keys."""
+        return _body(self)
+
 
 # ---- validation and parsing ------------------------------------------------
 
@@ -269,13 +274,17 @@ def _block_code(block: BlockSpec) -> str:
     return block.encode()
 
 
-def encode(arch: ArchSpec) -> str:
+def _body(arch: ArchSpec) -> str:
     i = arch.input
     parts = [f"i{i.channels}x{i.height}x{i.width}",
              f"stem_k{arch.stem.kernel}_c{arch.stem.out}_s{arch.stem.stride}"]
     parts += [_block_code(b) for b in arch.blocks]
     parts.append(arch.head.encode())
-    body = "-".join(parts)
+    return "-".join(parts)
+
+
+def encode(arch: ArchSpec) -> str:
+    body = _body(arch)
     return f"{arch.name}:{body}" if arch.name else body
 
 

@@ -109,10 +109,9 @@ def pick_subnets(pareto: dict, chosen: Sequence[str] = CHOICES, extra: int = 0,
 
 def search_record(pareto: dict, arch: ArchSpec) -> dict:
     """The search's own figures for ``arch`` (accuracy, estimated latency/memory), or {}."""
-    key = arch.with_name("")
     for r in [pareto["baseline"], *pareto["pareto"]]:
         try:
-            if parse_arch(r["arch"]).with_name("") == key:
+            if parse_arch(r["arch"]) == arch:
                 return {k: r[k] for k in ("accuracy", "latency_ms", "memory_bytes") if k in r}
         except (ArchError, KeyError, TypeError):
             continue
@@ -234,7 +233,7 @@ def save_subnet(net: nn.Module, arch: ArchSpec, path: str | Path, record: dict |
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in (record or {}).items() if isinstance(v, (int, float, str))}
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"arch": arch.with_name("").encode(), "state_dict": net.state_dict(),
+    torch.save({"arch": arch.key, "state_dict": net.state_dict(),
                 "record": meta}, tmp)
     os.replace(tmp, path)
 

@@ -124,7 +124,7 @@ def scratch_results(archs: list[ArchSpec], ctx: TrainContext, cache_path: Path,
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     out = {}
     for arch in archs:
-        key = arch.with_name("").encode()
+        key = arch.key
         runs = []
         for i, fp in enumerate(fps):
             if (key, fp) not in cached:
@@ -155,14 +155,14 @@ def score_subnets(supernet, archs: list[ArchSpec], probes: list[ArchSpec],
 
     rows, probe_rows = [], []
     for i, arch in enumerate(archs):
-        row = scratch[arch.with_name("").encode()]
+        row = scratch[arch.key]
         inherited = subnet_accuracy(supernet, arch, calib, held_out, calib_batches)
         rows.append({**row, "inherited_acc": inherited, "name": arch.name or f"subnet{i}"})
         if on_row:
             on_row(i, rows[-1])
     for arch in probes:
         cost = static_cost(arch)
-        key = arch.with_name("").encode()
+        key = arch.key
         probe_rows.append({"name": arch.name, "arch": key, "macs": cost.macs,
                            "params": cost.params,
                            "inherited_acc": subnet_accuracy(supernet, arch, calib, held_out,

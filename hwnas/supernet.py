@@ -19,8 +19,8 @@ and the extracted subnet compute the same function (same weights, same statistic
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from itertools import product
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -221,10 +221,9 @@ class SuperNet(nn.Module):
     # -- which supernet position runs each block of ``arch`` --
     def plan(self, arch: ArchSpec) -> tuple[tuple[int, int], ...]:
         """(stage, index) of each block of ``arch``; SupernetError if it does not fit."""
-        key = replace(arch, name="")
-        if key not in self._plans:
-            self._plans[key] = self._plan(key)
-        return self._plans[key]
+        if arch not in self._plans:  # ArchSpec equality ignores the name
+            self._plans[arch] = self._plan(arch)
+        return self._plans[arch]
 
     def _plan(self, arch: ArchSpec) -> tuple[tuple[int, int], ...]:
         sp = self.space
@@ -387,6 +386,8 @@ def supernet_state(supernet: SuperNet) -> dict:
 
 def load_supernet(path, map_location: str | torch.device = "cpu") -> SuperNet:
     """Rebuild a supernet from a file written by the ``train_supernet`` stage."""
+    if not Path(path).is_file():
+        raise SupernetError(f"{path}: not found; run the train_supernet stage first")
     data = torch.load(path, map_location=map_location, weights_only=True)
     net = SuperNet(SearchSpace.from_json(data["space"]), data.get("kernel_transform", False))
     net.load_state_dict(data["state_dict"])

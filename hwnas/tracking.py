@@ -93,3 +93,14 @@ def log_candidates(df, parent_run_id: str) -> None:
                          tags=[RunTag("pareto", str(bool(r.pareto))),
                                RunTag("feasible", str(bool(r.feasible)))])
         client.set_terminated(run.info.run_id)
+
+
+def log_artifacts(folder, names, log=print) -> None:
+    """Files of ``folder`` as artifacts of the active run: a convenience, so a failure
+    is reported and the work goes on (the lineage tags are already logged)."""
+    try:
+        mlflow = _mlflow()
+        for name in names:
+            mlflow.log_artifact(str(folder / name))
+    except Exception as err:
+        log(f"note: could not log artifacts to MLflow: {err}")

@@ -45,13 +45,8 @@ def main() -> None:
     params = load_params()
     p = section(params, "extract")
     t_start = time.perf_counter()
-    try:
-        pareto = read_pareto(layout.PARETO)
-        archs = pick_subnets(pareto, p["chosen"], p["pareto_extra"], source=str(layout.PARETO))
-    except ExtractError as err:
-        raise SystemExit(f"extract: {err}") from None
-    if not layout.SUPERNET.is_file():
-        raise SystemExit(f"extract: {layout.SUPERNET}: not found; run the train_supernet stage first")
+    pareto = read_pareto(layout.PARETO)
+    archs = pick_subnets(pareto, p["chosen"], p["pareto_extra"], source=str(layout.PARETO))
     ctx = train_context(section(params, "train_supernet"))
     supernet = load_supernet(layout.SUPERNET, ctx.device).eval()
     if p["baseline"]:
@@ -91,9 +86,9 @@ def main() -> None:
             diff = export_onnx(net, layout.SUBNETS / f"{name}.onnx", check_x)
             rec.update(onnx_max_abs_diff=diff, test_images=len(ctx.splits.test))
             if diff > p["onnx_tolerance"]:
-                raise SystemExit(f"extract: {layout.SUBNETS / (name + '.onnx')}: onnxruntime differs from "
-                                 f"PyTorch by {diff:.2e} > extract.onnx_tolerance "
-                                 f"{p['onnx_tolerance']:g}")
+                raise ExtractError(f"{layout.SUBNETS / (name + '.onnx')}: onnxruntime differs "
+                                   f"from PyTorch by {diff:.2e} > extract.onnx_tolerance "
+                                   f"{p['onnx_tolerance']:g}")
             records[name] = rec
             say(f"[{i}/{len(archs)}] {name}: test {rec['accuracy']:.1f}% ({rec['weights']} weights; "
                 f"inherited {rec['inherited_accuracy']:.1f}%), ONNX diff {diff:.1e}, "

@@ -15,20 +15,14 @@ from hwnas.params import load_params, run_stage
 
 
 def main() -> None:
-    from hwnas.estimator import EstimatorError
-    from hwnas.search.objectives import SearchInputError, make_objective_fn
+    from hwnas.search.objectives import make_objective_fn
     from hwnas.search.run import check_space, load_search_context, plot, run_search
 
-    try:
-        ctx = load_search_context(load_params())
-        check_space(ctx.space)
-    except (EstimatorError, SearchInputError, FileNotFoundError) as err:
-        raise SystemExit(f"search: {err}") from None
+    ctx = load_search_context(load_params())
+    check_space(ctx.space)
     scorer = ctx.scorer()
     try:
         result = run_search(ctx, make_objective_fn(scorer, ctx.estimator.estimate))
-    except SearchInputError as err:
-        raise SystemExit(f"search: {err}") from None
     finally:
         if hasattr(scorer, "close"):
             scorer.close()

@@ -48,9 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics["training_rows"] = {k: v["rows"] for k, v in manifest["kinds"].items()}
         metrics["microbench_units"] = int(table["sample"].nunique())
         tracking.log_metrics(flat_metrics(metrics))
-        import mlflow
-
-        mlflow.log_artifact(str(res_dir / "pred_vs_true.png"))
+        tracking.log_artifacts(res_dir, ("pred_vs_true.png",))
     write_metrics(metrics, res_dir / "metrics.json")
     metrics["_predictions"].to_csv(res_dir / "predictions.csv", index=False)
     print(json.dumps({"hardware": hw, **metrics["network"], "memory": metrics["memory"]}))

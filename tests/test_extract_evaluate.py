@@ -316,11 +316,11 @@ def test_extract_stage_missing_or_null_input(tmp_path, monkeypatch, archs):
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(_params_yaml())
-    with pytest.raises(SystemExit, match=r"results/search/pareto.json: not found"):
+    with pytest.raises(ExtractError, match=r"results/search/pareto.json: not found"):
         stage.main()
     (tmp_path / "results/search").mkdir(parents=True)
     (tmp_path / "results/search/pareto.json").write_text(json.dumps(_pareto(archs, latency=None)))
-    with pytest.raises(SystemExit, match=r"results/search/pareto.json: chosen.latency is null"):
+    with pytest.raises(ExtractError, match=r"results/search/pareto.json: chosen.latency is null"):
         stage.main()
 
 
@@ -331,11 +331,11 @@ def test_evaluate_stage_missing_input(tmp_path, monkeypatch, archs):
     (tmp_path / "params.yaml").write_text(_params_yaml())
     (tmp_path / "results/search").mkdir(parents=True)
     (tmp_path / "results/search/pareto.json").write_text(json.dumps(_pareto(archs)))
-    with pytest.raises(SystemExit, match=r"candidates.parquet: not found"):
+    with pytest.raises(EvaluateError, match=r"candidates.parquet: not found"):
         stage.main()
     pd.DataFrame([{"arch": archs["fast"].encode(), "accuracy": 1.0}]).to_parquet(
         tmp_path / "results/search/candidates.parquet")
-    with pytest.raises(SystemExit, match=r"results/extract/subnets.json: not found"):
+    with pytest.raises(EvaluateError, match=r"results/extract/subnets.json: not found"):
         stage.main()
 
 

@@ -324,10 +324,10 @@ def test_scratch_results_average_seeds_and_cache_runs(space, tmp_path, monkeypat
     monkeypatch.setattr(ev, "scratch_accuracy", fake)
     archs = [s.space.largest(), s.space.smallest()]
     one = ev.scratch_results(archs, s, tmp_path / "c.jsonl", eval_split="val+test")
-    assert calls == [0, 0] and one[archs[0].with_name("").encode()]["scratch_acc"] == 90.0
+    assert calls == [0, 0] and one[archs[0].key]["scratch_acc"] == 90.0
     two = ev.scratch_results(archs, s, tmp_path / "c.jsonl", eval_split="val+test", seeds=2)
     assert calls == [0, 0, 1, 1]  # run 0 came from the cache
-    row = two[archs[1].with_name("").encode()]
+    row = two[archs[1].key]
     assert row["scratch_accs"] == [90.0, 91.0] and row["scratch_acc"] == 90.5
     ev.scratch_results(archs, s, tmp_path / "c.jsonl", eval_split="test")
     assert calls[-2:] == [0, 0]  # another evaluation split is another result

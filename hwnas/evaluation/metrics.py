@@ -27,7 +27,7 @@ def simulate_models(archs: dict[str, ArchSpec], spec,
     out = {}
     for name in names:
         sim = simulate_arch(archs[name], spec, per_kernel=False)
-        out[name] = {"arch": archs[name].with_name("").encode(),
+        out[name] = {"arch": archs[name].key,
                      **{k: sim[k] for k in SIM_KEYS}}
     if estimate is not None and names:
         for name, est in zip(names, estimate([archs[n] for n in names])):

@@ -111,3 +111,16 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
               "![accuracy vs simulated latency](pareto.png)", ""]
     lines += [f"- {note}" for note in info.get("notes", ())]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def table_definition(tolerance: float) -> str:
+    return ("Table definition: each cell restricts the one search's feasible candidates to "
+            "the sub-space that search setting allows (no fused-IBN block when fused-IBN "
+            "search is off; the baseline's per-stage depths, i.e. depth multiplier 1, when "
+            "depth-multiplier search is off), adds the baseline, keeps those whose search "
+            f"accuracy (supernet, val split) is at least the baseline's"
+            f"{f' minus {tolerance:g} points' if tolerance else ''}, and reports the lowest "
+            "simulated latency among them against the baseline's. The cells come from one "
+            "search of the full space, not four searches, so restricted cells hold fewer "
+            "candidates and understate a dedicated search; accuracy here is the search's "
+            "estimate, not the fine-tuned test accuracy.")

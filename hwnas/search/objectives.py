@@ -3,7 +3,6 @@ a zero-shot proxy) and latency and memory from the estimator, in batches."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import torch
 
@@ -94,7 +93,7 @@ def proxy_accuracy(name: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> Ac
 
     def score(arch: ArchSpec) -> float:
         torch.manual_seed(seed)
-        return proxy(build_model(replace(arch, name="")).to(x.device), x, y)
+        return proxy(build_model(arch).to(x.device), x, y)
     return score
 
 

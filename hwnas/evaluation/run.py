@@ -1,0 +1,119 @@
+"""One evaluation: every model of the pipeline (the extracted ones and the baselines)
+simulated on the target, the metrics against the baseline, the article's table from
+the search's candidates at simulated latency, and what the report says beside them."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from hwnas import layout
+from hwnas.evaluation import EvaluateError
+
+BASELINES = ("baseline-scratch", "baseline-finetuned")
+
+
+@dataclass
+class Inputs:
+    pareto: dict               # the search's pareto.json
+    candidates: pd.DataFrame   # every search candidate
+    extracted: dict            # extract's subnets.json
+    scratch: dict              # the baseline from scratch (its metrics.json)
+
+
+def _read_json(path: Path, stage: str) -> dict:
+    if not path.is_file():
+        raise EvaluateError(f"{path}: not found; run the {stage} stage first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise EvaluateError(f"{path}: not valid JSON: {err}") from None
+
+
+def read_inputs() -> Inputs:
+    from hwnas.extract import read_pareto
+
+    pareto = read_pareto(layout.PARETO)
+    if not layout.CANDIDATES.is_file():
+        raise EvaluateError(f"{layout.CANDIDATES}: not found; run the search stage first")
+    return Inputs(pareto, pd.read_parquet(layout.CANDIDATES),
+                  _read_json(layout.EXTRACTED, "extract"),
+                  _read_json(layout.BASELINE / "metrics.json", "baseline"))
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    models: dict[str, dict]
+    table: list[dict]
+    info: dict                 # what the report states beside the figures
+    candidates: pd.DataFrame   # with ``sim_latency_ms``
+    base_search: dict          # the baseline as the search scored it
+
+
+def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print) -> Evaluation:
+    """Simulate every model on ``spec``, with the estimator's error on each."""
+    from hwnas.arch import parse_arch
+    from hwnas.evaluation.ablation import ablation_table
+    from hwnas.evaluation.metrics import build_metrics, simulate_latencies, simulate_models
+    from hwnas.evaluation.report import table_definition
+    from hwnas.space import SearchSpace
+
+    pareto, candidates, extracted, scratch = (inputs.pareto, inputs.candidates,
+                                              inputs.extracted, inputs.scratch)
+    if extracted.get("hardware") not in (None, spec.name):
+        raise EvaluateError(f"{layout.EXTRACTED}: extracted for {extracted['hardware']}, but "
+                            f"base.hardware is {spec.name}; rerun extract")
+    space = SearchSpace.from_json(extracted["space"])
+    # every model by name: test accuracy from extract/baseline, figures from the simulator
+    records = {n: dict(r) for n, r in extracted["models"].items()}
+    records["baseline-scratch"] = {**scratch, "search_accuracy": None}
+    base_search_arch = parse_arch(pareto["baseline"]["arch"]).key
+    if records["baseline-scratch"]["arch"] != base_search_arch:
+        raise EvaluateError(f"{layout.BASELINE / 'metrics.json'} trained "
+                            f"{records['baseline-scratch']['arch']}, but {layout.PARETO} has "
+                            f"the baseline {base_search_arch}; rerun the stale stage")
+    archs = {n: parse_arch(r["arch"]) for n, r in records.items()}
+    log(f"simulating {len(archs)} models and {candidates['arch'].nunique()} candidates "
+        f"on {spec.name}")
+    sims = simulate_models(archs, spec, estimator.estimate)
+    models = {n: {**records[n], **sims[n]} for n in records}
+    for name in ("latency", "memory"):
+        if name not in models:
+            log(f"note: no '{name}' model was extracted (extract.chosen)")
+    metrics = build_metrics(models, [b for b in BASELINES if b in models],
+                            latency_name="latency" if "latency" in models else
+                            next(n for n in models if n not in BASELINES),
+                            memory_name="memory" if "memory" in models else None)
+
+    lat = simulate_latencies(list(candidates["arch"]) + [pareto["baseline"]["arch"]], spec)
+    candidates = candidates.assign(sim_latency_ms=candidates["arch"].map(lat))
+    base_search = {"arch": base_search_arch, "accuracy": pareto["baseline"]["accuracy"],
+                   "sim_latency_ms": lat[pareto["baseline"]["arch"]]}
+    table = ablation_table(candidates, base_search, space, tolerance)
+    metrics["table"] = {f"fused_{'yes' if r['fused_ibn_search'] else 'no'}"
+                        f"_depth_{'yes' if r['depth_multiplier_search'] else 'no'}":
+                        r["latency_reduction"] for r in table}
+    cand_err = (candidates["latency_ms"] / candidates["sim_latency_ms"] - 1).abs()
+    metrics.update(candidates_estimator_error_median=float(cand_err.median()),
+                   candidates_estimator_error_p90=float(cand_err.quantile(0.9)),
+                   hardware=spec.name, accuracy_mode=pareto.get("accuracy_mode"))
+    info = {"hardware": spec.name, "dataset": extracted["data"]["dataset"],
+            "test_images": extracted["data"]["test"],
+            "baseline_budget": (f"From scratch: {scratch.get('budget', '?')}. Fine-tuned: "
+                                f"extracted from the supernet and fine-tuned "
+                                f"{extracted['finetune']['epochs']} epoch(s) at lr "
+                                f"{extracted['finetune']['lr']:g}, like the chosen models."),
+            "table_definition": table_definition(tolerance),
+            "notes": [
+                f"Search accuracy mode: {pareto.get('accuracy_mode')}; the search ranks by "
+                f"supernet (inherited) accuracy on the val split, which is not the final test "
+                f"accuracy after fine-tuning.",
+                f"Estimator on all {len(candidates)} candidates: median latency error "
+                f"{100 * metrics['candidates_estimator_error_median']:.1f}%, 90th percentile "
+                f"{100 * metrics['candidates_estimator_error_p90']:.1f}%.",
+                "Reproduce: `dvc repro evaluate` (or `python -m stages.extract`, "
+                "`python -m stages.baseline`, `python -m stages.evaluate`)."]}
+    return Evaluation(metrics, models, table, info, candidates, base_search)
