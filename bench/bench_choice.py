@@ -22,8 +22,10 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
+from hwnas import layout  # noqa: E402
 from hwnas.arch import parse_arch  # noqa: E402
 from hwnas.evaluation.metrics import paired_se  # noqa: E402
+from hwnas.extract import read_pareto  # noqa: E402
 from hwnas.lowering import static_cost  # noqa: E402
 from hwnas.params import load_params  # noqa: E402
 from hwnas.scratch import scratch_runs  # noqa: E402
@@ -34,8 +36,8 @@ def searched(params: dict, seeds: list[int]):
     """(label, candidates, baseline row) of the pipeline's search, or of new searches with
     ``seeds`` (the stage's settings, no journal)."""
     if not seeds:
-        yield ("pipeline search", pd.read_parquet("results/search/candidates.parquet"),
-               json.loads(Path("results/search/pareto.json").read_text())["baseline"])
+        yield ("pipeline search", pd.read_parquet(layout.CANDIDATES),
+               read_pareto(layout.PARETO)["baseline"])
         return
     from hwnas.search.evolution import Constraints, search
     from hwnas.search.objectives import make_objective_fn
@@ -73,7 +75,7 @@ def main() -> None:
             runs[key] = scratch_runs(params, parse_arch(key))[1]["accuracy_runs"]
         return runs[key]
 
-    done = Path("results/baseline/metrics.json")
+    done = layout.BASELINE / "metrics.json"
     if done.is_file():  # the pipeline's baseline, when it trained the seeds asked for
         rec = json.loads(done.read_text())
         if rec.get("seeds") == [params["base"]["seed"] + i for i in range(args.seeds)]:

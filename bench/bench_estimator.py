@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from hardware.spec import load_spec
+from hwnas import layout
 from hwnas.estimator import Estimator
 from hwnas.estimator.scoring import heldout_networks
 from hwnas.simulation import simulate_arch
@@ -44,7 +45,7 @@ def main() -> None:
                     help="simulate this many of the batch (the rate is per network)")
     args = ap.parse_args()
     spec = load_spec(args.hardware)
-    est = Estimator.load(args.estimator or f"models/estimator/{spec.name}", spec)
+    est = Estimator.load(args.estimator or layout.estimator_dir(spec.name), spec)
     archs, _ = heldout_networks(spec, SPACES, args.networks, seed=4242, with_references=False)
     kernels = len(est.kernel_frame(archs[:500])) / 500
     est.estimate(archs[:200])  # warm up

@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root
 import hwnas.supernet as hs  # noqa: E402
 import hwnas.training as ht  # noqa: E402
 import hwnas.proof as es  # noqa: E402
+from hwnas import layout  # noqa: E402
 from hwnas.context import train_context  # noqa: E402
 from hwnas.lowering import static_cost  # noqa: E402
 from hwnas.params import load_params, section  # noqa: E402
@@ -167,7 +168,7 @@ def main() -> None:
     t = time.time()
     supernet, _ = ht.train_supernet(s, OUT / f"{tag}.pt", progress=True)
     train_s = time.time() - t
-    ref = json.loads(Path("results/eval_supernet/rows.json").read_text())
+    ref = json.loads((layout.EVAL_SUPERNET / "rows.json").read_text())
     archs = es.spread_subnets(s.space, pe["subnets"], pe["candidates"], pe["seed"])
     if [a.key for a in archs] != [r["arch"] for r in ref]:
         raise SystemExit("bench_tau: results/eval_supernet/rows.json holds other subnets; "

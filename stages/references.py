@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from hardware.spec import load_spec
-from hwnas.params import load_params, section
-from hwnas.simulation import simulate_arch
+from hwnas import layout
+from hwnas.params import load_params, run_stage, section
 from hwnas.registry import REFERENCES, reference
-
-OUT = Path("results/references")
+from hwnas.simulation import simulate_arch
 
 
 def main() -> None:
@@ -17,12 +15,12 @@ def main() -> None:
     spec = load_spec(p["hardware"])
     rows = [simulate_arch(reference(n), spec, p["noise"], p["seed"], per_kernel=False)
             for n in REFERENCES]
-    OUT.mkdir(parents=True, exist_ok=True)
+    layout.REFERENCES.mkdir(parents=True, exist_ok=True)
     metrics = {r["name"]: {k: r[k] for k in ("latency_ms", "energy_mj", "macs", "params",
                                              "memory_bytes", "utilization")} for r in rows}
-    (OUT / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (OUT / "simulated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (layout.REFERENCES / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (layout.REFERENCES / "simulated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("references", main)

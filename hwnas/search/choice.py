@@ -33,7 +33,7 @@ def pick(rows: pd.DataFrame, tie: float = 0.0) -> pd.Series | None:
 def summarize(df: pd.DataFrame, base: dict, budget: float | None,
               latency_budget: float | None = None, tie_se: float = 0.0,
               val_images: int = 0) -> dict:
-    """The figures the issue asks for: latency saved at baseline accuracy, and the
+    """The search's headline figures: latency saved at baseline accuracy, and the
     best network within half (or ``budget`` of) the baseline's memory. The chosen
     latency model is the best network (``pick``) within ``latency_budget`` of the
     baseline's latency when one is set, else the fastest at baseline accuracy; ties
