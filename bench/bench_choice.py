@@ -46,11 +46,11 @@ def searched(params: dict, seeds: list[int]):
     ctx = load_context(params)
     scorer = ctx.scorer()
     try:
-        evaluate = make_objective_fn(scorer, ctx.estimator.estimate)
-        base = evaluate([ctx.baseline])[0]
+        objective_fn = make_objective_fn(scorer, ctx.estimator.estimate)
+        base = objective_fn([ctx.baseline])[0]
         p = ctx.params
         for seed in seeds:
-            df = search(ctx.space, evaluate, candidates=p["candidates"],
+            df = search(ctx.space, objective_fn, candidates=p["candidates"],
                         population=p["population"], seed=seed, seeds=[ctx.baseline],
                         constraints=Constraints(p["latency_budget"] * base["latency_ms"]))
             yield f"search seed {seed}", df, {**base, "arch": ctx.baseline.encode()}

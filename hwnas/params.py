@@ -74,11 +74,13 @@ class SpaceParams(_Section):
 
 
 class TrainSpaceParams(SpaceParams):
-    """The supernet's space: input size and classes come from the data, not from here."""
+    """The supernet's space: input size and classes come from the data, not from here;
+    the stage table is given in full (its widths are the baseline's)."""
 
     resolution: None = None
     in_channels: None = None
     classes: None = None
+    stages: list[Annotated[list[PosInt], Field(min_length=3, max_length=3)]]
 
 
 class Base(_Section):
@@ -101,7 +103,7 @@ class Base(_Section):
 
 
 class References(_Section):
-    noise: NonNegFloat = 0.0
+    noise: NonNegFloat
 
 
 class MicrobenchCpu(_Section):
@@ -118,14 +120,14 @@ class MicrobenchCpu(_Section):
 
 
 class Microbench(_Section):
-    samples: PosInt = 10_000
-    time_budget_s: PosFloat = 180.0
-    repeats: PosInt = 5
-    noise: Annotated[float, Field(ge=0, lt=1)] = 0.03
-    network_share: Share = 0.6
-    neighbours: NonNegInt = 2
-    adaptive_share: Annotated[float, Field(ge=0, lt=1)] = 0.25
-    adaptive_top: Share = 0.2
+    samples: PosInt
+    time_budget_s: PosFloat
+    repeats: PosInt
+    noise: Annotated[float, Field(ge=0, lt=1)]
+    network_share: Share
+    neighbours: NonNegInt
+    adaptive_share: Annotated[float, Field(ge=0, lt=1)]
+    adaptive_top: Share
     spaces: list[SpaceParams] = Field(min_length=1)
     cpu: MicrobenchCpu = MicrobenchCpu()
 
@@ -141,23 +143,23 @@ class TrainEstimatorCpu(_Section):
 
 
 class TrainEstimator(_Section):
-    n_estimators: PosInt = 200
-    learning_rate: PosFloat = 0.1
-    num_leaves: Annotated[int, Field(ge=2)] = 15
-    min_data_in_leaf: PosInt = 5
-    linear_tree: bool = True
-    eval_networks: PosInt = 240
-    eval_seed: NonNegInt = 1000
-    references: bool = True
+    n_estimators: PosInt
+    learning_rate: PosFloat
+    num_leaves: Annotated[int, Field(ge=2)]
+    min_data_in_leaf: PosInt
+    linear_tree: bool
+    eval_networks: PosInt
+    eval_seed: NonNegInt
+    references: bool
     spaces: list[SpaceParams] = Field(min_length=1)
     cpu: TrainEstimatorCpu = TrainEstimatorCpu()
 
 
 class Data(_Section):
-    dataset: str = "mnist"
-    resolution: Resolution = 32
-    val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    test_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    dataset: str
+    resolution: Resolution
+    val_fraction: Annotated[float, Field(ge=0, lt=1)]
+    test_fraction: Annotated[float, Field(ge=0, lt=1)]
 
     @field_validator("test_fraction")
     @classmethod
@@ -173,84 +175,86 @@ class Train(_Section):
     epochs: PosInt
     batch_size: PosInt
     lr: PosFloat
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    weight_decay: NonNegFloat = 5e-5
-    warmup_epochs: NonNegFloat = 0.5
-    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    num_random: NonNegInt = 2
-    extremes: Literal["fixed", "cycle", "random", "all"] = "fixed"
-    distill: bool = True
-    max_shift: NonNegInt = 2
-    grad_clip: NonNegFloat = 5.0
-    clip_per_subnet: bool = False
-    distill_stages: NonNegFloat = 0.0
-    stage_regressor: bool = False
-    teacher_weight: PosFloat = 1.0
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    weight_decay: NonNegFloat
+    warmup_epochs: NonNegFloat
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)]
+    num_random: NonNegInt
+    extremes: Literal["fixed", "cycle", "random", "all"]
+    distill: bool
+    max_shift: NonNegInt
+    grad_clip: NonNegFloat
+    clip_per_subnet: bool
+    distill_stages: NonNegFloat
+    stage_regressor: bool
+    teacher_weight: PosFloat
 
 
 class TrainSupernet(_Section):
-    device: Literal["cpu", "cuda"] = "cpu"
-    threads: PosInt | None = None
-    calib_batches: PosInt = 8
-    kernel_transform: bool = True
+    device: Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?)$")]
+    threads: PosInt | None
+    calib_batches: PosInt
+    kernel_transform: bool
     data: Data
     space: TrainSpaceParams
     train: Train
 
 
 class EvalSupernet(_Section):
-    subnets: Annotated[int, Field(ge=3)] = 10
-    candidates: PosInt = 2000
-    eval_split: Literal["val", "test", "val+test"] = "test"
-    probes: bool = True
-    scratch_seeds: PosInt = 1
+    subnets: Annotated[int, Field(ge=2)]
+    candidates: PosInt
+    eval_split: Literal["val", "test", "val+test"]
+    probes: bool
+    scratch_seeds: PosInt
     seed: NonNegInt | None = None
 
 
 class Search(_Section):
-    accuracy: Literal["supernet", "naswot", "synflow", "grad_norm"] = "supernet"
-    candidates: PosInt = 1000
-    population: Annotated[int, Field(ge=2)] = 50
-    max_latency_ms: PosFloat | None = None
-    latency_budget: PosFloat | None = None
-    accuracy_tie: NonNegFloat | None = None
-    memory_budget: PosFloat | None = None
-    calib_images: PosInt = 256
-    val_images: PosInt = 500
-    workers: PosInt = 2
+    accuracy: Literal["supernet", "naswot", "synflow", "grad_norm"]
+    candidates: PosInt
+    population: Annotated[int, Field(ge=2)]
+    max_latency_ms: PosFloat | None
+    latency_budget: PosFloat | None
+    accuracy_tie: NonNegFloat | None
+    memory_budget: PosFloat | None
+    calib_images: PosInt
+    val_images: PosInt
+    workers: PosInt
 
 
 class Extract(_Section):
     chosen: list[Literal["latency", "memory"]] = Field(min_length=1)
-    pareto_extra: NonNegInt = 0
-    baseline: bool = True
-    scratch: bool = True
-    epochs: NonNegInt = 3
-    lr: PosFloat = 0.05
-    onnx_tolerance: PosFloat = 1e-4
-    onnx_check_images: PosInt = 64
+    pareto_extra: NonNegInt
+    baseline: bool
+    scratch: bool
+    epochs: NonNegInt
+    lr: PosFloat
+    onnx_tolerance: PosFloat
+    onnx_check_images: PosInt
 
 
 class Baseline(_Section):
-    epochs: PosInt | None = None
-    seeds: PosInt = 1
+    epochs: PosInt | None
+    seeds: PosInt
 
 
 class Evaluate(_Section):
-    equal_accuracy_tolerance: NonNegFloat = 0.0
+    equal_accuracy_tolerance: NonNegFloat
 
 
 class Params(_Section):
+    """Every section, every key: ``params.yaml`` is the whole configuration."""
+
     base: Base
-    references: References = References()
+    references: References
     microbench: Microbench
     train_estimator: TrainEstimator
     train_supernet: TrainSupernet
-    eval_supernet: EvalSupernet = EvalSupernet()
+    eval_supernet: EvalSupernet
     search: Search
     extract: Extract
-    baseline: Baseline = Baseline()
-    evaluate: Evaluate = Evaluate()
+    baseline: Baseline
+    evaluate: Evaluate
 
 
 def _where(loc: tuple) -> str:

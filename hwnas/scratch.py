@@ -16,10 +16,10 @@ def budget_epochs(params: dict) -> tuple[int, str]:
     """Epochs from scratch and the sentence that states the budget: the chosen models'
     epochs of supernet training plus fine-tuning, unless ``baseline.epochs`` is set."""
     p = section(params, "baseline")
-    if p.get("epochs") is not None:
+    if p["epochs"] is not None:
         return p["epochs"], f"baseline.epochs = {p['epochs']} epochs (set explicitly)"
     sup = int(params["train_supernet"]["train"]["epochs"])
-    ft = int((params.get("extract") or {}).get("epochs", 0))
+    ft = int(params["extract"]["epochs"])
     return sup + ft, (f"{sup + ft} epochs: the chosen model's {sup} epochs of supernet training "
                       f"+ {ft} of fine-tuning")
 
@@ -52,9 +52,9 @@ def scratch_runs(params: dict, arch, log=None):
     p = section(params, "baseline")
     epochs, _ = budget_epochs(params)
     train_params = section(params, "train_supernet")
-    seeds = [p["seed"] + i for i in range(p.get("seeds", 1))]
+    seeds = [p["seed"] + i for i in range(p["seeds"])]
     job = (train_params, arch.encode(), epochs)
-    device = train_params.get("device", "cpu")
+    device = train_params["device"]
     if len(seeds) == 1 or device != "cpu":
         runs = [scratch_run(*job, seed, log=log) for seed in seeds]
     else:

@@ -223,7 +223,7 @@ def train_from_scratch(model: nn.Module, loader: Iterable, cfg: TrainConfig,
     return model
 
 
-def evaluate_extremes(supernet, ctx) -> dict:
+def extremes_val_accuracy(supernet, ctx) -> dict:
     """Val accuracy of the largest and smallest subnets, BN-recalibrated."""
     from hwnas.supernet import subnet_accuracy
 
@@ -235,11 +235,13 @@ def evaluate_extremes(supernet, ctx) -> dict:
 
 def supernet_fingerprint(params: dict) -> str:
     """A supernet checkpoint resumes only with the same params and supernet/training code."""
+    import hwnas.context
+    import hwnas.space
     import hwnas.supernet
     import hwnas.training
     from hwnas.checkpoint import code_fingerprint
 
-    return code_fingerprint(params, hwnas.supernet, hwnas.training)
+    return code_fingerprint(params, hwnas.supernet, hwnas.training, hwnas.space, hwnas.context)
 
 
 def train_supernet(ctx, ckpt_path, progress: bool = True, log=None):
@@ -285,7 +287,7 @@ def train_supernet(ctx, ckpt_path, progress: bool = True, log=None):
                                            on_step=lambda n: bar.update(task, completed=n))
             epoch_s = time.perf_counter() - t0
             elapsed += epoch_s
-            metrics.update(evaluate_extremes(supernet, ctx), epoch=epoch + 1,
+            metrics.update(extremes_val_accuracy(supernet, ctx), epoch=epoch + 1,
                            epoch_seconds=epoch_s, lr=opt.param_groups[0]["lr"])
             history.append(metrics)
             info = (f"val largest {metrics['val_acc_largest']:.1f}% "

@@ -34,7 +34,7 @@ def main() -> None:
     ctx = train_context(section(params, "train_supernet"))
     widths = [c for c, _, _ in params["train_supernet"]["space"]["stages"]]
     arch = ctx.space.baseline(widths).with_name("")
-    n = p.get("seeds", 1)
+    n = p["seeds"]
     say(f"{arch.encode()} from scratch, {budget}, {n} seed(s)")
     with tracking.run("baseline", params={"arch": arch.encode(), "epochs": epochs,
                                           "seed": p["seed"], "seeds": n},

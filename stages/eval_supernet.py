@@ -31,9 +31,9 @@ def main() -> None:
     ctx = train_context(pt)
     supernet = load_supernet(layout.SUPERNET, ctx.device).eval()
     archs = spread_subnets(ctx.space, pe["subnets"], pe["candidates"], pe["seed"])
-    probes = probe_subnets(ctx.space) if pe.get("probes", True) else []
+    probes = probe_subnets(ctx.space) if pe["probes"] else []
     scratch_probes = [a for a in probes if a.name == "baseline_ibn_k3"]
-    split = pe.get("eval_split", "test")
+    split = pe["eval_split"]
     layout.EVAL_SUPERNET.mkdir(parents=True, exist_ok=True)
     calib, held_out = ctx.calib_loader(), ctx.loader(split)
     t0 = time.perf_counter()
@@ -42,13 +42,13 @@ def main() -> None:
         task = bar.add_task("subnets: from scratch", total=len(archs) + len(scratch_probes))
         scratch = scratch_results(archs + scratch_probes, ctx, layout.EVAL_SUPERNET / "subnets.jsonl",
                                   on_done=lambda r: bar.update(task, advance=1),
-                                  eval_split=split, seeds=pe.get("scratch_seeds", 1))
+                                  eval_split=split, seeds=pe["scratch_seeds"])
         rows, probe_rows = score_subnets(
-            supernet, archs, probes, scratch, calib, held_out, pt.get("calib_batches", 8),
+            supernet, archs, probes, scratch, calib, held_out, pt["calib_batches"],
             on_row=lambda i, r: tracking.log_metrics(
                 {"inherited_acc": r["inherited_acc"], "scratch_acc": r["scratch_acc"]}, step=i))
         metrics = {**rank_metrics(rows), "eval_split": split, "eval_images": len(held_out.data),
-                   "scratch_seeds": pe.get("scratch_seeds", 1), **probe_metrics(probe_rows),
+                   "scratch_seeds": pe["scratch_seeds"], **probe_metrics(probe_rows),
                    "seconds": round(time.perf_counter() - t0, 1)}
         tracking.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, str)})
     table = [{k: r[k] for k in ("name", "arch", "macs", "params", "inherited_acc", "scratch_acc",

@@ -55,7 +55,7 @@ def main() -> None:
     seed = p["seed"]
     data = ctx.data(seed)
     ft = FineTune(epochs=p["epochs"], lr=float(p["lr"]),
-                  calib_batches=int(params["train_supernet"].get("calib_batches", 8)))
+                  calib_batches=params["train_supernet"]["calib_batches"])
     check_x = ctx.splits.test.x[:max(1, p["onnx_check_images"])]
     spec = load_spec(p["hardware"])
     say(f"{len(archs)} networks ({', '.join(archs)}), {ft.epochs} fine-tuning epoch(s) each")

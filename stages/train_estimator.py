@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     from hwnas import tracking
     from hwnas.estimator.microbench import backend_arg, read_table
     from hwnas.estimator.model import Estimator, LightGBMConfig, file_hash
-    from hwnas.estimator.train import (EvalConfig, config_from, evaluate, flat_metrics, train,
-                                       write_metrics)
+    from hwnas.estimator.train import (EvalConfig, config_from, flat_metrics, score_estimator,
+                                       train, write_metrics)
 
     backend = backend_arg(argv, __doc__)
     params = load_params()
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         est = Estimator.load(out_dir, spec)  # score what was saved, from disk
         with Progress(transient=True) as bar:
             task = bar.add_task(f"timing {ecfg.eval_networks} networks", total=None)
-            metrics = evaluate(est, spec, backend, ecfg, res_dir / "pred_vs_true.png",
+            metrics = score_estimator(est, spec, backend, ecfg, res_dir / "pred_vs_true.png",
                                progress=lambda n: bar.advance(task, n))
         metrics["training_rows"] = {k: v["rows"] for k, v in manifest["kinds"].items()}
         metrics["microbench_units"] = int(table["sample"].nunique())

@@ -65,7 +65,7 @@ class EvalConfig:
     spaces: list = field(default_factory=lambda: [{"resolution": 32, "in_channels": 1}])
 
 
-def evaluate(est: Estimator, spec: HardwareSpec, backend: str, cfg: EvalConfig,
+def score_estimator(est: Estimator, spec: HardwareSpec, backend: str, cfg: EvalConfig,
              plot_path: Path | None = None,
              progress: Callable[[int], None] | None = None) -> dict:
     """nn-Meter's metrics on networks the microbenchmarks never used, per kind and whole."""

@@ -100,7 +100,7 @@ def proxy_accuracy(name: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> Ac
 def make_objective_fn(accuracy_batch: Callable[[Sequence[ArchSpec]], list[float]],
                       estimate) -> ObjectiveFn:
     """Accuracy and cost of a whole batch (latency and memory in one estimator call)."""
-    def evaluate(archs: Sequence[ArchSpec]) -> list[dict]:
+    def objective(archs: Sequence[ArchSpec]) -> list[dict]:
         costs = estimate(list(archs))
         accs = accuracy_batch(list(archs))
         # a kernel kind the estimator has no model for: never feasible, never chosen
@@ -108,4 +108,4 @@ def make_objective_fn(accuracy_batch: Callable[[Sequence[ArchSpec]], list[float]
                  "latency_ms": float("inf") if c["latency_ms"] is None else c["latency_ms"],
                  "memory_bytes": c["memory_bytes"], "macs": c["macs"],
                  "out_of_range": len(c["out_of_range"])} for acc, c in zip(accs, costs)]
-    return evaluate
+    return objective

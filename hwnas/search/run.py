@@ -54,7 +54,7 @@ class SearchContext:
         mode = mode or p["accuracy"]
         if mode == "supernet":
             return ParallelSupernetAccuracy(layout.SUPERNET, self.calib, self.val,
-                                            workers or p.get("workers", 2))
+                                            workers or p["workers"])
         proxy = proxy_accuracy(mode, self.val[0][:64], self.val[1][:64], p["seed"])
         return lambda archs: [proxy(a) for a in archs]
 
@@ -95,8 +95,8 @@ def check_space(space) -> None:
                                f"network: {err}") from None
 
 
-def run_search(ctx: SearchContext, evaluate) -> SearchResult:
-    """Search ``ctx.space`` with the batch scorer ``evaluate``, resuming from the journal;
+def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
+    """Search ``ctx.space`` with the batch objective ``objective_fn``, resuming from the journal;
     logs the run and every candidate to MLflow."""
     from rich.progress import Progress
 
@@ -107,7 +107,7 @@ def run_search(ctx: SearchContext, evaluate) -> SearchResult:
     from hwnas.search.objectives import check_feasible
 
     p, spec, space, baseline = ctx.params, ctx.spec, ctx.space, ctx.baseline
-    base = evaluate([baseline])[0]
+    base = objective_fn([baseline])[0]
     budget, lat_budget = p.get("memory_budget"), p.get("latency_budget")
     limits = [v for v in (p.get("max_latency_ms"),
                           lat_budget * base["latency_ms"] if lat_budget else None) if v]
@@ -122,7 +122,7 @@ def run_search(ctx: SearchContext, evaluate) -> SearchResult:
         task = bar.add_task("search", total=p["candidates"])
         resumed = len(read_journal(journal))  # finished by an earlier (killed or equal) run
         t0 = time.perf_counter()
-        df = search(space, evaluate, candidates=p["candidates"], population=p["population"],
+        df = search(space, objective_fn, candidates=p["candidates"], population=p["population"],
                     seed=p["seed"], constraints=constraints, journal=journal, seeds=[baseline],
                     on_batch=lambda n, _rows: bar.update(task, completed=n))
         seconds = time.perf_counter() - t0
