@@ -19,12 +19,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
+from flows.stages import STAGES, dvc_stages  # noqa: E402
 from hwnas.lineage import lineage_tags  # noqa: E402
 from hwnas.params import load_params  # noqa: E402
 from hwnas.tracking import EXPERIMENT, PARENT_ENV, _mlflow, git_commit  # noqa: E402
 
-STAGES = ("references", "microbench", "train_estimator", "train_supernet", "search", "extract",
-          "baseline", "evaluate")
 LOCK = Path(".hwnas-pipeline.lock")
 
 
@@ -59,13 +58,7 @@ def workspace_lock(wait: bool = False, poll_s: float = 2.0):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def dvc_stages() -> list[str]:
-    import yaml
-
-    return list((yaml.safe_load(Path("dvc.yaml").read_text()) or {}).get("stages", {}))
-
-
-@task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE, task_run_name="{stage}")
 def run_stage(stage: str, parent_run_id: str, spec_hash: str) -> str:
     """``dvc repro <stage>`` under an MLflow child run; the stage's own runs nest in it."""
     mlflow = _mlflow()

@@ -1,3 +1,3 @@
-from hwnas.cli import app
+from hwnas.cli import main
 
-app()
+main()

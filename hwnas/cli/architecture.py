@@ -61,8 +61,8 @@ def simulate(
     try:
         if (arch is None) == (op is None):
             raise InputError("give exactly one of --arch or --op")
-        if noise < 0:
-            raise InputError("--noise must be >= 0")
+        if not 0 <= noise < 1:  # also refuses nan and inf
+            raise InputError(f"--noise must be a number in [0, 1), got {noise}")
         spec = load_spec(hardware)
         if op is not None:
             r = simulate_op(parse_op(op), spec, noise, seed).to_dict()

@@ -53,6 +53,8 @@ def expert(
                       {"even_channels": {}},
                       {"pin_block_type": {"type": "fused_ibn", "min_scale": 0.25}}])
             chosen = parse_rules(items.get("rules", items) if isinstance(items, dict) else items)
+    except yaml.YAMLError as err:
+        fail(f"{rules}: not valid YAML: {err}")
     except (ArchError, SpecError, InputError, EstimatorError, ValueError, OSError) as err:
         fail(str(err))
 
@@ -65,8 +67,13 @@ def expert(
 
     results = apply_rules(baseline, chosen, cost, only_gains=not keep_all)
     final = results[-1].arch if results else baseline
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(final.to_json(), indent=2) + "\n")
+    try:  # whole or not at all
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(final.to_json(), indent=2) + "\n")
+        tmp.replace(out)
+    except OSError as err:
+        fail(f"--out {out}: cannot write: {err.strerror}")
     (base_lat, base_mem), = cost([baseline])
     if as_json:
         typer.echo(json.dumps({"baseline": {"latency_ms": base_lat, "memory_bytes": base_mem},

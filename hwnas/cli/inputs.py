@@ -25,8 +25,15 @@ class InputError(UserError):
     """Bad user input: reported on one line, exit status 2."""
 
 
+def one_line(message: str, limit: int = 300) -> str:
+    """The first line of ``message``, at most ``limit`` characters (a bad 10 MB input line
+    is named, not echoed)."""
+    line = (str(message).strip().splitlines() or [""])[0]
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
 def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(2)
 
 
@@ -36,7 +43,7 @@ def read_arch(text: str) -> ArchSpec:
     if text in REFERENCES:
         return reference(text)
     if text.startswith("{") or re.match(r"^([^:\s]+:)?i\d+x\d+x\d+-", text):
-        return parse_arch(text)
+        return _parse(text, "the architecture")
     path = Path(text)
     try:
         is_file = path.is_file()
@@ -44,11 +51,21 @@ def read_arch(text: str) -> ArchSpec:
         is_file = False
     if is_file:
         try:
-            return from_json(path.read_text())
-        except ArchError as err:
-            raise ArchError(f"{path}: {err}") from None
-    raise InputError(f"architecture {text!r} is not a file, JSON object, architecture string "
-                     f"or reference name ({', '.join(REFERENCES)})")
+            content = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(f"{path}: cannot read as text: {err}") from None
+        return _parse(content, str(path), json_only=True)
+    raise InputError(f"architecture {one_line(repr(text), 80)} is not a file, JSON object, "
+                     f"architecture string or reference name ({', '.join(REFERENCES)})")
+
+
+def _parse(text: str, where: str, json_only: bool = False) -> ArchSpec:
+    try:
+        return from_json(text) if json_only else parse_arch(text)
+    except RecursionError:  # json.loads on thousands of nested brackets
+        raise InputError(f"{where}: JSON nested too deeply") from None
+    except ArchError as err:
+        raise ArchError(f"{where}: {err}" if json_only else str(err)) from None
 
 
 def read_archs(arch: str) -> list[ArchSpec]:
@@ -56,13 +73,18 @@ def read_archs(arch: str) -> list[ArchSpec]:
     any is run so that a bad line stops the batch before output starts."""
     if arch != "-":
         return [read_arch(arch)]
-    archs = []
-    for n, line in enumerate(sys.stdin, 1):
-        if line.strip():
-            try:
-                archs.append(read_arch(line))
-            except (ArchError, InputError) as err:
-                raise InputError(f"stdin line {n}: {err}") from None
+    archs, n = [], 0
+    try:
+        for n, line in enumerate(sys.stdin, 1):
+            if line.strip():
+                try:
+                    archs.append(read_arch(line))
+                except (ArchError, InputError) as err:
+                    raise InputError(f"stdin line {n}: {one_line(err)}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"stdin line {n + 1}: not text (UTF-8)") from None
+    if not archs:
+        raise InputError("stdin: no architecture (one per line) was given")
     return archs
 
 

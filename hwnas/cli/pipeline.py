@@ -23,8 +23,19 @@ def run(
         load_params()  # the schema refuses a bad key before Prefect or any stage starts
     except ParamsError as err:
         fail(str(err))
-    from flows.pipeline import PipelineBusy, pipeline
+    from flows.stages import dvc_stages
 
+    known = dvc_stages()
+    if unknown := [s for s in stages or () if s not in known]:
+        fail(f"unknown stage {unknown[0]!r} (dvc.yaml has: {', '.join(known)})")
+    from flows.pipeline import PipelineBusy, pipeline, workspace_lock
+
+    if not wait:
+        try:
+            with workspace_lock():  # a busy workspace is refused before Prefect starts
+                pass
+        except PipelineBusy as err:
+            fail(str(err))
     try:
         run_id = pipeline(stages=stages, wait=wait)
     except (PipelineBusy, ValueError) as err:
@@ -33,10 +44,30 @@ def run(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1)
     typer.echo(f"pipeline finished: MLflow run {run_id}")
+    if line := headline():
+        typer.echo(f"  result:   {line}")
     typer.echo(f"  report:   {layout.EVALUATE / 'report.md'} (pareto.png beside it)")
-    typer.echo("  metrics:  dvc metrics show")
-    typer.echo("  runs:     mlflow ui --backend-store-uri sqlite:///mlflow.db")
+    typer.echo("  runs:     mlflow ui --backend-store-uri sqlite:///mlflow.db, then the runs "
+               "table at #/experiments/<id>/runs")
     typer.echo(f"  lineage:  hwnas lineage {run_id}")
+
+
+def headline() -> str | None:
+    """The evaluation's result in one line, from ``results/evaluate/metrics.json``."""
+    import json
+
+    try:
+        m = json.loads((layout.EVALUATE / "metrics.json").read_text())
+        line = (f"latency model -{100 * m['latency_reduction']:.1f}% simulated latency at "
+                f"{m['accuracy_delta']:+.2f} points")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if m.get("accuracy_delta_se") is not None:
+        line += f" (paired SE {m['accuracy_delta_se']:.2f})"
+    if mm := m.get("memory_model"):
+        line += (f"; memory model -{100 * mm['memory_reduction']:.1f}% memory at "
+                 f"{mm['accuracy_delta']:+.2f} points")
+    return line
 
 
 @app.command()
@@ -65,10 +96,17 @@ def schedule(
 @app.command()
 def lineage(run_id: Annotated[str, typer.Argument(help="An MLflow run id.")]):
     """Print where a run's model came from: data, estimator, supernet, search, parameters."""
+    from pathlib import Path
+
     from mlflow.exceptions import MlflowException
 
     from hwnas.lineage import describe
+    from hwnas.tracking import tracking_uri
 
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        fail(f"{uri.removeprefix('sqlite:///')}: no MLflow store here; run the pipeline first "
+             "or set MLFLOW_TRACKING_URI")
     try:
         lines = describe(run_id)
     except MlflowException as err:

@@ -1,0 +1,59 @@
+"""Hostile input to the real ``hwnas`` command: each case exits 2 with one line on stderr,
+no traceback, nothing on stdout and nothing written in the working folder."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HWNAS = str(Path(sys.executable).parent / "hwnas")
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "i1x32x32-stem_k3_c32_s1-conv_k3_c32_s1-cls_f0_n10"
+
+
+def _deep_json(depth: int = 20_000) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+CASES = {  # name: (argv, stdin bytes, files to create, words the message must hold)
+    "binary file as --arch": (["simulate", "--arch", "bin.json"], b"", {"bin.json": bytes(range(256)) * 8},
+                              ["bin.json", "cannot read as text"]),
+    "empty stdin": (["simulate", "--arch", "-"], b"", {}, ["stdin", "no architecture"]),
+    "blank stdin lines": (["simulate", "--arch", "-"], b"\n\n  \n", {}, ["stdin", "no architecture"]),
+    "binary stdin": (["simulate", "--arch", "-"], b"\xff\xfe\x00garbage\n", {}, ["stdin line 1"]),
+    "JSON nested 20,000 deep": (["simulate", "--arch", _deep_json()], b"", {}, ["nested too deeply"]),
+    "JSON file nested 20,000 deep": (["simulate", "--arch", "deep.json"], b"",
+                                     {"deep.json": _deep_json().encode()}, ["deep.json", "nested too deeply"]),
+    "10 MB bad stdin line": (["simulate", "--arch", "-"], b"x" * 10_000_000 + b"\n", {}, ["stdin line 1"]),
+    "noise nan": (["simulate", "--noise", "nan", "--arch", TINY], b"", {}, ["--noise"]),
+    "noise inf": (["simulate", "--noise", "inf", "--arch", TINY], b"", {}, ["--noise"]),
+    "noise negative": (["simulate", "--noise", "-0.1", "--arch", TINY], b"", {}, ["--noise"]),
+    "unknown spec": (["simulate", "--hardware", "warp-drive", "--arch", TINY], b"", {}, ["warp-drive"]),
+    "malformed --op": (["simulate", "--op", "{bad"], b"", {}, ["--op"]),
+    "estimate without an estimator": (["estimate", "--arch", TINY], b"", {}, ["estimator"]),
+    "estimate on empty stdin": (["estimate", "--arch", "-"], b"", {}, ["estimator"]),
+    "lineage without a store": (["lineage", "0123abcd"], b"", {}, ["mlflow.db", "no MLflow store"]),
+    "run an unknown stage": (["run", "--stage", "nosuch"], b"", {"params.yaml": None, "dvc.yaml": None},
+                             ["unknown stage 'nosuch'"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hostile_input_is_one_line_exit_2(name, tmp_path):
+    argv, stdin, files, words = CASES[name]
+    for fname, content in files.items():
+        (tmp_path / fname).write_bytes(content if content is not None
+                                       else (ROOT / fname).read_bytes())
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = subprocess.run([HWNAS, *argv], input=stdin, cwd=tmp_path, capture_output=True,
+                          timeout=120)
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 2, (proc.returncode, err[-2000:])
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err[-2000:]
+    assert len(lines[0]) < 600 and "Traceback" not in err
+    assert all(w in lines[0] for w in words), lines[0]
+    assert proc.stdout == b""
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
