@@ -52,33 +52,81 @@ def workspace_lock(wait: bool = False, poll_s: float = 2.0):
         handle.write(str(os.getpid()))
         handle.flush()
         try:
-            yield
+            yield handle.fileno()
         finally:
             handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def guard_process_group() -> None:
+    """Lead a process group of our own (children inherit it) and start ``flows.reaper``
+    outside it, so that the group dies with this process, even when it is SIGKILLed."""
+    if os.getpgid(0) != os.getpid():
+        os.setpgid(0, 0)
+    subprocess.Popen([sys.executable, "-m", "flows.reaper", str(os.getpid()), str(os.getpgid(0))],
+                     start_new_session=True, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     cwd=Path(__file__).resolve().parents[1])
+
+
+def close_stale_runs(client, experiment_id: str) -> int:
+    """Mark KILLED the runs an earlier pipeline of this workspace left RUNNING (its process
+    is gone: SIGKILL, power loss), and every RUNNING run beneath them."""
+    here = str(Path.cwd().resolve())
+    stale = [r for r in client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and "
+                                       f"tags.`hwnas.workspace` = '{here}'")
+             if not _pid_alive(int(r.data.tags.get("hwnas.pid", "0")))]
+    todo, closed = [r.info.run_id for r in stale], 0
+    while todo:
+        run_id = todo.pop()
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "KILLED")
+            closed += 1
+        todo += [c.info.run_id for c in client.search_runs(
+            [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")]
+    return closed
+
+
+def _pid_alive(pid: int) -> bool:
+    from flows.reaper import alive
+
+    return pid > 0 and alive(pid)
+
+
 @task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE, task_run_name="{stage}")
-def run_stage(stage: str, parent_run_id: str, spec_hash: str) -> str:
-    """``dvc repro <stage>`` under an MLflow child run; the stage's own runs nest in it."""
+def run_stage(stage: str, parent_run_id: str, spec_hash: str, lock_fd: int | None = None) -> str:
+    """``dvc repro <stage>`` under an MLflow child run; the stage's own runs nest in it.
+    ``dvc repro`` inherits the workspace lock, so the lock outlives a killed pipeline
+    for as long as its stage runs."""
     mlflow = _mlflow()
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
     child = client.create_run(experiment, run_name=f"stage:{stage}",
                               tags={"mlflow.parentRunId": parent_run_id, "stage": stage,
                                     "git_commit": git_commit(),
-                                    "hardware_spec_hash": spec_hash})
+                                    "hardware_spec_hash": spec_hash, **_owner()})
     run_id = child.info.run_id
     env = {**os.environ, PARENT_ENV: run_id,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", stage], env=env)
-    for key, value in lineage_tags(stage, spec_hash).items():
-        client.set_tag(run_id, key, value)
-    client.set_terminated(run_id, "FINISHED" if proc.returncode == 0 else "FAILED")
+    status = "FAILED"
+    try:
+        proc = subprocess.run([sys.executable, "-m", "dvc", "repro", stage], env=env,
+                              pass_fds=() if lock_fd is None else (lock_fd,))
+        status = "FINISHED" if proc.returncode == 0 else "FAILED"
+        for key, value in lineage_tags(stage, spec_hash).items():
+            client.set_tag(run_id, key, value)
+    finally:  # never left RUNNING, whatever failed
+        client.set_terminated(run_id, status)
     if proc.returncode:
         raise RuntimeError(f"stage {stage!r} failed (dvc repro exit {proc.returncode}); "
                            "outputs of earlier stages are intact")
     return run_id
+
+
+def _owner() -> dict[str, str]:
+    """Which workspace and process own a run (so a later pipeline can close it)."""
+    return {"hwnas.workspace": str(Path.cwd().resolve()), "hwnas.pid": str(os.getpid())}
 
 
 @flow(name="hwnas-pipeline")
@@ -96,16 +144,17 @@ def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
     mlflow = _mlflow()
     mlflow.set_experiment(EXPERIMENT)
     client = mlflow.MlflowClient()
-    with workspace_lock(wait):
-        parent = client.create_run(client.get_experiment_by_name(EXPERIMENT).experiment_id,
-                                   run_name="pipeline",
+    with workspace_lock(wait) as lock_fd:
+        experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+        close_stale_runs(client, experiment_id)
+        parent = client.create_run(experiment_id, run_name="pipeline",
                                    tags={"git_commit": git_commit(),
                                          "hardware_spec_hash": spec_hash,
-                                         "stages": ",".join(wanted)})
+                                         "stages": ",".join(wanted), **_owner()})
         status = "FAILED"
         try:
             for stage in wanted:
-                run_stage(stage, parent.info.run_id, spec_hash)
+                run_stage(stage, parent.info.run_id, spec_hash, lock_fd)
             status = "FINISHED"
         finally:
             client.set_terminated(parent.info.run_id, status)

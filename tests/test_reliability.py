@@ -2,6 +2,7 @@
 no traceback, nothing on stdout and nothing written in the working folder."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,59 @@ def test_hostile_input_is_one_line_exit_2(name, tmp_path):
     assert all(w in lines[0] for w in words), lines[0]
     assert proc.stdout == b""
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def _processes_in(folder: Path) -> list[int]:
+    """Processes whose working directory is ``folder``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")) == folder:
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_killed_pipeline_leaves_no_process_no_lock_and_no_running_run(tmp_path):
+    """kill -9 of ``hwnas run`` mid-stage: dvc, the stage and the temporary Prefect server
+    die with it; the next run gets the workspace and marks the dead runs KILLED."""
+    import signal
+    import time
+
+    import yaml
+
+    (tmp_path / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "slow": {"cmd": "python -c \"import time; open('started', 'w'); time.sleep(300)\""},
+        "quick": {"cmd": "python -c \"open('done', 'w')\""}}}))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path,
+                   check=True, env=env)
+    run = subprocess.Popen([HWNAS, "run", "--stage", "slow"], cwd=tmp_path, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "started").exists():
+        assert run.poll() is None and time.monotonic() < deadline, "the stage never started"
+        time.sleep(0.5)
+    assert len(_processes_in(tmp_path)) >= 3  # hwnas, the Prefect server, dvc, the stage
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 15
+    while _processes_in(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_in(tmp_path) == [], "orphans outlived the pipeline"
+
+    second = subprocess.run([HWNAS, "run", "--stage", "quick"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert (tmp_path / "done").exists()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("hwnas").experiment_id])
+    status = {(r.info.run_name, r.data.tags.get("stages", r.data.tags.get("stage"))): r.info.status
+              for r in runs}
+    assert status[("pipeline", "slow")] == "KILLED" and status[("stage:slow", "slow")] == "KILLED"
+    assert status[("pipeline", "quick")] == "FINISHED"
+    assert "RUNNING" not in status.values()
