@@ -36,6 +36,8 @@ CASES = {  # name: (argv, stdin bytes, files to create, words the message must h
     "estimate without an estimator": (["estimate", "--arch", TINY], b"", {}, ["estimator"]),
     "estimate on empty stdin": (["estimate", "--arch", "-"], b"", {}, ["estimator"]),
     "lineage without a store": (["lineage", "0123abcd"], b"", {}, ["mlflow.db", "no MLflow store"]),
+    "schedule without a Prefect server": (["schedule", "--cron", "0 3 * * *"], b"", {},
+                                          ["Prefect server", "PREFECT_API_URL"]),
     "run an unknown stage": (["run", "--stage", "nosuch"], b"", {"params.yaml": None, "dvc.yaml": None},
                              ["unknown stage 'nosuch'"]),
 }
@@ -48,8 +50,9 @@ def test_hostile_input_is_one_line_exit_2(name, tmp_path):
         (tmp_path / fname).write_bytes(content if content is not None
                                        else (ROOT / fname).read_bytes())
     before = sorted(p.name for p in tmp_path.iterdir())
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     proc = subprocess.run([HWNAS, *argv], input=stdin, cwd=tmp_path, capture_output=True,
-                          timeout=120)
+                          timeout=120, env=env)
     err = proc.stderr.decode(errors="replace")
     assert proc.returncode == 2, (proc.returncode, err[-2000:])
     lines = err.strip().splitlines()
@@ -114,3 +117,15 @@ def test_a_killed_pipeline_leaves_no_process_no_lock_and_no_running_run(tmp_path
     assert status[("pipeline", "slow")] == "KILLED" and status[("stage:slow", "slow")] == "KILLED"
     assert status[("pipeline", "quick")] == "FINISHED"
     assert "RUNNING" not in status.values()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--cron", "0 3 * * *", "--timezone", "Mars/Olympus"], ["--timezone", "Mars/Olympus"]),
+    (["--cron", "every night"], ["--cron", "'every night'"]),
+])
+def test_schedule_refuses_a_bad_cron_or_timezone(args, words, tmp_path):
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # never contacted
+    proc = subprocess.run([HWNAS, "schedule", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env=env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and all(w in lines[0] for w in words), lines

@@ -75,23 +75,37 @@ def headline() -> str | None:
 def schedule(
     cron: Annotated[str, typer.Option(help='Cron expression, e.g. "0 3 * * *" (03:00 daily).')],
     name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly-search",
+    timezone: Annotated[str, typer.Option(help="IANA timezone of the cron expression.")] = "UTC",
 ):
-    """Serve the pipeline as a scheduled Prefect deployment (needs a Prefect server)."""
+    """Serve the pipeline as a scheduled Prefect deployment (needs a Prefect server).
+
+    This process must keep running for the schedule to fire: it is the worker that runs the
+    pipeline. Stopping it (Ctrl-C, SIGTERM) pauses the deployment on the server."""
     import os
 
     if not os.environ.get("PREFECT_API_URL"):
         fail("schedules need a Prefect server: start one with `prefect server start "
              "--host 127.0.0.1` and set PREFECT_API_URL=http://127.0.0.1:4200/api")
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        fail(f"--timezone: unknown timezone {timezone!r} (an IANA name such as Europe/Paris)")
     try:
         from prefect.client.schemas.schedules import CronSchedule
 
-        CronSchedule(cron=cron)
-    except ValueError as err:
-        fail(f"--cron: {err}")
+        CronSchedule(cron=cron, timezone=timezone)
+    except ValueError:
+        fail(f"--cron: {cron!r} is not a cron expression (five fields, e.g. \"0 3 * * *\")")
+    from prefect.schedules import Cron
+
     from flows.pipeline import pipeline
 
-    typer.echo(f"serving deployment hwnas-pipeline/{name} on cron {cron!r} (Ctrl-C stops)")
-    pipeline.serve(name=name, cron=cron)
+    typer.echo(f"serving deployment hwnas-pipeline/{name} on cron {cron!r} ({timezone}); keep "
+               "this process running for the schedule to fire (Ctrl-C stops it and pauses the "
+               "deployment)")
+    pipeline.serve(name=name, schedules=[Cron(cron, timezone=timezone)])
 
 
 @app.command()
