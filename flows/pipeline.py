@@ -58,15 +58,22 @@ def workspace_lock(wait: bool = False, poll_s: float = 2.0):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def guard_process_group() -> None:
-    """Lead a process group of our own (children inherit it) and start ``flows.reaper``
-    outside it, so that the group dies with this process, even when it is SIGKILLed."""
+@contextlib.contextmanager
+def process_group_guard():
+    """Lead a process group of our own (children inherit it) and keep ``flows.reaper``
+    watching from outside it: if this process dies inside the block, even by SIGKILL, the
+    group dies with it. Leaving the block normally tells the reaper to stand down."""
     if os.getpgid(0) != os.getpid():
         os.setpgid(0, 0)
-    subprocess.Popen([sys.executable, "-m", "flows.reaper", str(os.getpid()), str(os.getpgid(0))],
-                     start_new_session=True, stdin=subprocess.DEVNULL,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     cwd=Path(__file__).resolve().parents[1])
+    reaper = subprocess.Popen([sys.executable, "-m", "flows.reaper", str(os.getpgid(0))],
+                              start_new_session=True, stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              cwd=Path(__file__).resolve().parents[1])
+    try:
+        yield
+    finally:
+        reaper.stdin.write(b"done")
+        reaper.stdin.close()
 
 
 def close_stale_runs(client, experiment_id: str) -> int:

@@ -1,8 +1,11 @@
-"""Watches a pipeline process from outside its process group and, once it is gone (even
-by SIGKILL), ends the whole group: ``dvc repro``, the stage, its workers and the temporary
-Prefect server die with the pipeline instead of running on as orphans.
+"""Watches a pipeline process from outside its process group and, if it dies without
+saying it is done (SIGKILL, a crash), ends the whole group: ``dvc repro``, the stage, its
+workers and the temporary Prefect server die with it instead of running on as orphans.
 
-    python -m flows.reaper PID PGID
+    python -m flows.reaper PGID     (stdin: a pipe from the pipeline process)
+
+The pipeline writes ``done`` to the pipe when it ends normally; its death closes the pipe
+without it. Nothing polls.
 """
 from __future__ import annotations
 
@@ -28,17 +31,18 @@ def group_alive(pgid: int) -> bool:
         return False
 
 
-def main(pid: int, pgid: int, poll_s: float = 0.2, grace_s: float = 3.0) -> None:
-    while alive(pid):
-        time.sleep(poll_s)
+def end_group(pgid: int, grace_s: float = 3.0) -> None:
+    """SIGTERM the group, then SIGKILL what is left after ``grace_s``."""
+    if not group_alive(pgid):
+        return
+    os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
     if group_alive(pgid):
-        os.killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(poll_s)
-        if group_alive(pgid):
-            os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pgid, signal.SIGKILL)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    if sys.stdin.buffer.read().strip() != b"done":  # EOF without "done": the pipeline died
+        end_group(int(sys.argv[1]))

@@ -51,6 +51,12 @@ class TrainContext:
                     val=self.loader("val"), device=self.device)
 
 
+def pipeline_baseline(space: SearchSpace, params: dict):
+    """The network every stage compares against: ``space``'s MobileNetV2-like baseline at
+    the base widths of ``train_supernet.space.stages`` (named ``baseline``)."""
+    return space.baseline([c for c, _, _ in params["train_supernet"]["space"]["stages"]])
+
+
 def _tuples(d: dict) -> dict:
     return {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list)
             else v for k, v in d.items()}

@@ -47,15 +47,13 @@ Resolution = Annotated[int, Field(ge=8, le=4096)]
 BlockType = Literal["ibn", "fused_ibn", "conv"]
 
 
-class SpaceParams(_Section):
-    """A search space (``hwnas.space.SpaceConfig``); ``stages`` 32 or 224 picks a base table."""
+StageTable = list[Annotated[list[PosInt], Field(min_length=3, max_length=3)]]
 
-    resolution: Resolution = 32
-    in_channels: PosInt = 1
-    classes: Annotated[int, Field(ge=2)] = 10
+
+class _SpaceChoices(_Section):
+    """The choices of a search space (``hwnas.space.SpaceConfig``) besides its input."""
+
     head_features: NonNegInt = 1280
-    # [base channels, base depth, stride] per stage
-    stages: Literal[32, 224] | list[Annotated[list[PosInt], Field(min_length=3, max_length=3)]] = 32
     stem_stride: Literal[1, 2] = 1
     kernels: list[Literal[1, 3, 5, 7]] = Field(default=[3, 5, 7], min_length=1)
     expands: list[Annotated[float, Field(ge=1, le=8)]] = Field(default=[1, 3, 4, 6], min_length=1)
@@ -64,7 +62,7 @@ class SpaceParams(_Section):
         default=[0.5, 0.75, 1.0, 1.25], min_length=1)
     width_range: Annotated[list[PosFloat], Field(min_length=2, max_length=2)] = [0.5, 1.5]
 
-    @field_validator("stages")
+    @field_validator("stages", check_fields=False)
     @classmethod
     def _strides(cls, v):
         for i, row in enumerate(v if isinstance(v, list) else ()):
@@ -73,14 +71,20 @@ class SpaceParams(_Section):
         return v
 
 
-class TrainSpaceParams(SpaceParams):
-    """The supernet's space: input size and classes come from the data, not from here;
-    the stage table is given in full (its widths are the baseline's)."""
+class SpaceParams(_SpaceChoices):
+    """A space the estimator samples; ``stages`` 32 or 224 picks a base table."""
 
-    resolution: None = None
-    in_channels: None = None
-    classes: None = None
-    stages: list[Annotated[list[PosInt], Field(min_length=3, max_length=3)]]
+    resolution: Resolution = 32
+    in_channels: PosInt = 1
+    classes: Annotated[int, Field(ge=2)] = 10
+    stages: Literal[32, 224] | StageTable = 32  # [base channels, base depth, stride] per stage
+
+
+class TrainSpaceParams(_SpaceChoices):
+    """The supernet's space: input size and classes come from the data; the stage table
+    is given in full (its widths are the baseline's)."""
+
+    stages: StageTable
 
 
 class Base(_Section):
@@ -106,17 +110,22 @@ class References(_Section):
     noise: NonNegFloat
 
 
-class MicrobenchCpu(_Section):
-    samples: PosInt | None = None
-    time_budget_s: PosFloat | None = None
+class _CpuTiming(_Section):
+    """Overrides for the host-CPU backend: how it times, and which spaces it samples."""
+
     repeats: PosInt | None = None
     warmup: NonNegInt | None = None
     threads: PosInt | None = None
     min_repeat_ms: NonNegFloat | None = None
     clock: Literal["thread", "wall"] | None = None
+    spaces: list[SpaceParams] | None = None
+
+
+class MicrobenchCpu(_CpuTiming):
+    samples: PosInt | None = None
+    time_budget_s: PosFloat | None = None
     calibration_networks: NonNegInt | None = None
     max_block_macs: PosFloat | None = None
-    spaces: list[SpaceParams] | None = None
 
 
 class Microbench(_Section):
@@ -132,14 +141,8 @@ class Microbench(_Section):
     cpu: MicrobenchCpu = MicrobenchCpu()
 
 
-class TrainEstimatorCpu(_Section):
+class TrainEstimatorCpu(_CpuTiming):
     eval_networks: PosInt | None = None
-    repeats: PosInt | None = None
-    warmup: NonNegInt | None = None
-    min_repeat_ms: NonNegFloat | None = None
-    threads: PosInt | None = None
-    clock: Literal["thread", "wall"] | None = None
-    spaces: list[SpaceParams] | None = None
 
 
 class TrainEstimator(_Section):

@@ -22,7 +22,7 @@ def say(msg: str) -> None:
 def main() -> None:
     from hardware.spec import load_spec
     from hwnas import tracking
-    from hwnas.context import train_context
+    from hwnas.context import pipeline_baseline, train_context
     from hwnas.extract import export_onnx, save_subnet
     from hwnas.lineage import lineage_tags
     from hwnas.scratch import budget_epochs, scratch_runs
@@ -32,8 +32,7 @@ def main() -> None:
     epochs, budget = budget_epochs(params)
     t_start = time.perf_counter()
     ctx = train_context(section(params, "train_supernet"))
-    widths = [c for c, _, _ in params["train_supernet"]["space"]["stages"]]
-    arch = ctx.space.baseline(widths).with_name("")
+    arch = pipeline_baseline(ctx.space, params).with_name("")
     n = p["seeds"]
     say(f"{arch.encode()} from scratch, {budget}, {n} seed(s)")
     with tracking.run("baseline", params={"arch": arch.encode(), "epochs": epochs,

@@ -38,7 +38,7 @@ def main() -> None:
                                materialize, pick_subnets, read_pareto, save_subnet,
                                search_record)
     from hwnas.lineage import lineage_tags
-    from hwnas.context import train_context
+    from hwnas.context import pipeline_baseline, train_context
     from hwnas.scratch import scratch_runs
     from hwnas.supernet import load_supernet
 
@@ -50,8 +50,7 @@ def main() -> None:
     ctx = train_context(section(params, "train_supernet"))
     supernet = load_supernet(layout.SUPERNET, ctx.device).eval()
     if p["baseline"]:
-        widths = [c for c, _, _ in params["train_supernet"]["space"]["stages"]]
-        archs["baseline-finetuned"] = supernet.space.baseline(widths).with_name("")
+        archs["baseline-finetuned"] = pipeline_baseline(supernet.space, params).with_name("")
     seed = p["seed"]
     data = ctx.data(seed)
     ft = FineTune(epochs=p["epochs"], lr=float(p["lr"]),

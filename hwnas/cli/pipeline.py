@@ -28,7 +28,7 @@ def run(
     known = dvc_stages()
     if unknown := [s for s in stages or () if s not in known]:
         fail(f"unknown stage {unknown[0]!r} (dvc.yaml has: {', '.join(known)})")
-    from flows.pipeline import PipelineBusy, guard_process_group, pipeline, workspace_lock
+    from flows.pipeline import PipelineBusy, pipeline, process_group_guard, workspace_lock
 
     if not wait:
         try:
@@ -36,9 +36,9 @@ def run(
                 pass
         except PipelineBusy as err:
             fail(str(err))
-    guard_process_group()  # a killed run takes its children with it
     try:
-        run_id = pipeline(stages=stages, wait=wait)
+        with process_group_guard():  # a killed run takes its children with it
+            run_id = pipeline(stages=stages, wait=wait)
     except (PipelineBusy, ValueError) as err:
         fail(str(err))
     except RuntimeError as err:

@@ -79,7 +79,8 @@ class MicrobenchConfig:
 def measure_sim(samples: list[Sample], rows: pd.DataFrame, spec: HardwareSpec, repeats: int,
                 noise: float, seed: int) -> np.ndarray:
     """Latency (ms) of each kernel row, per repeat, from the noisy simulator."""
-    from hardware.simulator import simulate_graph
+    from hardware.graph import fuse
+    from hardware.simulator import simulate_kernels
     from hwnas.lowering import to_graph
 
     out = np.empty((len(rows), repeats))
@@ -90,8 +91,9 @@ def measure_sim(samples: list[Sample], rows: pd.DataFrame, spec: HardwareSpec, r
         while end < len(nets) and nets[end] == i:
             end += 1
         graph = to_graph(s.arch)
+        ks = fuse(graph, spec.fusion)  # once for all repeats (simulate_graph fuses per call)
         for r in range(repeats):
-            res = simulate_graph(graph, spec, noise, seed=seed * 1_000_003 + i * repeats + r)
+            res = simulate_kernels(graph, ks, spec, noise, seed=seed * 1_000_003 + i * repeats + r)
             for j in range(start, end):
                 out[j, r] = res.kernels[positions[j]].latency_ms
         start = end

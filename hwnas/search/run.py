@@ -63,6 +63,7 @@ def load_search_context(params: dict) -> SearchContext:
     import torch
 
     from hardware.spec import load_spec
+    from hwnas.context import pipeline_baseline
     from hwnas.data import load_dataset
     from hwnas.estimator import Estimator
     from hwnas.supernet import load_supernet
@@ -73,14 +74,13 @@ def load_search_context(params: dict) -> SearchContext:
     est_dir = layout.estimator_dir(spec.name)
     estimator = Estimator.load(est_dir, spec)
     space = load_supernet(layout.SUPERNET).space
-    base_widths = [c for c, _, _ in params["train_supernet"]["space"]["stages"]]
     splits = load_dataset(data["dataset"], data["resolution"], p["seed"], data["val_fraction"],
                           data["test_fraction"])
     g = torch.Generator().manual_seed(p["seed"])
     calib_idx = torch.randperm(len(splits.train.y), generator=g)[:p["calib_images"]]
-    return SearchContext(p, spec, est_dir, estimator, space, space.baseline(base_widths),
-                   [splits.train.x[calib_idx]],
-                   (splits.val.x[:p["val_images"]], splits.val.y[:p["val_images"]]))
+    return SearchContext(p, spec, est_dir, estimator, space, pipeline_baseline(space, params),
+                         [splits.train.x[calib_idx]],
+                         (splits.val.x[:p["val_images"]], splits.val.y[:p["val_images"]]))
 
 
 def check_space(space) -> None:
