@@ -20,7 +20,7 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from flows.stages import STAGES, dvc_stages  # noqa: E402
-from hwnas.lineage import lineage_tags  # noqa: E402
+from hwnas.lineage import dvc_lock_hashes, stage_metrics  # noqa: E402
 from hwnas.params import load_params  # noqa: E402
 from hwnas.tracking import EXPERIMENT, PARENT_ENV, _mlflow, git_commit  # noqa: E402
 
@@ -117,18 +117,50 @@ def run_stage(stage: str, parent_run_id: str, spec_hash: str, lock_fd: int | Non
     env = {**os.environ, PARENT_ENV: run_id,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     status = "FAILED"
-    try:
-        proc = subprocess.run([sys.executable, "-m", "dvc", "repro", stage], env=env,
+    try:  # -q: DVC's git and push hints once per pipeline (the CLI), not once per stage
+        proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", stage], env=env,
                               pass_fds=() if lock_fd is None else (lock_fd,))
         status = "FINISHED" if proc.returncode == 0 else "FAILED"
-        for key, value in lineage_tags(stage, spec_hash).items():
-            client.set_tag(run_id, key, value)
+        if proc.returncode == 0:
+            record_stage(client, experiment, run_id, stage)
     finally:  # never left RUNNING, whatever failed
         client.set_terminated(run_id, status)
     if proc.returncode:
         raise RuntimeError(f"stage {stage!r} failed (dvc repro exit {proc.returncode}); "
                            "outputs of earlier stages are intact")
     return run_id
+
+
+def record_stage(client, experiment_id: str, run_id: str, stage: str) -> None:
+    """After ``dvc repro``: the stage run and the stage's own runs get the content hashes
+    DVC has just written to dvc.lock (so ``hwnas lineage`` matches it), and the stage run
+    the numbers of the stage's metrics.json (so two pipelines can be compared)."""
+    from mlflow.entities import Metric, RunTag
+
+    tags = [RunTag(k, v) for k, v in dvc_lock_hashes(stage).items()]
+    own = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+    for rid in (run_id, *(r.info.run_id for r in own)):
+        for i in range(0, len(tags), 100):  # MLflow takes at most 100 tags a batch
+            client.log_batch(rid, tags=tags[i:i + 100])
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, v, now, 0) for k, v in stage_metrics(stage).items()]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+
+
+def log_headline(client, run_id: str) -> None:
+    """The evaluation's headline figures on the pipeline run (compare pipelines by them)."""
+    import json
+
+    from hwnas import layout
+
+    try:
+        headline = json.loads(layout.HEADLINE.read_text())
+    except (OSError, ValueError):
+        return
+    for key, value in headline.items():
+        if isinstance(value, (int, float)):
+            client.log_metric(run_id, key, float(value))
 
 
 def _owner() -> dict[str, str]:
@@ -161,7 +193,11 @@ def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
         status = "FAILED"
         try:
             for stage in wanted:
+                start = time.monotonic()
                 run_stage(stage, parent.info.run_id, spec_hash, lock_fd)
+                client.log_metric(parent.info.run_id, f"seconds.{stage}",
+                                  round(time.monotonic() - start, 1))
+            log_headline(client, parent.info.run_id)
             status = "FINISHED"
         finally:
             client.set_terminated(parent.info.run_id, status)

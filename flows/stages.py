@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The default flow: every stage but the long proof (eval_supernet) and the host-CPU estimator.
-STAGES = ("references", "microbench", "train_estimator", "train_supernet", "search", "extract",
-          "baseline", "evaluate")
+# The default flow: every stage, in order (the host stages build the ``host_targets`` of
+# params.yaml, none by default).
+STAGES = ("references", "microbench", "train_estimator", "microbench_host", "train_estimator_host",
+          "train_supernet", "eval_supernet", "search", "extract", "baseline", "evaluate")
 
 
 def dvc_stages() -> list[str]:

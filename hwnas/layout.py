@@ -29,6 +29,7 @@ EXTRACT = Path("results/extract")
 EXTRACTED = EXTRACT / "subnets.json"
 BASELINE = Path("results/baseline")
 EVALUATE = Path("results/evaluate")
+HEADLINE = EVALUATE / "headline.json"  # the few figures dvc metrics compares
 EXPERIMENTS = Path("results/experiments")  # hwnas experiment: outside the DVC pipeline
 
 

@@ -2,6 +2,8 @@
 and the walk back from any run to the data, estimator, supernet and search behind it."""
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import yaml
@@ -9,26 +11,57 @@ import yaml
 LOCK_FILE = Path("dvc.lock")
 
 
-def dvc_lock_hashes(stage: str, lock: Path = LOCK_FILE) -> dict[str, str]:
-    """``dvc.<dep path>`` -> content hash of each dependency and output of ``stage``
-    as recorded in dvc.lock (empty before the stage has run)."""
+def _lock_entries(stage: str, lock: Path) -> list[dict]:
+    """dvc.lock's entries of ``stage`` (each ``stage@item`` of a ``foreach`` stage)."""
     if not lock.exists():
-        return {}
-    data = yaml.safe_load(lock.read_text()) or {}
-    entry = (data.get("stages") or {}).get(stage) or {}
+        return []
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages") or {}
+    return [e or {} for name, e in stages.items() if name.split("@")[0] == stage]
+
+
+def dvc_lock_hashes(stage: str, lock: Path = LOCK_FILE) -> dict[str, str]:
+    """``dvc.<deps|outs>.<path>`` -> content hash of each dependency and output of ``stage``
+    as recorded in dvc.lock (empty before the stage has run)."""
     tags = {}
-    for kind in ("deps", "outs"):
-        for item in entry.get(kind) or ():
-            digest = item.get("md5") or item.get("hash") or item.get("checksum")
-            if digest:
-                tags[f"dvc.{kind}.{item['path']}"] = str(digest)
+    for entry in _lock_entries(stage, lock):
+        for kind in ("deps", "outs"):
+            for item in entry.get(kind) or ():
+                digest = item.get("md5") or item.get("hash") or item.get("checksum")
+                if digest:
+                    tags[f"dvc.{kind}.{item['path']}"] = str(digest)
     return tags
 
 
-def lineage_tags(stage: str, spec_hash: str | None = None) -> dict[str, str]:
-    from hwnas.tracking import git_commit
+def stage_metrics(stage: str, lock: Path = LOCK_FILE) -> dict[str, float]:
+    """The numbers in the ``metrics.json`` outputs of ``stage`` (per dvc.lock), flattened
+    to ``key.subkey``: what the pipeline logs on the stage's run."""
+    out: dict[str, float] = {}
 
-    tags = {"git_commit": git_commit(), "stage": stage, **dvc_lock_hashes(stage)}
+    def flat(obj, prefix):
+        for k, v in obj.items():
+            if isinstance(v, dict):
+                flat(v, f"{prefix}{k}.")
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                out[f"{prefix}{k}"] = float(v)
+
+    for entry in _lock_entries(stage, lock):
+        for item in entry.get("outs") or ():
+            path = Path(item["path"])
+            if path.name == "metrics.json" and path.is_file():
+                try:
+                    data = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue
+                if isinstance(data, dict):
+                    flat(data, "")
+    return out
+
+
+def lineage_tags(stage: str, spec_hash: str | None = None) -> dict[str, str]:
+    """Tags of a stage's own runs. The hashes of its inputs and outputs are added by the
+    pipeline once ``dvc repro`` has written them to dvc.lock (read here they would be the
+    previous run's)."""
+    tags = {"stage": stage}
     if spec_hash:
         tags["hardware_spec_hash"] = spec_hash
     return tags

@@ -249,6 +249,7 @@ class Params(_Section):
     """Every section, every key: ``params.yaml`` is the whole configuration."""
 
     base: Base
+    host_targets: list[Literal["cpu"]]
     references: References
     microbench: Microbench
     train_estimator: TrainEstimator

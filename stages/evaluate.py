@@ -6,7 +6,6 @@ extract's ``subnets.json``, the baseline's ``metrics.json`` and the estimator; w
 """
 from __future__ import annotations
 
-import json
 import time
 
 from hwnas import layout
@@ -21,7 +20,9 @@ def main() -> None:
     from hardware.spec import load_spec
     from hwnas import tracking
     from hwnas.estimator import Estimator
+    from hwnas.evaluation.metrics import headline
     from hwnas.evaluation.plots import plot
+    from hwnas.files import atomic_path, write_json, write_text
     from hwnas.evaluation.report import report
     from hwnas.evaluation.run import BASELINES, evaluate, read_inputs
     from hwnas.lineage import lineage_tags
@@ -35,12 +36,13 @@ def main() -> None:
     metrics = ev.metrics
 
     out = layout.EVALUATE
-    out.mkdir(parents=True, exist_ok=True)
-    plot(ev.candidates, ev.base_search, ev.models, BASELINES, out / "pareto.png")
-    (out / "report.md").write_text(report(metrics, ev.models, ev.table, ev.info))
-    (out / "models.json").write_text(json.dumps(ev.models, indent=2) + "\n")
-    (out / "table.json").write_text(json.dumps(ev.table, indent=2) + "\n")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    with atomic_path(out / "pareto.png") as tmp:
+        plot(ev.candidates, ev.base_search, ev.models, BASELINES, tmp)
+    write_text(out / "report.md", report(metrics, ev.models, ev.table, ev.info))
+    write_json(out / "models.json", ev.models)
+    write_json(out / "table.json", ev.table)
+    write_json(out / "metrics.json", metrics)
+    write_json(layout.HEADLINE, headline(metrics))
     with tracking.run("evaluate", params={**p, "accuracy_mode": metrics["accuracy_mode"]},
                       tags=lineage_tags("evaluate", spec.spec_hash())):
         flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}

@@ -20,7 +20,6 @@ a difference above ``extract.onnx_tolerance`` is an error), and
 """
 from __future__ import annotations
 
-import json
 import time
 
 from hwnas import layout
@@ -37,6 +36,7 @@ def main() -> None:
     from hwnas.extract import (ExtractError, FineTune, export_onnx, keep_better,
                                materialize, pick_subnets, read_pareto, save_subnet,
                                search_record)
+    from hwnas.files import atomic_dir, write_json
     from hwnas.lineage import lineage_tags
     from hwnas.context import pipeline_baseline, train_context
     from hwnas.scratch import scratch_runs
@@ -60,9 +60,9 @@ def main() -> None:
     say(f"{len(archs)} networks ({', '.join(archs)}), {ft.epochs} fine-tuning epoch(s) each")
 
     records, done, scratch = {}, {}, {}
-    layout.SUBNETS.mkdir(parents=True, exist_ok=True)
     with tracking.run("extract", params={k: v for k, v in p.items()},
-                      tags=lineage_tags("extract", spec.spec_hash())):
+                      tags=lineage_tags("extract", spec.spec_hash())), \
+            atomic_dir(layout.SUBNETS) as folder:
         for i, (name, arch) in enumerate(archs.items(), 1):
             t0 = time.perf_counter()
             key = arch.encode()
@@ -81,8 +81,8 @@ def main() -> None:
                 net, rec = keep_better((net, rec), scratch[key])
             else:
                 rec.update(weights="finetuned", finetuned_accuracy=rec["accuracy"])
-            save_subnet(net, arch, layout.SUBNETS / f"{name}.pt", rec)
-            diff = export_onnx(net, layout.SUBNETS / f"{name}.onnx", check_x)
+            save_subnet(net, arch, folder / f"{name}.pt", rec)
+            diff = export_onnx(net, folder / f"{name}.onnx", check_x)
             rec.update(onnx_max_abs_diff=diff, test_images=len(ctx.splits.test))
             if diff > p["onnx_tolerance"]:
                 raise ExtractError(f"{layout.SUBNETS / (name + '.onnx')}: onnxruntime differs "
@@ -103,12 +103,10 @@ def main() -> None:
                       for n, r in records.items()}}
         tracking.log_metrics(metrics)
 
-    layout.EXTRACT.mkdir(parents=True, exist_ok=True)
-    layout.EXTRACTED.write_text(json.dumps({
+    write_json(layout.EXTRACTED, {
         "hardware": spec.name, "finetune": {"epochs": ft.epochs, "lr": ft.lr},
-        "data": ctx.splits.summary(), "space": supernet.space.to_json(),
-        "models": records}, indent=2) + "\n")
-    (layout.EXTRACT / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        "data": ctx.splits.summary(), "space": supernet.space.to_json(), "models": records})
+    write_json(layout.EXTRACT / "metrics.json", metrics)
     say(f"done in {seconds:.0f} s -> {layout.SUBNETS}/, {layout.EXTRACTED}")
 
 

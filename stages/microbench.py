@@ -1,4 +1,4 @@
-"""DVC stage ``microbench`` (and ``microbench_cpu``): measure sampled units on a backend.
+"""DVC stage ``microbench`` (and ``microbench_host@cpu``): measure sampled units on a backend.
 
 Writes ``data/microbench/<target>.parquet`` (every raw repeat): the spec name for the
 ``sim`` backend, ``cpu`` for the host CPU (``hwnas.layout``).
@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.progress import Progress
 
     from hardware.spec import load_spec
+    from hwnas.files import atomic_path
     from hwnas.estimator.microbench import MicrobenchConfig, backend_arg, run_microbench
     from hwnas.estimator.train import config_from
 
@@ -30,8 +31,8 @@ def main(argv: list[str] | None = None) -> None:
         task = bar.add_task(f"microbench {backend} on {target}", total=cfg.samples)
         table = run_microbench(cfg, spec, progress=lambda n: bar.advance(task, n),
                                log=bar.console.print)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(out, index=False)
+    with atomic_path(out) as tmp:
+        table.to_parquet(tmp, index=False)
     print(json.dumps({"backend": backend, "units": int(table["sample"].nunique()),
                       "rows": len(table), "seconds": round(time.monotonic() - start, 1),
                       "by_kind": table.groupby("kind")["sample"].nunique().to_dict()}))

@@ -5,6 +5,7 @@ import json
 
 from hardware.spec import load_spec
 from hwnas import layout
+from hwnas.files import write_json, write_text
 from hwnas.params import load_params, run_stage, section
 from hwnas.registry import REFERENCES, reference
 from hwnas.simulation import simulate_arch
@@ -15,11 +16,10 @@ def main() -> None:
     spec = load_spec(p["hardware"])
     rows = [simulate_arch(reference(n), spec, p["noise"], p["seed"], per_kernel=False)
             for n in REFERENCES]
-    layout.REFERENCES.mkdir(parents=True, exist_ok=True)
     metrics = {r["name"]: {k: r[k] for k in ("latency_ms", "energy_mj", "macs", "params",
                                              "memory_bytes", "utilization")} for r in rows}
-    (layout.REFERENCES / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (layout.REFERENCES / "simulated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_json(layout.REFERENCES / "metrics.json", metrics)
+    write_text(layout.REFERENCES / "simulated.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
 if __name__ == "__main__":

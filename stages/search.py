@@ -8,13 +8,12 @@ resumes without losing or repeating any.
 """
 from __future__ import annotations
 
-import json
-
 from hwnas import layout
 from hwnas.params import load_params, run_stage
 
 
 def main() -> None:
+    from hwnas.files import atomic_path, write_json
     from hwnas.search.objectives import make_objective_fn
     from hwnas.search.run import check_space, load_search_context, plot, run_search
 
@@ -27,11 +26,12 @@ def main() -> None:
         if hasattr(scorer, "close"):
             scorer.close()
 
-    layout.SEARCH.mkdir(parents=True, exist_ok=True)
-    result.candidates.to_parquet(layout.CANDIDATES, index=False)
-    layout.PARETO.write_text(json.dumps(result.pareto, indent=2) + "\n")
-    (layout.SEARCH / "metrics.json").write_text(json.dumps(result.summary, indent=2) + "\n")
-    plot(result.candidates, result.baseline, layout.SEARCH / "pareto.png")
+    with atomic_path(layout.CANDIDATES) as tmp:
+        result.candidates.to_parquet(tmp, index=False)
+    write_json(layout.PARETO, result.pareto)
+    write_json(layout.SEARCH / "metrics.json", result.summary)
+    with atomic_path(layout.SEARCH / "pareto.png") as tmp:
+        plot(result.candidates, result.baseline, tmp)
     s = result.summary
     print(f"search: {s['candidates']} candidates ({s['resumed_candidates']} from the journal) in "
           f"{s['search_seconds']:.0f} s; Pareto front {s['pareto_size']}; latency reduction at "

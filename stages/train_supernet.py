@@ -17,6 +17,7 @@ def main() -> None:
     from hwnas import tracking
     from hwnas.checkpoint import load_checkpoint, save_atomic
     from hwnas.context import train_context
+    from hwnas.files import write_json
     from hwnas.supernet import supernet_state
     from hwnas.training import supernet_fingerprint, train_supernet
 
@@ -36,8 +37,7 @@ def main() -> None:
         summary.update(ctx.splits.summary(), device=str(ctx.device))
         tracking.log_metrics({f"final_{k}": v for k, v in summary.items()})
     save_atomic(supernet_state(supernet.cpu()), layout.SUPERNET)
-    layout.TRAIN_SUPERNET.mkdir(parents=True, exist_ok=True)
-    (layout.TRAIN_SUPERNET / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(layout.TRAIN_SUPERNET / "metrics.json", summary)
     print(json.dumps(summary))
 
 

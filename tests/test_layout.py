@@ -70,7 +70,7 @@ def _covered(path: Path, deps: list[str]) -> bool:
 @pytest.mark.parametrize("stage", sorted(DVC))
 def test_dvc_deps_cover_every_module_a_stage_runs(stage):
     """``dvc status`` tells the truth only if a stage depends on the code it runs."""
-    entry = DVC[stage]
+    entry = DVC[stage].get("do", DVC[stage])  # a foreach stage's template
     files = project_files(_stage_module(entry["cmd"]))
     if Path("hardware/spec.py") in files:
         files.add(Path("hardware/specs"))  # the spec YAMLs it reads
@@ -93,19 +93,21 @@ def test_dvc_outputs_are_where_the_code_writes_them():
     def outs(stage):
         declared = []
         for key in ("outs", "metrics", "plots"):
-            for item in DVC[stage].get(key, []):
+            for item in DVC[stage].get("do", DVC[stage]).get(key, []):
                 path = next(iter(item)) if isinstance(item, dict) else item
-                declared.append(Path(path.replace("${base.hardware}", target)))
+                declared.append(Path(path.replace("${base.hardware}", target)
+                                     .replace("${item}", "cpu")))
         return declared
 
     expected = {
         "microbench": [layout.microbench_table(target)],
         "train_estimator": [layout.estimator_dir(target), layout.estimator_results(target)],
-        "microbench_cpu": [layout.microbench_table("cpu")],
-        "train_estimator_cpu": [layout.estimator_dir("cpu"), layout.estimator_results("cpu")],
+        "microbench_host": [layout.microbench_table("cpu")],
+        "train_estimator_host": [layout.estimator_dir("cpu"), layout.estimator_results("cpu")],
         "train_supernet": [layout.SUPERNET, layout.SUPERNET_CHECKPOINT.parent,
                            layout.TRAIN_SUPERNET],
-        "eval_supernet": [layout.EVAL_SUPERNET],
+        "eval_supernet": [layout.EVAL_SUPERNET / n for n in
+                          ("subnets.jsonl", "rows.json", "probes.json", "metrics.json")],
         "search": [layout.CANDIDATES, layout.PARETO, layout.SEARCH_JOURNAL],
         "extract": [layout.SUBNETS, layout.EXTRACTED],
         "baseline": [layout.BASELINE_MODEL.parent, layout.BASELINE],
@@ -128,3 +130,14 @@ def test_an_unknown_params_key_stops_the_run_before_any_stage(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "error: params.yaml: search.candidatez: unknown key"], proc.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / ".prefect").exists()
+
+
+def test_every_output_survives_a_failing_stage():
+    """DVC deletes a stage's outputs before running it unless they persist; each stage
+    replaces its outputs atomically (hwnas.files), so a failure keeps the previous ones."""
+    for stage, entry in DVC.items():
+        entry = entry.get("do", entry)
+        for key in ("outs", "metrics", "plots"):
+            for item in entry.get(key, []):
+                assert isinstance(item, dict) and next(iter(item.values())).get("persist"), \
+                    (stage, item)

@@ -20,16 +20,26 @@ def project(tmp_path, monkeypatch):
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], check=True)
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     (tmp_path / "control.txt").write_text("pass")
+    (tmp_path / "second.py").write_text(textwrap.dedent("""
+        import json, sys
+        from hwnas import tracking
+        if open("control.txt").read() == "fail":
+            sys.exit(3)
+        with tracking.run("second-own", tags={"stage": "second"}):
+            open("b.txt", "w").write(open("a.txt").read())
+            json.dump({"score": 1.5, "nested": {"n": 2}, "label": "x"}, open("metrics.json", "w"))
+    """))
     (tmp_path / "dvc.yaml").write_text(textwrap.dedent("""
         stages:
           first:
             cmd: python -c "open('a.txt','w').write('a')"
             outs: [a.txt]
           second:
-            cmd: python -c "import sys; sys.exit(3) if open('control.txt').read() == 'fail'
-              else open('b.txt','w').write(open('a.txt').read())"
-            deps: [a.txt, control.txt]
-            outs: [b.txt]
+            cmd: python second.py
+            deps: [a.txt, control.txt, second.py]
+            outs:  # as every stage of dvc.yaml: not deleted before the stage runs
+            - b.txt: {persist: true}
+            - metrics.json: {persist: true, cache: false}
     """))
     return tmp_path
 
@@ -55,24 +65,38 @@ def test_flow_runs_stages_in_order_with_mlflow_lineage(project, harness):
     assert runs["pipeline"].info.run_id == run_id and runs["pipeline"].info.status == "FINISHED"
     child = runs["stage:second"]
     assert child.data.tags["mlflow.parentRunId"] == run_id
-    assert "dvc.deps.a.txt" in child.data.tags and "git_commit" in child.data.tags
-    assert child.data.tags["hardware_spec_hash"]
+    assert "git_commit" in child.data.tags and child.data.tags["hardware_spec_hash"]
+    # lineage: the stage run and the stage's own run carry dvc.lock's hashes as DVC wrote them
+    from hwnas.lineage import dvc_lock_hashes
+
+    lock = dvc_lock_hashes("second")
+    assert lock["dvc.outs.b.txt"] and lock["dvc.deps.a.txt"]
+    own = runs["second-own"]
+    assert own.data.tags["mlflow.parentRunId"] == child.info.run_id
+    for run in (child, own):
+        assert {k: v for k, v in run.data.tags.items() if k.startswith("dvc.")} == lock
+    assert child.data.metrics == {"score": 1.5, "nested.n": 2.0}  # the stage's metrics.json
     # a second run has nothing to do: DVC decides, Prefect does not cache
     before = (project / "b.txt").stat().st_mtime_ns
     pipeline(stages=["first", "second"])
     assert (project / "b.txt").stat().st_mtime_ns == before
 
 
-def test_failing_stage_marks_runs_failed_and_keeps_earlier_outputs(project, harness):
+def test_failing_stage_marks_runs_failed_and_keeps_all_outputs(project, harness):
     from flows.pipeline import pipeline
 
+    pipeline(stages=["first", "second"])
+    before = {n: (project / n).read_bytes() for n in ("a.txt", "b.txt", "metrics.json")}
     (project / "control.txt").write_text("fail")
     with pytest.raises(RuntimeError, match="stage 'second' failed"):
         pipeline(stages=["first", "second"])
-    assert (project / "a.txt").read_text() == "a"
-    status = {r.info.run_name: r.info.status for r in _runs()}
-    assert status["pipeline"] == "FAILED" and status["stage:second"] == "FAILED"
-    assert status["stage:first"] == "FINISHED"
+    # the failing stage's previous outputs too (persist: DVC does not delete them first)
+    assert {n: (project / n).read_bytes() for n in before} == before
+    last = {}
+    for r in sorted(_runs(), key=lambda r: r.info.start_time):
+        last[r.info.run_name] = r.info.status
+    assert last["pipeline"] == "FAILED" and last["stage:second"] == "FAILED"
+    assert last["stage:first"] == "FINISHED"
 
 
 def test_second_pipeline_in_the_workspace_stops_clearly(project):

@@ -4,7 +4,6 @@ The pure functions the ``microbench``/``train_estimator`` stages and the CLI sha
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -20,6 +19,7 @@ from hwnas.estimator.decompose import feature_names
 from hwnas.estimator.microbench import GROUPING, MicrobenchConfig
 from hwnas.estimator.model import (Estimator, LightGBMConfig, fit_calibration, fit_models, save,
                                    training_frame)
+from hwnas.files import write_json
 
 
 def config_from(cls, params: dict):
@@ -127,9 +127,7 @@ def score_estimator(est: Estimator, spec: HardwareSpec, backend: str, cfg: EvalC
 
 
 def write_metrics(metrics: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean = {k: v for k, v in metrics.items() if not k.startswith("_")}
-    path.write_text(json.dumps(clean, indent=2) + "\n")
+    write_json(path, {k: v for k, v in metrics.items() if not k.startswith("_")})
 
 
 def flat_metrics(metrics: dict, prefix: str = "") -> dict:

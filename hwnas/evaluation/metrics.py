@@ -155,3 +155,16 @@ def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
                               memory_accuracy_drop_max=targets["memory_accuracy_drop"],
                               memory_met=bool(mem_ok))
     return out
+
+
+def headline(metrics: dict) -> dict:
+    """The few figures ``dvc metrics show`` and ``dvc metrics diff`` compare across runs
+    (``metrics.json`` keeps every figure)."""
+    out = {k: metrics[k] for k in ("latency_reduction", "accuracy_delta", "accuracy_delta_se",
+                                   "energy_reduction") if metrics.get(k) is not None}
+    out["latency_met"] = metrics["targets"]["latency_met"]
+    if mem := metrics.get("memory_model"):
+        out.update(memory_reduction=mem["memory_reduction"],
+                   memory_accuracy_delta=mem["accuracy_delta"],
+                   memory_met=metrics["targets"]["memory_met"])
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
