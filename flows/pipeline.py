@@ -80,10 +80,10 @@ def close_stale_runs(client, experiment_id: str) -> int:
     """Mark KILLED the runs an earlier pipeline of this workspace left RUNNING (its process
     is gone: SIGKILL, power loss), and every RUNNING run beneath them."""
     here = str(Path.cwd().resolve())
-    stale = [r for r in client.search_runs(
-        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and "
-                                       f"tags.`hwnas.workspace` = '{here}'")
-             if not _pid_alive(int(r.data.tags.get("hwnas.pid", "0")))]
+    stale = [r for r in client.search_runs([experiment_id],
+                                           filter_string="attributes.status = 'RUNNING'")
+             if r.data.tags.get("hwnas.workspace") == here  # compared here: a path may hold quotes
+             and not _pid_alive(int(r.data.tags.get("hwnas.pid", "0")))]
     todo, closed = [r.info.run_id for r in stale], 0
     while todo:
         run_id = todo.pop()

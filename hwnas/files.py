@@ -57,3 +57,30 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj) -> None:
     """Indented JSON; NaN and infinities are refused (they are not JSON)."""
     write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def read_journal(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSON-lines journal (one line appended per finished piece of work).
+    A last line torn by a kill is dropped, and the file rewritten without it, so the next
+    append starts on a line of its own."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    text, rows = path.read_text(), []
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            break
+    whole = "".join(json.dumps(r) + "\n" for r in rows)
+    if len(rows) != len(text.splitlines()) or not text.endswith("\n") and text:
+        write_text(path, whole)
+    return rows
+
+
+def append_journal(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Append records to a journal, one JSON line each, flushed to the OS at once."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))

@@ -9,7 +9,6 @@ supernet undertrains.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from hwnas.arch import ArchSpec
 from hwnas.checkpoint import fingerprint
 from hwnas.context import TrainContext
 from hwnas.extract import train_scratch
+from hwnas.files import append_journal, read_journal
 from hwnas.lowering import static_cost
 from hwnas.space import SearchSpace
 
@@ -116,12 +116,9 @@ def scratch_results(archs: list[ArchSpec], ctx: TrainContext, cache_path: Path,
     trained now or read from the cache (one JSON line appended per run)."""
     fps = [scratch_fingerprint(ctx.params, eval_split, i) for i in range(seeds)]
     cached: dict[tuple[str, str], dict] = {}
-    if cache_path.exists():
-        for line in cache_path.read_text().splitlines():
-            r = json.loads(line)
-            if r.get("fingerprint") in fps:
-                cached[r["arch"], r["fingerprint"]] = r
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    for r in read_journal(cache_path):
+        if r.get("fingerprint") in fps:
+            cached[r["arch"], r["fingerprint"]] = r
     out = {}
     for arch in archs:
         key = arch.key
@@ -134,8 +131,7 @@ def scratch_results(archs: list[ArchSpec], ctx: TrainContext, cache_path: Path,
                 cached[key, fp] = {"arch": key, "fingerprint": fp, "run": i, "scratch_acc": acc,
                                    "scratch_seconds": round(time.perf_counter() - t, 1),
                                    "macs": cost.macs, "params": cost.params}
-                with cache_path.open("a") as f:
-                    f.write(json.dumps(cached[key, fp]) + "\n")
+                append_journal(cache_path, [cached[key, fp]])
             runs.append(cached[key, fp])
         accs = [r["scratch_acc"] for r in runs]
         out[key] = {**runs[0], "run": None, "scratch_acc": round(float(np.mean(accs)), 3),

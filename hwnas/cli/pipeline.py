@@ -51,6 +51,7 @@ def run(
     typer.echo("  runs:     mlflow ui --backend-store-uri sqlite:///mlflow.db, then the runs "
                "table at #/experiments/<id>/runs")
     typer.echo(f"  lineage:  hwnas lineage {run_id}")
+    typer.echo("  record:   git add dvc.lock results && git commit (and dvc push, with a remote)")
 
 
 def headline() -> str | None:

@@ -144,5 +144,5 @@ def flat_metrics(metrics: dict, prefix: str = "") -> dict:
     return out
 
 
-__all__ = ["MicrobenchConfig", "LightGBMConfig", "EvalConfig", "config_from", "train", "evaluate",
+__all__ = ["MicrobenchConfig", "LightGBMConfig", "EvalConfig", "config_from", "train",
            "write_metrics", "flat_metrics"]

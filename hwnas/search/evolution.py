@@ -11,7 +11,6 @@ finished candidates from which a killed search resumes.
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import optuna
 import pandas as pd
 
 from hwnas.arch import ArchSpec, encode
+from hwnas.files import append_journal, read_journal
 from hwnas.search.genome import genes, to_arch
 from hwnas.space import SearchSpace
 
@@ -47,19 +47,6 @@ def open_study(seed: int, population: int) -> optuna.Study:
     return optuna.create_study(sampler=sampler, directions=["maximize", "minimize", "minimize"])
 
 
-def read_journal(path: Path) -> list[dict]:
-    """Candidates a previous run finished; a line torn by a kill is dropped."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
-
-
 def search(space: SearchSpace, objective_fn: ObjectiveFn, *, candidates: int,
            population: int = 50, seed: int = 0, constraints: Constraints = Constraints(),
            journal: str | Path | None = None, seeds: Sequence[ArchSpec] = (),
@@ -79,9 +66,6 @@ def search(space: SearchSpace, objective_fn: ObjectiveFn, *, candidates: int,
     dists = {k: optuna.distributions.CategoricalDistribution(v) for k, v in genes(space).items()}
     path = Path(journal) if journal is not None else None
     done = read_journal(path) if path else []
-    if path:  # rewrite without a torn tail before appending
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(r) + "\n" for r in done))
     # reseed by progress: a fresh run is exactly reproducible, a resumed one continues
     study = open_study(seed + len(done), population)
     # the sampler's own attributes (NSGA-II's generation and parents) come back too,
@@ -114,8 +98,7 @@ def search(space: SearchSpace, objective_fn: ObjectiveFn, *, candidates: int,
             r["sampler"] = {k: v for k, v in frozen[r["trial"]].system_attrs.items()
                             if not k.startswith("constraints")}
         if path:
-            with path.open("a") as f:
-                f.write("".join(json.dumps(r) + "\n" for r in batch))
+            append_journal(path, batch)
         done += batch
         if on_batch:
             on_batch(len(done), batch)

@@ -101,8 +101,9 @@ def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
     from rich.progress import Progress
 
     from hwnas import tracking
+    from hwnas.files import read_journal
     from hwnas.lineage import lineage_tags
-    from hwnas.search.evolution import Constraints, read_journal, search
+    from hwnas.search.evolution import Constraints, search
     from hwnas.search.choice import summarize
     from hwnas.search.objectives import check_feasible
 
