@@ -127,7 +127,7 @@ def run_stage(stage: str, parent_run_id: str, spec_hash: str, lock_fd: int | Non
         client.set_terminated(run_id, status)
     if proc.returncode:
         raise RuntimeError(f"stage {stage!r} failed (dvc repro exit {proc.returncode}); "
-                           "outputs of earlier stages are intact")
+                           "the previous outputs are kept")
     return run_id
 
 
