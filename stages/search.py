@@ -16,7 +16,7 @@ from hwnas.params import load_params, run_stage
 
 def main() -> None:
     from hwnas.search.objectives import make_objective_fn
-    from hwnas.search.run import check_space, load_search_context, plot, run_search
+    from hwnas.search.run import check_space, describe, load_search_context, plot, run_search
 
     ctx = load_search_context(load_params())
     check_space(ctx.space)
@@ -33,9 +33,9 @@ def main() -> None:
     (layout.SEARCH / "metrics.json").write_text(json.dumps(result.summary, indent=2) + "\n")
     plot(result.candidates, result.baseline, layout.SEARCH / "pareto.png")
     s = result.summary
-    print(f"search: {s['candidates']} candidates ({s['resumed_candidates']} from the journal) in "
-          f"{s['search_seconds']:.0f} s; Pareto front {s['pareto_size']}; latency reduction at "
-          f"baseline accuracy {s['latency_reduction_at_baseline_accuracy']}")
+    print(f"search: {s['candidates']} candidates ({s['resumed_candidates']} from the journal, "
+          f"{result.logged_runs} new MLflow candidate runs) in {s['search_seconds']:.0f} s")
+    print(f"search: {describe(s)}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ class SearchResult:
     baseline: dict      # the baseline's scores
     pareto: dict        # what pareto.json holds: the front, the baseline, the chosen networks
     summary: dict       # metrics.json
+    logged_runs: int = 0  # candidate runs this search added to MLflow
 
 
 def fingerprint(p: dict, *inputs: Path) -> str:
@@ -115,9 +116,11 @@ def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
                               budget * base["memory_bytes"] if budget else None)
     check_feasible(space, ctx.estimator.estimate, constraints)
 
-    journal = layout.SEARCH_JOURNAL / f"{fingerprint(p, layout.SUPERNET, ctx.estimator_dir / 'manifest.json')}.jsonl"
+    fp = fingerprint(p, layout.SUPERNET, ctx.estimator_dir / "manifest.json")
+    journal = layout.SEARCH_JOURNAL / f"{fp}.jsonl"
     with tracking.run("search", params={**p, "space": space.name},
-                      tags=lineage_tags("search", spec.spec_hash())) as active, \
+                      tags={**lineage_tags("search", spec.spec_hash()),
+                            tracking.FINGERPRINT_TAG: fp}) as active, \
             Progress() as bar:
         task = bar.add_task("search", total=p["candidates"])
         resumed = len(read_journal(journal))  # finished by an earlier (killed or equal) run
@@ -132,16 +135,43 @@ def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
         fastest, smallest = summary.pop("_fastest"), summary.pop("_smallest")
         summary.update(search_seconds=round(seconds, 1), resumed_candidates=resumed,
                        accuracy_mode=p["accuracy"])
-        tracking.log_metrics(summary)
-        tracking.log_candidates(df, active.info.run_id)
+        chosen = {"latency": fastest, "memory": smallest}
+        logged = tracking.log_candidates(df, active.info.run_id, fp, chosen)
+        tracking.log_metrics({**summary, "candidate_runs_logged": logged})
 
     front = df[df["pareto"]].sort_values("latency_ms")
     cols = ["arch", "accuracy", "latency_ms", "memory_bytes"]
+    first = df.drop_duplicates("arch")[cols]
     pareto = {"hardware": spec.name, "accuracy_mode": p["accuracy"],
               "baseline": {"arch": baseline.encode(), **{k: base[k] for k in cols[1:]}},
-              "chosen": {"latency": fastest, "memory": smallest},
+              "chosen": chosen,
+              # the chosen networks' search scores: a chosen network need not be on the front
+              "chosen_scores": {n: first[first["arch"] == a].to_dict("records")[0]
+                                for n, a in chosen.items() if a is not None},
+              "constraints": {"max_latency_ms": constraints.max_latency_ms,
+                              "max_memory_bytes": constraints.max_memory_bytes},
               "pareto": front[cols].to_dict("records")}
-    return SearchResult(df, base, pareto, summary)
+    return SearchResult(df, base, pareto, summary, logged)
+
+
+def describe(summary: dict) -> str:
+    """The search's latency figures in words, as percentages: search estimates (estimator
+    latency, supernet accuracy on the val split), not the evaluated headline."""
+    front = summary.get("front_latency_reduction_at_baseline_accuracy")
+    chosen = summary.get("chosen_latency_reduction")
+    budget = summary.get("latency_budget_share")
+    within = f", within the {100 * budget:g}% latency budget" if budget else ""
+    base = f"{summary['baseline_accuracy']:.1f}%"
+    return (f"Pareto front ({summary['pareto_size']} networks): "
+            + (f"{-100 * front:+.1f}% estimated latency vs the baseline at its supernet "
+               f"accuracy ({base}) or better" if front is not None
+               else f"no network reaches the baseline's supernet accuracy ({base})")
+            + "; chosen latency model: "
+            + (f"{-100 * chosen:+.1f}% at {summary['chosen_accuracy']:.1f}% supernet "
+               f"accuracy{within}" if chosen is not None
+               else f"none at the baseline's accuracy{within}")
+            + f". Search estimates; the evaluated headline is in "
+              f"{layout.EVALUATE / 'report.md'}")
 
 
 def plot(df: pd.DataFrame, base: dict, path: Path) -> None:
