@@ -36,7 +36,7 @@ def main() -> None:
 
     out = layout.EVALUATE
     out.mkdir(parents=True, exist_ok=True)
-    plot(ev.candidates, ev.base_search, ev.models, BASELINES, out / "pareto.png")
+    plot(ev.candidates, ev.base_search, ev.models, BASELINES, out / "pareto.png", metrics=metrics)
     (out / "report.md").write_text(report(metrics, ev.models, ev.table, ev.info))
     (out / "models.json").write_text(json.dumps(ev.models, indent=2) + "\n")
     (out / "table.json").write_text(json.dumps(ev.table, indent=2) + "\n")

@@ -31,7 +31,7 @@ def main() -> None:
     result.candidates.to_parquet(layout.CANDIDATES, index=False)
     layout.PARETO.write_text(json.dumps(result.pareto, indent=2) + "\n")
     (layout.SEARCH / "metrics.json").write_text(json.dumps(result.summary, indent=2) + "\n")
-    plot(result.candidates, result.baseline, layout.SEARCH / "pareto.png")
+    plot(result, layout.SEARCH / "pareto.png")
     s = result.summary
     print(f"search: {s['candidates']} candidates ({s['resumed_candidates']} from the journal, "
           f"{result.logged_runs} new MLflow candidate runs) in {s['search_seconds']:.0f} s")

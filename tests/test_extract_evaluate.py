@@ -315,7 +315,8 @@ def test_report_and_plot(tmp_path, spec, space, archs):
     text = report(m, models, table, {"hardware": SPEC, "test_images": 1000, "dataset": "digits"})
     assert "| fused-IBN search |" in text and "## Targets\n" in text and "pareto.png" in text
     assert "issue" not in text.lower()  # the tracker's numbers are no part of the report
-    plot(cands, base, models, ["baseline-scratch", "baseline-finetuned"], tmp_path / "p.png")
+    plot(cands, base, models, ["baseline-scratch", "baseline-finetuned"], tmp_path / "p.png",
+         metrics=m)
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 

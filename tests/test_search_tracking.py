@@ -92,6 +92,11 @@ def test_a_rerun_logs_no_candidate_again_and_tags_the_chosen(workspace):
         assert "chosen_latency_reduction" in s.data.metrics
         assert s.data.metrics["candidate_runs_logged"] in (0, PARAMS["candidates"])
 
+    from hwnas.search.run import plot
+
+    plot(second, workspace / "pareto.png")  # budgets, the chosen networks, a caption
+    assert (workspace / "pareto.png").stat().st_size > 10000
+
     chosen = {r.data.tags["chosen"]: r for r in candidates if "chosen" in r.data.tags}
     expect = {n: a for n, a in second.pareto["chosen"].items() if a}
     assert expect and set(",".join(chosen).split(",")) == set(expect)

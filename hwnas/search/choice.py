@@ -50,7 +50,8 @@ def summarize(df: pd.DataFrame, base: dict, budget: float | None,
     share = budget or 0.5
     fits = df[(df["memory_bytes"] <= share * base["memory_bytes"])
               & (df["accuracy"] >= base["accuracy"] - 1.0)]
-    small = pick(fits, tie_points(fits["accuracy"].max(), val_images, tie_se) if len(fits) else 0.0)
+    small_tie = tie_points(fits["accuracy"].max(), val_images, tie_se) if len(fits) else 0.0
+    small = pick(fits, small_tie)
     return {
         "candidates": int(len(df)), "unique_architectures": int(df["arch"].nunique()),
         "pareto_size": int(len(front)), "feasible": int(df["feasible"].sum()),
@@ -72,6 +73,7 @@ def summarize(df: pd.DataFrame, base: dict, budget: float | None,
         "memory_reduction_within_budget":
             None if small is None else 1 - float(small["memory_bytes"]) / base["memory_bytes"],
         "accuracy_within_budget": None if small is None else float(small["accuracy"]),
+        "memory_tie_points": round(small_tie, 3),
         "out_of_range_candidates":
             int((df["out_of_range"] > 0).sum()) if "out_of_range" in df else 0,
         "_fastest": None if chosen is None else chosen["arch"],
