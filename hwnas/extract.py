@@ -108,8 +108,11 @@ def pick_subnets(pareto: dict, chosen: Sequence[str] = CHOICES, extra: int = 0,
 
 
 def search_record(pareto: dict, arch: ArchSpec) -> dict:
-    """The search's own figures for ``arch`` (accuracy, estimated latency/memory), or {}."""
-    for r in [pareto["baseline"], *pareto["pareto"]]:
+    """The search's own figures for ``arch`` (accuracy, estimated latency/memory), or {}:
+    the baseline, the chosen networks (which need not be on the front) or the front."""
+    chosen = pareto.get("chosen_scores")
+    for r in [pareto["baseline"], *(chosen.values() if isinstance(chosen, dict) else ()),
+              *pareto["pareto"]]:
         try:
             if parse_arch(r["arch"]) == arch:
                 return {k: r[k] for k in ("accuracy", "latency_ms", "memory_bytes") if k in r}

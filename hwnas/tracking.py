@@ -73,26 +73,72 @@ def close_if_running(run_id: str | None) -> None:
         pass
 
 
-def log_candidates(df, parent_run_id: str) -> None:
+FINGERPRINT_TAG = "search_fingerprint"
+
+
+def _candidate_runs(client, experiment_id: str, fingerprint: str) -> list:
+    """Every run of this search's candidates (all pages)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], max_results=5000, page_token=token,
+                                  filter_string=f"tags.{FINGERPRINT_TAG} = '{fingerprint}'")
+        runs += [r for r in page if "trial" in r.data.tags]
+        token = page.token
+        if not token:
+            return runs
+
+
+def log_candidates(df, parent_run_id: str, fingerprint: str,
+                   chosen: dict[str, str | None] | None = None) -> int:
     """One child run per search candidate (params: the architecture string; metrics:
-    accuracy, latency, memory), created in batches through the client."""
+    accuracy, latency, memory; tags: trial, git commit, the search's ``fingerprint``),
+    created in batches through the client, for the candidates no earlier run of the
+    same search logged: a resumed or repeated search adds only its new ones. A run left
+    unfinished by a kill, or holding another network for its trial, is replaced. Then
+    the candidate run of each chosen network (its first trial) is tagged
+    ``chosen=<name>`` (names comma-joined when one network is chosen twice) and the tag
+    leaves runs no longer chosen. Returns how many runs were created."""
     import time
 
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
 
     client = _mlflow().MlflowClient()
     exp = client.get_experiment_by_name(EXPERIMENT).experiment_id
-    now = int(time.time() * 1000)
-    for r in df.itertuples(index=False):
-        run = client.create_run(exp, run_name=f"candidate-{r.trial}",
-                                tags={"mlflow.parentRunId": parent_run_id})
+    arch_of = dict(zip(df["trial"].astype(int), df["arch"]))
+    logged = {}  # trial -> run
+    for r in _candidate_runs(client, exp, fingerprint):
+        trial = int(r.data.tags["trial"])
+        if r.info.status == "FINISHED" and r.data.params.get("arch") == arch_of.get(trial):
+            logged[trial] = r
+        else:
+            client.delete_run(r.info.run_id)
+    commit, now = git_commit(), int(time.time() * 1000)
+    ids = {t: r.info.run_id for t, r in logged.items()}
+    tags = {t: r.data.tags.get("chosen") for t, r in logged.items()}
+    for r in df[~df["trial"].isin(list(logged))].itertuples(index=False):
+        run = client.create_run(exp, run_name=f"candidate-{r.trial}", tags={
+            "mlflow.parentRunId": parent_run_id, "git_commit": commit,
+            FINGERPRINT_TAG: fingerprint, "trial": str(r.trial),
+            "pareto": str(bool(r.pareto)), "feasible": str(bool(r.feasible))})
         client.log_batch(run.info.run_id,
                          metrics=[Metric(k, float(getattr(r, k)), now, 0)
                                   for k in ("accuracy", "latency_ms", "memory_bytes")],
-                         params=[Param("arch", r.arch)],
-                         tags=[RunTag("pareto", str(bool(r.pareto))),
-                               RunTag("feasible", str(bool(r.feasible)))])
+                         params=[Param("arch", r.arch)])
         client.set_terminated(run.info.run_id)
+        ids[int(r.trial)], tags[int(r.trial)] = run.info.run_id, None
+    want: dict[int, str] = {}
+    for name, arch in (chosen or {}).items():
+        trials = df.loc[df["arch"] == arch, "trial"]
+        if arch is not None and len(trials):
+            t = int(trials.min())
+            want[t] = f"{want[t]},{name}" if t in want else name
+    for trial, run_id in ids.items():
+        if want.get(trial) != tags[trial]:
+            if trial in want:
+                client.set_tag(run_id, "chosen", want[trial])
+            else:
+                client.delete_tag(run_id, "chosen")
+    return len(ids) - len(logged)
 
 
 def log_artifacts(folder, names, log=print) -> None:

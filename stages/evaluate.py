@@ -37,7 +37,7 @@ def main() -> None:
 
     out = layout.EVALUATE
     with atomic_path(out / "pareto.png") as tmp:
-        plot(ev.candidates, ev.base_search, ev.models, BASELINES, tmp)
+        plot(ev.candidates, ev.base_search, ev.models, BASELINES, tmp, metrics=metrics)
     write_text(out / "report.md", report(metrics, ev.models, ev.table, ev.info))
     write_json(out / "models.json", ev.models)
     write_json(out / "table.json", ev.table)

@@ -15,7 +15,7 @@ from hwnas.params import load_params, run_stage
 def main() -> None:
     from hwnas.files import atomic_path, write_json
     from hwnas.search.objectives import make_objective_fn
-    from hwnas.search.run import check_space, load_search_context, plot, run_search
+    from hwnas.search.run import check_space, describe, load_search_context, plot, run_search
 
     ctx = load_search_context(load_params())
     check_space(ctx.space)
@@ -31,11 +31,11 @@ def main() -> None:
     write_json(layout.PARETO, result.pareto)
     write_json(layout.SEARCH / "metrics.json", result.summary)
     with atomic_path(layout.SEARCH / "pareto.png") as tmp:
-        plot(result.candidates, result.baseline, tmp)
+        plot(result, tmp)
     s = result.summary
-    print(f"search: {s['candidates']} candidates ({s['resumed_candidates']} from the journal) in "
-          f"{s['search_seconds']:.0f} s; Pareto front {s['pareto_size']}; latency reduction at "
-          f"baseline accuracy {s['latency_reduction_at_baseline_accuracy']}")
+    print(f"search: {s['candidates']} candidates ({s['resumed_candidates']} from the journal, "
+          f"{result.logged_runs} new MLflow candidate runs) in {s['search_seconds']:.0f} s")
+    print(f"search: {describe(s)}")
 
 
 if __name__ == "__main__":

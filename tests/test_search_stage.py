@@ -61,9 +61,13 @@ def test_summary_figures():
                        "feasible": True, "pareto": [False, True, True, True]})
     base = {"accuracy": 90.0, "latency_ms": 1.0, "memory_bytes": 100}
     s = summarize(df, base, None)
-    assert s["latency_reduction_at_baseline_accuracy"] == pytest.approx(0.6)
+    assert s["front_latency_reduction_at_baseline_accuracy"] == pytest.approx(0.6)
     assert s["_fastest"] == "b" and s["_smallest"] == "d"
     assert s["memory_reduction_within_budget"] == pytest.approx(0.55)
+    from hwnas.search.run import describe
+    assert describe(s).startswith("Pareto front (3 networks): -60.0% estimated latency vs the "
+                                  "baseline at its supernet accuracy (90.0%) or better; chosen "
+                                  "latency model: -60.0% at 91.0% supernet accuracy.")
     # with a latency budget the chosen model is the most accurate network within it
     s = summarize(df, base, None, latency_budget=0.95)
     assert s["_fastest"] == "b" and s["chosen_latency_reduction"] == pytest.approx(0.6)

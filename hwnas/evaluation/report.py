@@ -84,7 +84,7 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
                      f"**{'met' if t['memory_met'] else 'not met'}** "
                      f"({_pct(mm['memory_reduction'])}, {mm['accuracy_delta']:+.2f} points)")
     lines += ["", "## Every evaluated model", "",
-              "| model | test acc (%) | inherited acc (%) | search acc (%) | from scratch acc (%) "
+              "| model | test acc (%) | search acc (%) | inherited acc (%) | from scratch acc (%) "
               "| latency (ms) | energy (mJ) | memory (bytes) | est. latency error "
               "| ONNX max abs diff |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -92,12 +92,16 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
         # the saved weights' own accuracy; from scratch: the mean over seeds where there are runs
         saved = m.get("model_accuracy", m["accuracy"])
         scratch = m.get("scratch_accuracy", m["accuracy"] if "accuracy_runs" in m else None)
-        lines.append(f"| {name} | {saved:.2f} | {_num(m.get('inherited_accuracy'), '.2f')} | "
-                     f"{_num(m.get('search_accuracy'), '.2f')} | "
+        lines.append(f"| {name} | {saved:.2f} | {_num(m.get('search_accuracy'), '.2f')} | "
+                     f"{_num(m.get('inherited_accuracy'), '.2f')} | "
                      f"{_num(scratch, '.2f')} | {m['latency_ms']:.4f} | "
                      f"{m['energy_mj']:.5f} | {m['memory_bytes']:,} | "
                      f"{_pct(m.get('estimator_error'))} | {_num(m.get('onnx_max_abs_diff'), '.1e')} |")
-    lines += ["", "Architectures:", ""]
+    lines += ["", "Test acc: the saved weights on the test split. Search acc: the supernet's "
+                  "accuracy for the architecture on the val split, which the search ranked by. "
+                  "Inherited acc: the network extracted from the supernet, BN-recalibrated, on "
+                  "the test split, before fine-tuning. From scratch: the mean over seeds.",
+              "", "Architectures:", ""]
     lines += [f"- `{name}`: `{m['arch']}`" for name, m in models.items()]
     lines += ["", "## Latency reduction at equal accuracy, by search setting", "",
               "| fused-IBN search | depth-multiplier search | candidates | at equal accuracy | "

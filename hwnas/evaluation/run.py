@@ -53,6 +53,21 @@ class Evaluation:
     base_search: dict          # the baseline as the search scored it
 
 
+def fill_search_accuracy(records: dict[str, dict], archs: dict, candidates: pd.DataFrame,
+                         pareto: dict) -> None:
+    """``search_accuracy`` (the supernet's, on the val split) of every record that lacks it,
+    by architecture: from the search's candidates or its baseline. (Extract records it only
+    for the networks pareto.json scores; a chosen network need not be on the front.)"""
+    from hwnas.arch import parse_arch
+
+    scored = {parse_arch(a).key: float(acc) for a, acc in
+              zip(candidates["arch"], candidates["accuracy"])}
+    scored.setdefault(parse_arch(pareto["baseline"]["arch"]).key, pareto["baseline"]["accuracy"])
+    for name, rec in records.items():
+        if rec.get("search_accuracy") is None and archs[name].key in scored:
+            rec["search_accuracy"] = scored[archs[name].key]
+
+
 def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print) -> Evaluation:
     """Simulate every model on ``spec``, with the estimator's error on each."""
     from hwnas.arch import parse_arch
@@ -69,13 +84,14 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print) -> Ev
     space = SearchSpace.from_json(extracted["space"])
     # every model by name: test accuracy from extract/baseline, figures from the simulator
     records = {n: dict(r) for n, r in extracted["models"].items()}
-    records["baseline-scratch"] = {**scratch, "search_accuracy": None}
+    records["baseline-scratch"] = dict(scratch)
     base_search_arch = parse_arch(pareto["baseline"]["arch"]).key
     if records["baseline-scratch"]["arch"] != base_search_arch:
         raise EvaluateError(f"{layout.BASELINE / 'metrics.json'} trained "
                             f"{records['baseline-scratch']['arch']}, but {layout.PARETO} has "
                             f"the baseline {base_search_arch}; rerun the stale stage")
     archs = {n: parse_arch(r["arch"]) for n, r in records.items()}
+    fill_search_accuracy(records, archs, candidates, pareto)
     log(f"simulating {len(archs)} models and {candidates['arch'].nunique()} candidates "
         f"on {spec.name}")
     sims = simulate_models(archs, spec, estimator.estimate)

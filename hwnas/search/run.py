@@ -21,6 +21,7 @@ class SearchResult:
     baseline: dict      # the baseline's scores
     pareto: dict        # what pareto.json holds: the front, the baseline, the chosen networks
     summary: dict       # metrics.json
+    logged_runs: int = 0  # candidate runs this search added to MLflow
 
 
 def fingerprint(p: dict, *inputs: Path) -> str:
@@ -116,9 +117,11 @@ def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
                               budget * base["memory_bytes"] if budget else None)
     check_feasible(space, ctx.estimator.estimate, constraints)
 
-    journal = layout.SEARCH_JOURNAL / f"{fingerprint(p, layout.SUPERNET, ctx.estimator_dir / 'manifest.json')}.jsonl"
+    fp = fingerprint(p, layout.SUPERNET, ctx.estimator_dir / "manifest.json")
+    journal = layout.SEARCH_JOURNAL / f"{fp}.jsonl"
     with tracking.run("search", params={**p, "space": space.name},
-                      tags=lineage_tags("search", spec.spec_hash())) as active, \
+                      tags={**lineage_tags("search", spec.spec_hash()),
+                            tracking.FINGERPRINT_TAG: fp}) as active, \
             Progress() as bar:
         task = bar.add_task("search", total=p["candidates"])
         resumed = len(read_journal(journal))  # finished by an earlier (killed or equal) run
@@ -133,35 +136,128 @@ def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
         fastest, smallest = summary.pop("_fastest"), summary.pop("_smallest")
         summary.update(search_seconds=round(seconds, 1), resumed_candidates=resumed,
                        accuracy_mode=p["accuracy"])
-        tracking.log_metrics(summary)
-        tracking.log_candidates(df, active.info.run_id)
+        chosen = {"latency": fastest, "memory": smallest}
+        logged = tracking.log_candidates(df, active.info.run_id, fp, chosen)
+        tracking.log_metrics({**summary, "candidate_runs_logged": logged})
 
     front = df[df["pareto"]].sort_values("latency_ms")
     cols = ["arch", "accuracy", "latency_ms", "memory_bytes"]
+    first = df.drop_duplicates("arch")[cols]
     pareto = {"hardware": spec.name, "accuracy_mode": p["accuracy"],
               "baseline": {"arch": baseline.encode(), **{k: base[k] for k in cols[1:]}},
-              "chosen": {"latency": fastest, "memory": smallest},
+              "chosen": chosen,
+              # the chosen networks' search scores: a chosen network need not be on the front
+              "chosen_scores": {n: first[first["arch"] == a].to_dict("records")[0]
+                                for n, a in chosen.items() if a is not None},
+              "constraints": {"max_latency_ms": constraints.max_latency_ms,
+                              "max_memory_bytes": constraints.max_memory_bytes},
               "pareto": front[cols].to_dict("records")}
-    return SearchResult(df, base, pareto, summary)
+    return SearchResult(df, base, pareto, summary, logged)
 
 
-def plot(df: pd.DataFrame, base: dict, path: Path) -> None:
+def describe(summary: dict) -> str:
+    """The search's latency figures in words, as percentages: search estimates (estimator
+    latency, supernet accuracy on the val split), not the evaluated headline."""
+    front = summary.get("front_latency_reduction_at_baseline_accuracy")
+    chosen = summary.get("chosen_latency_reduction")
+    budget = summary.get("latency_budget_share")
+    within = f", within the {100 * budget:g}% latency budget" if budget else ""
+    base = f"{summary['baseline_accuracy']:.1f}%"
+    return (f"Pareto front ({summary['pareto_size']} networks): "
+            + (f"{-100 * front:+.1f}% estimated latency vs the baseline at its supernet "
+               f"accuracy ({base}) or better" if front is not None
+               else f"no network reaches the baseline's supernet accuracy ({base})")
+            + "; chosen latency model: "
+            + (f"{-100 * chosen:+.1f}% at {summary['chosen_accuracy']:.1f}% supernet "
+               f"accuracy{within}" if chosen is not None
+               else f"none at the baseline's accuracy{within}")
+            + f". Search estimates; the evaluated headline is in "
+              f"{layout.EVALUATE / 'report.md'}")
+
+
+def plot(result: SearchResult, path: Path) -> None:
+    """``pareto.png``: every candidate (feasible or not) by supernet accuracy against estimated
+    latency (left) and memory (right), the 3-objective front, the baseline, the budgets and
+    the chosen networks with the rule that chose each (a caption under the panels)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter(df["latency_ms"], df["accuracy"], s=8, c="#bbbbbb", label="candidates")
-    front = df[df["pareto"]].sort_values("latency_ms")
-    ax.scatter(front["latency_ms"], front["accuracy"], s=18, c="#d62728", label="Pareto front")
-    ax.scatter([base["latency_ms"]], [base["accuracy"]], marker="*", s=200, c="#1f77b4",
-               label="MobileNetV2-like baseline")
-    ax.set_xlabel("estimated latency (ms)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("search: accuracy vs estimated latency")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
+    df = result.candidates[np.isfinite(result.candidates["latency_ms"])]
+    base, s, pareto = result.baseline, result.summary, result.pareto
+    limits = pareto.get("constraints", {})
+    rows = {name: df[df["arch"] == arch].iloc[0] for name, arch in pareto["chosen"].items()
+            if arch is not None and (df["arch"] == arch).any()}
+    style = {"latency": ("D", "#2ca02c"), "memory": ("s", "#9467bd")}
+    share = {"latency": s.get("latency_budget_share"), "memory": s.get("memory_budget_share")}
+    ties = {"latency": s.get("chosen_tie_points") or 0.0, "memory": s.get("memory_tie_points") or 0.0}
+    floor = {"latency": base["accuracy"], "memory": base["accuracy"] - 1.0}
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.6), sharey=True)
+    for ax, col, unit, scale, kind in ((axes[0], "latency_ms", "ms", 1.0, "latency"),
+                                       (axes[1], "memory_bytes", "kB", 1e-3, "memory")):
+        x = df[col] * scale
+        ok = df["feasible"].to_numpy()
+        ax.scatter(x[ok], df["accuracy"][ok], s=8, c="#9e9e9e", label="feasible candidate")
+        ax.scatter(x[~ok], df["accuracy"][~ok], s=10, marker="x", c="#d0d0d0", linewidths=0.8,
+                   label="infeasible (breaks a hard constraint)")
+        front = df[df["pareto"]]
+        ax.scatter(front[col] * scale, front["accuracy"], s=20, c="#d62728", zorder=3,
+                   label="Pareto front (accuracy, latency, memory)")
+        ax.scatter([base[col] * scale], [base["accuracy"]], marker="*", s=220, c="#1f77b4",
+                   zorder=5, label="MobileNetV2-like baseline")
+        # where the chosen network of this panel had to be: under the budget, accuracy floor
+        limit = share[kind] * base[col] if share[kind] else None
+        hard = limits.get(f"max_{col}")
+        if hard:
+            of = (f" = {100 * share[kind]:g}% of the baseline's"
+                  if limit and abs(limit - hard) <= 1e-9 * hard else "")
+            ax.axvline(hard * scale, c="k", ls="--", lw=1.2,
+                       label=f"{kind} budget (hard constraint): {hard * scale:.4g} {unit}{of}")
+        if limit and (not hard or abs(limit - hard) > 1e-9 * hard):
+            ax.axvline(limit * scale, c="#555555", ls=":", lw=1.2,
+                       label=f"{kind} choice: <= {100 * share[kind]:g}% of the baseline")
+        ax.axhline(floor[kind], c="#1f77b4", ls=":", lw=1,
+                   label="baseline accuracy" + (" - 1 point" if kind == "memory" else ""))
+        if kind in rows and ties[kind] > 0 and limit:
+            pool = df[(df[col] <= limit) & (df["accuracy"] >= floor[kind])]
+            top = pool["accuracy"].max()
+            ax.fill_between([x.min(), limit * scale], top - ties[kind], top, color=style[kind][1],
+                            alpha=0.12, lw=0, label=f"tied with the best under it "
+                                                    f"({ties[kind]:.1f} points)")
+        for name, r in rows.items():
+            marker, color = style.get(name, ("o", "k"))
+            ax.scatter([r[col] * scale], [r["accuracy"]], marker=marker, s=110, c=color,
+                       edgecolors="k", zorder=6, label=f"chosen: {name}")
+            same = [n for n, o in rows.items() if o["arch"] == r["arch"]]
+            if name == same[0]:  # one label for a network chosen twice
+                ax.annotate(", ".join(same), (r[col] * scale, r["accuracy"]), xytext=(8, -12),
+                            textcoords="offset points", fontsize=9, fontweight="bold",
+                            color=color)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel(f"estimated {kind} ({unit}, log scale)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=7.5)
+    axes[0].set_ylabel("search accuracy (%, supernet, val split)")
+    axes[0].set_title("accuracy vs estimated latency")
+    axes[1].set_title("accuracy vs estimated memory")
+    lat_rule = ("latency: among networks under the latency budget at the baseline's accuracy "
+                "or better" if share["latency"] else
+                "latency: the fastest Pareto network at the baseline's accuracy or better")
+    mem_rule = (f"memory: among all candidates, feasible or not, within "
+                f"{100 * share['memory']:g}% of the baseline's memory at its accuracy - 1 point "
+                "or better")
+    tie = ("; of those within the shaded band (supernet noise) of the best, the most MACs wins "
+           "(else the most accurate)" if any(ties.values()) else "; the most accurate")
+    fig.suptitle("search: candidates, budgets and the chosen networks", fontsize=12)
+    fig.text(0.01, 0.01, f"Chosen {lat_rule}; {mem_rule}{tie}. "
+             "The front is over three objectives, so a front point may look beaten in one panel.",
+             fontsize=8, wrap=True)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     fig.savefig(path, dpi=120)
     plt.close(fig)
