@@ -25,6 +25,11 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
         f"({info.get('test_images', '?')} images of {info.get('dataset', '?')}), never seen by "
         "the search (val split) or training.",
         "",
+        "Reproducibility: rerun on the same machine with the same thread count, every figure "
+        "here is identical; on another CPU, floating-point rounding in training differs, so "
+        "the supernet, the accuracies and possibly the chosen network differ within the "
+        "standard errors reported.",
+        "",
         "## Headline",
         "",
         "| | chosen (latency) | baseline | change |",
