@@ -19,6 +19,7 @@ and the extracted subnet compute the same function (same weights, same statistic
 from __future__ import annotations
 
 import pickle
+import warnings
 from collections.abc import Callable, Iterable
 from itertools import product
 from pathlib import Path
@@ -390,7 +391,9 @@ def load_supernet(path, map_location: str | torch.device = "cpu") -> SuperNet:
     if not Path(path).is_file():
         raise SupernetError(f"{path}: not found; run the train_supernet stage first")
     try:  # a truncated or foreign file: torch raises any of these, naming no file
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # and may warn first (an odd pickle protocol)
+            warnings.simplefilter("ignore", UserWarning)
+            data = torch.load(path, map_location=map_location, weights_only=True)
         net = SuperNet(SearchSpace.from_json(data["space"]), data.get("kernel_transform", False))
         net.load_state_dict(data["state_dict"])
     except (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError, AttributeError,

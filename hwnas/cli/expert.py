@@ -85,16 +85,14 @@ def expert(
     except (ArchError, SpecError, InputError, EstimatorError) as err:
         fail(str(err))
 
-    def cost(archs, warn: bool = False):
+    def cost(archs):
         records = est.estimate(list(archs))
-        if warn:
-            warn_out_of_range(records)
         missing = [r["out_of_range"] for r in records if r["latency_ms"] is None]
         if missing:
             fail(f"the estimator cannot cost {archs[0].name or 'a network'}: {missing[0][0]}")
         return [(r["latency_ms"], r["memory_bytes"]) for r in records]
 
-    (base_lat, base_mem), = cost([baseline], warn=True)
+    (base_lat, base_mem), = cost([baseline])
     results = apply_rules(baseline, chosen, cost, only_gains=not keep_all)
     final = results[-1].arch if results else baseline
     if as_json:  # encoded before the file is written: a non-finite value stops both
@@ -104,6 +102,8 @@ def expert(
                                  "memory_gain": r.memory_gain, "kept": r.kept} for r in results],
                       "arch": final.encode(), "out": str(out)})
     write_json(out, final.to_json())  # whole or not at all
+    # warned as estimate warns, once the output is written (an error stays one line)
+    warn_out_of_range(est.estimate([baseline] + ([final] if final != baseline else [])))
     if as_json:
         typer.echo(text)
         return
@@ -118,6 +118,6 @@ def expert(
         table.add_row(label, f"{r.latency_ms:.4f}", f"{r.memory_bytes / 1024:.0f}",
                       f"{r.latency_gain:+.1%}", f"{r.memory_gain:+.1%}", "yes" if r.kept else "no")
     console.print(table)
-    (lat, mem), = cost([final], warn=final != baseline)
+    (lat, mem), = cost([final])
     typer.echo(f"estimated: latency {1 - lat / base_lat:.1%} lower, memory {1 - mem / base_mem:.1%}"
                f" lower than the baseline; architecture written to {out}")
