@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hwnas.files import read_yaml
+from hwnas.errors import read_yaml
 
 SPECS_DIR = Path(__file__).parent / "specs"
 DEFAULT_SPEC = "neural-engine-32"

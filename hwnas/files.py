@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from hwnas.errors import UserError, one_line
+from hwnas.errors import UserError
 
 
 class WriteError(UserError):
@@ -113,20 +113,6 @@ def dumps(obj, indent: int | None = None, what: str = "the result") -> str:
         name = obj.get("name") if isinstance(obj, dict) else None
         raise NotFiniteError(f"{what}{f' ({name})' if name else ''}: {where} is {value}, "
                              "not a finite number (it overflowed or is undefined)") from None
-
-
-def read_yaml(path: str | os.PathLike, error: type[Exception] = UserError):
-    """A YAML file's value; ``error`` (naming the file) if it cannot be read as text or YAML."""
-    import yaml
-
-    path = Path(path)
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError) as err:
-        raise error(f"{path}: cannot read as text: {getattr(err, 'strerror', None) or err}"
-                    ) from None
-    except (yaml.YAMLError, RecursionError) as err:
-        raise error(f"{path}: not valid YAML: {one_line(err)}") from None
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

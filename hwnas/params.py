@@ -16,8 +16,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hwnas.errors import UserError
-from hwnas.files import read_yaml
+from hwnas.errors import UserError, read_yaml
 
 PARAMS_FILE = Path("params.yaml")
 

@@ -349,6 +349,9 @@ IN_PROCESS = {
                                           files={"g.parquet": b"PAR1 garbage"}, words=["g.parquet"]),
     "train-estimator table a folder": dict(argv=["train-estimator", "--table", "tdir"], files={"tdir": DIR},
                                            words=["tdir"]),
+    "train-estimator on a read-only folder": dict(
+        argv=["train-estimator", "--table", "mb.parquet", "--out", EST, "--n-estimators", "2"], fault=30,
+        words=[EST, "Read-only"]),
     "train-estimator 0 rounds": dict(argv=["train-estimator", "--table", "t.parquet", "--n-estimators", "0"],
                                      words=["--n-estimators"]),
     # MLflow store and pipeline
@@ -420,6 +423,8 @@ def test_hostile_input_in_process(name, tmp_path, monkeypatch, request):
         target = (tmp_path / "models/estimator/neural-engine-32" if case.get("setup") == "supernet"
                   else tmp_path / EST)
         shutil.copytree(est, target)
+        if "mb.parquet" in case["argv"]:
+            shutil.copy(est.parent / "mb.parquet", tmp_path)
         if case.get("setup") == "supernet":
             (tmp_path / "params.yaml").write_bytes(PARAMS)
     for fname, content in case.get("files", {}).items():

@@ -10,11 +10,11 @@ from rich.table import Table
 
 from hardware.spec import DEFAULT_SPEC, SpecError, load_spec
 from hwnas import layout
-from hwnas.files import atomic_path
 from hwnas.arch import ArchError
 from hwnas.cli.app import app, console
 from hwnas.cli.inputs import (HardwareOpt, InputError, JsonOpt, check_number, echo_json, fail,
                               load_estimator, read_archs, warn_out_of_range)
+from hwnas.files import atomic_dir, atomic_path
 
 
 @app.command()
@@ -122,6 +122,7 @@ def train_estimator(
                 fail(f"{table}: measured with {field}={data[field].iloc[0]:g}, but "
                      f"{spec.name} has {value:g}; pass the matching --hardware")
     path = out or layout.estimator_dir(layout.target_name(backend, spec.name))
-    manifest = train(data, spec, backend, LightGBMConfig(n_estimators=n_estimators), path,
-                     file_hash(table))
+    with atomic_dir(path) as tmp:  # the old estimator stays whole until the new one is
+        manifest = train(data, spec, backend, LightGBMConfig(n_estimators=n_estimators), tmp,
+                         file_hash(table))
     typer.echo(f"{len(manifest['kinds'])} models ({', '.join(manifest['kinds'])}) -> {path}")

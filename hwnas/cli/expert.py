@@ -12,7 +12,8 @@ from hwnas.arch import ArchError, parse_arch
 from hwnas.cli.app import app, console
 from hwnas.cli.inputs import (HardwareOpt, InputError, JsonOpt, fail,
                               load_estimator, read_arch, warn_out_of_range)
-from hwnas.files import dumps, read_yaml, write_json
+from hwnas.errors import read_yaml
+from hwnas.files import dumps, write_json
 
 
 

@@ -21,7 +21,6 @@ import pandas as pd
 from hardware.spec import HardwareSpec
 from hwnas.arch import ArchSpec, encode
 from hwnas.errors import UserError
-from hwnas.files import atomic_dir, write_json
 from hwnas.estimator.decompose import RANGE_FEATURES, decompose, network_memory, op_table
 from hwnas.lowering import unit_name
 
@@ -155,28 +154,30 @@ def save(models: dict, out_dir: Path, *, backend: str, grouping: str, features: 
          frame: pd.DataFrame, spec: HardwareSpec | None, data_hash: str,
          cfg: LightGBMConfig, bytes_per_element: int, host: dict | None = None,
          calibration: dict | None = None) -> dict:
-    """Write the models and their manifest to ``out_dir``, replacing it whole."""
-    with atomic_dir(out_dir) as tmp:
-        kinds = {}
-        for kind, booster in models.items():
-            name = _model_file(kind)
-            booster.save_model(str(tmp / name))
-            part = frame[frame["kind"] == kind]
-            kinds[kind] = {"file": name, "bytes": (tmp / name).stat().st_size,
-                           "sha256": sha256(tmp / name), "rows": int(len(part)),
-                           "ranges": {f: [float(part[f].min()), float(part[f].max())]
-                                      for f in RANGE_FEATURES}}
-        manifest = {
-            "format": FORMAT, "backend": backend, "grouping": grouping,
-            "target": "log(latency_ms)", "feature_transform": "log1p",
-            "hardware": spec.name if spec is not None else "cpu",
-            "spec_hash": spec.spec_hash() if spec is not None else None,
-            "bytes_per_element": bytes_per_element,
-            "features": list(features), "kinds": kinds, "data_hash": data_hash,
-            "train": asdict(cfg), "versions": library_versions(), "host": host or {},
-            "calibration": calibration,
-        }
-        write_json(tmp / MANIFEST, manifest)
+    """Write the models and their manifest (with each file's size and sha256) to ``out_dir``.
+    The CLI passes a temporary folder that replaces the target whole (``atomic_dir``)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kinds = {}
+    for kind, booster in models.items():
+        name = _model_file(kind)
+        booster.save_model(str(out_dir / name))
+        part = frame[frame["kind"] == kind]
+        kinds[kind] = {"file": name, "bytes": (out_dir / name).stat().st_size,
+                       "sha256": sha256(out_dir / name), "rows": int(len(part)),
+                       "ranges": {f: [float(part[f].min()), float(part[f].max())]
+                                  for f in RANGE_FEATURES}}
+    manifest = {
+        "format": FORMAT, "backend": backend, "grouping": grouping,
+        "target": "log(latency_ms)", "feature_transform": "log1p",
+        "hardware": spec.name if spec is not None else "cpu",
+        "spec_hash": spec.spec_hash() if spec is not None else None,
+        "bytes_per_element": bytes_per_element,
+        "features": list(features), "kinds": kinds, "data_hash": data_hash,
+        "train": asdict(cfg), "versions": library_versions(), "host": host or {},
+        "calibration": calibration,
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
     return manifest
 
 
