@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hwnas.errors import read_yaml
 
 SPECS_DIR = Path(__file__).parent / "specs"
 DEFAULT_SPEC = "neural-engine-32"
@@ -25,7 +26,8 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are refused everywhere; every number also has sane bounds.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class MacArray(_Strict):
@@ -40,23 +42,24 @@ class VectorUnit(_Strict):
 class Energy(_Strict):
     """Energy per event, in picojoules."""
 
-    mac_pj: float = Field(gt=0)
-    sram_byte_pj: float = Field(gt=0)
-    dram_byte_pj: float = Field(gt=0)
+    mac_pj: float = Field(ge=1e-6, le=1e6)
+    sram_byte_pj: float = Field(ge=1e-6, le=1e6)
+    dram_byte_pj: float = Field(ge=1e-6, le=1e6)
 
 
 class HardwareSpec(_Strict):
-    name: str = Field(min_length=1)
-    description: str = ""
-    clock_mhz: float = Field(gt=0, le=10_000)
+    # A safe slug: it names files and folders (models/estimator/<name>, microbench tables).
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+([._-][A-Za-z0-9]+)*$")
+    description: str = Field("", max_length=1000)
+    clock_mhz: float = Field(ge=1, le=10_000)
     mac_array: MacArray
     dataflow: Literal["output_stationary"]
     vector_unit: VectorUnit
     depthwise_on: Literal["vector", "array"]
-    sram_kib: float = Field(gt=0)
-    dram_bandwidth_gb_s: float = Field(gt=0)
+    sram_kib: float = Field(ge=1, le=1 << 30)               # 1 KiB .. 1 TiB
+    dram_bandwidth_gb_s: float = Field(ge=1e-3, le=100_000)
     bytes_per_element: int = Field(ge=1, le=8)
-    launch_overhead_cycles: int = Field(ge=0)
+    launch_overhead_cycles: int = Field(ge=0, le=10**9)
     # Each rule [producer, consumer] lets a consumer op join its producer's kernel:
     # one launch, and the tensor between them never leaves the chip.
     fusion: tuple[tuple[str, str], ...] = ()
@@ -97,7 +100,10 @@ def _format_error(source: str, err: ValidationError) -> str:
     problems = []
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
+        msg = {"extra_forbidden": "unknown field",
+               "string_pattern_mismatch": "must be a plain name (letters, digits and single "
+                                          "'.', '_' or '-' between them; no '/' or '..')",
+               }.get(e["type"], e["msg"])
         problems.append(f"field '{field}': {msg}")
     return f"{source}: invalid hardware spec: " + "; ".join(problems)
 
@@ -131,8 +137,4 @@ def load_spec(spec: str | Path | HardwareSpec = DEFAULT_SPEC) -> HardwareSpec:
         raise SpecError(
             f"{path}: hardware spec not found (bundled specs: {', '.join(available_specs())})"
         )
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from None
-    return spec_from_dict(data, str(path))
+    return spec_from_dict(read_yaml(path, SpecError), str(path))

@@ -24,19 +24,33 @@ from typing import ClassVar
 from hwnas.errors import UserError
 
 BLOCK_TYPES = ("ibn", "fused_ibn", "conv")
+# Size limits, generous for real networks (224-1024 px inputs, a few thousand channels,
+# kernels up to 7, or 31 in large-kernel designs); beyond them an architecture is refused
+# with the field named, before any size overflows a cost or a tensor.
 MAX_EXPAND = 64
+MAX_RESOLUTION = 4096   # input height and width, pixels
+MAX_CHANNELS = 65536    # any channel count (input, stem, block out, expanded width, head)
+MAX_CLASSES = 65536
+MAX_KERNEL = 31
+MAX_BLOCKS = 512
 
 
 class ArchError(UserError):
     """An invalid architecture; the message names the block and field."""
 
 
-def _int(value, where: str, minimum: int = 1) -> int:
+def check_int(value, where: str, minimum: int = 1, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ArchError(f"{where}: must be an integer, got {value!r}")
     if value < minimum:
         raise ArchError(f"{where}: must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ArchError(f"{where}: must be at most {maximum}, got {value:.6g}")
     return value
+
+
+def check_channels(value, where: str) -> int:
+    return check_int(value, where, 1, MAX_CHANNELS)
 
 
 def _number(value, where: str) -> int | float:
@@ -45,15 +59,15 @@ def _number(value, where: str) -> int | float:
     return int(value) if float(value).is_integer() else float(value)
 
 
-def _check_kernel(value, where: str) -> int:
-    value = _int(value, where)
+def check_kernel(value, where: str) -> int:
+    value = check_int(value, where, 1, MAX_KERNEL)
     if value % 2 == 0:
         raise ArchError(f"{where}: kernel must be odd, got {value}")
     return value
 
 
-def _check_stride(value, where: str) -> int:
-    value = _int(value, where)
+def check_stride(value, where: str) -> int:
+    value = check_int(value, where)
     if value not in (1, 2):
         raise ArchError(f"{where}: stride must be 1 or 2, got {value}")
     return value
@@ -132,12 +146,12 @@ class ClassificationHead:
     @classmethod
     def from_json(cls, data: dict, where: str) -> "ClassificationHead":
         _fields(data, where, ("task", "classes"), ("features",))
-        return cls(features=_int(data.get("features", 0), f"{where}.features", 0),
-                   classes=_int(data["classes"], f"{where}.classes"))
+        return cls(features=check_int(data.get("features", 0), f"{where}.features", 0, MAX_CHANNELS),
+                   classes=check_int(data["classes"], f"{where}.classes", 1, MAX_CLASSES))
 
     def validate(self) -> None:
-        _int(self.features, "head.features", 0)
-        _int(self.classes, "head.classes")
+        check_int(self.features, "head.features", 0, MAX_CHANNELS)
+        check_int(self.classes, "head.classes", 1, MAX_CLASSES)
 
     def to_json(self) -> dict:
         return {"task": self.task, "features": self.features, "classes": self.classes}
@@ -197,29 +211,34 @@ class ArchSpec:
 
 def validate(arch: ArchSpec) -> ArchSpec:
     """Check every field; return the arch unchanged or raise ArchError."""
-    _int(arch.input.channels, "input.channels")
-    _int(arch.input.height, "input.height")
-    _int(arch.input.width, "input.width")
-    _int(arch.stem.out, "stem.out")
-    _check_kernel(arch.stem.kernel, "stem.kernel")
-    _check_stride(arch.stem.stride, "stem.stride")
+    check_channels(arch.input.channels, "input.channels")
+    check_int(arch.input.height, "input.height", 1, MAX_RESOLUTION)
+    check_int(arch.input.width, "input.width", 1, MAX_RESOLUTION)
+    check_channels(arch.stem.out, "stem.out")
+    if len(arch.blocks) > MAX_BLOCKS:
+        raise ArchError(f"blocks: at most {MAX_BLOCKS} blocks, got {len(arch.blocks)}")
+    check_kernel(arch.stem.kernel, "stem.kernel")
+    check_stride(arch.stem.stride, "stem.stride")
     if arch.name and (":" in arch.name or any(ch.isspace() for ch in arch.name)):
         raise ArchError(f"name: must not contain ':' or spaces, got {arch.name!r}")
     h, w = arch.input.height, arch.input.width
     h, w = ceil(h / arch.stem.stride), ceil(w / arch.stem.stride)
-    for i, b in enumerate(arch.blocks):
+    for i, (b, cin) in enumerate(zip(arch.blocks, arch.channels())):
         where = f"blocks[{i}]"
         if b.type not in BLOCK_TYPES:
             raise ArchError(f"{where}.type: unknown block type {b.type!r} "
                             f"(known: {', '.join(BLOCK_TYPES)})")
-        _check_kernel(b.kernel, f"{where}.kernel")
-        _int(b.out, f"{where}.out")
-        _check_stride(b.stride, f"{where}.stride")
+        check_kernel(b.kernel, f"{where}.kernel")
+        check_channels(b.out, f"{where}.out")
+        check_stride(b.stride, f"{where}.stride")
         expand = _number(b.expand, f"{where}.expand")
         if not 1 <= expand <= MAX_EXPAND:
             raise ArchError(f"{where}.expand: must be between 1 and {MAX_EXPAND}, got {expand}")
         if b.type == "conv" and expand != 1:
             raise ArchError(f"{where}.expand: a conv block has no expansion, got {expand}")
+        if b.mid(cin) > MAX_CHANNELS:
+            raise ArchError(f"{where}.expand: expanded width {cin} x {expand} = {b.mid(cin)} "
+                            f"channels, at most {MAX_CHANNELS}")
         if b.stride == 2 and (h < 2 or w < 2):
             raise ArchError(f"{where}.stride: input {arch.input.height}x{arch.input.width} is "
                             f"too small for the strides up to here (feature map is {h}x{w})")
@@ -288,14 +307,14 @@ def encode(arch: ArchSpec) -> str:
     return f"{arch.name}:{body}" if arch.name else body
 
 
-_TOKEN = re.compile(r"^([a-z_]+?)((?:_[a-z]+[0-9.]+)+)$")
-_FIELD = re.compile(r"_([a-z]+)([0-9.]+)")
+_TOKEN = re.compile(r"^([a-z_]+?)((?:_[a-z]+[0-9.]{1,12})+)$")  # 12 digits: past every limit
+_FIELD = re.compile(r"_([a-z]+)([0-9.]{1,12})")
 
 
 def _split_token(token: str) -> tuple[str, dict[str, str]]:
     m = _TOKEN.match(token)
     if not m:
-        raise ArchError(f"cannot parse {token!r}")
+        raise ArchError(f"cannot parse {token[:60]!r}")
     return m.group(1), dict(_FIELD.findall(m.group(2)))
 
 
@@ -307,7 +326,11 @@ def decode(text: str) -> ArchSpec:
         raise ArchError(f"architecture string {text!r}: expected input, stem, blocks and head")
     m = re.fullmatch(r"i(\d+)x(\d+)x(\d+)", tokens[0])
     if not m:
-        raise ArchError(f"architecture string: bad input token {tokens[0]!r} (e.g. i3x224x224)")
+        raise ArchError(f"architecture string: bad input token {tokens[0][:40]!r} "
+                        "(e.g. i3x224x224)")
+    for key, digits in zip(("channels", "height", "width"), m.groups()):
+        if len(digits) > 12:  # past every limit (and int() refuses thousands of digits)
+            raise ArchError(f"input.{key}: a {len(digits)}-digit number is out of range")
     inp = InputSpec(*(int(g) for g in m.groups()))
     try:
         kind, f = _split_token(tokens[1])

@@ -1,32 +1,73 @@
 """Written files appear whole or not at all: each is written to a temporary file beside its
 target and renamed over it (atomic on POSIX), so a crash, a kill or a full disk never leaves a
-torn or empty file where a good one was."""
+torn or empty file where a good one was.
+
+A write that fails (a full disk, a read-only folder, no permission) raises ``WriteError``
+naming the target; the previous file is left as it was. JSON is written and printed without
+NaN or infinities (they are not JSON): ``dumps`` names the value that is not finite."""
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from hwnas.errors import UserError
+
+
+class WriteError(UserError):
+    """A file or folder that could not be written; the message names it."""
+
+
+class NotFiniteError(UserError):
+    """A result that is not a finite number where JSON needs one; the message names it."""
+
+
+@contextlib.contextmanager
+def _named(path: Path) -> Iterator[None]:
+    """OSError (ENOSPC, EROFS, EACCES...) as a WriteError naming ``path``."""
+    try:
+        yield
+    except OSError as err:
+        raise WriteError(f"{path}: cannot write: {err.strerror or err}") from None
+
+
+def _is_stream(path: Path) -> bool:
+    """A character device, FIFO or socket (``/dev/stdout``): written in place, not replaced."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``path`` (same suffix: writers pick the format from it),
-    renamed over ``path`` when the block succeeds and removed when it fails."""
+    renamed over ``path`` when the block succeeds and removed when it fails. A device or
+    pipe (``/dev/stdout``) is written directly."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would differ from a plain write's mode
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _named(path):
+        if _is_stream(path):
+            yield path
+            return
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            yield tmp
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would differ from a plain write's mode
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -34,19 +75,44 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """A fresh temporary folder beside ``path`` that replaces ``path`` whole when the block
     succeeds (the old folder is removed only then) and is removed when it fails."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    with _named(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            yield tmp
+            os.chmod(tmp, 0o755)
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _not_finite(obj, where: str = "") -> tuple[str, float] | None:
+    """The first non-finite float in ``obj`` and where it is (``rows[2].latency_ms``)."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else (where, obj)
+    items = (obj.items() if isinstance(obj, dict) else
+             enumerate(obj) if isinstance(obj, (list, tuple)) else ())
+    for key, value in items:
+        sub = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key)
+        if found := _not_finite(value, sub):
+            return found
+    return None
+
+
+def dumps(obj, indent: int | None = None, what: str = "the result") -> str:
+    """``json.dumps`` that refuses NaN and infinities, naming the first one found."""
     try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return json.dumps(obj, indent=indent, allow_nan=False)
+    except ValueError:
+        where, value = _not_finite(obj) or ("a value", float("nan"))
+        name = obj.get("name") if isinstance(obj, dict) else None
+        raise NotFiniteError(f"{what}{f' ({name})' if name else ''}: {where} is {value}, "
+                             "not a finite number (it overflowed or is undefined)") from None
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -56,7 +122,7 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj) -> None:
     """Indented JSON; NaN and infinities are refused (they are not JSON)."""
-    write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    write_text(path, dumps(obj, indent=2, what=str(path)) + "\n")
 
 
 def read_journal(path: str | os.PathLike) -> list[dict]:

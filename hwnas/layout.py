@@ -33,6 +33,9 @@ HEADLINE = EVALUATE / "headline.json"  # the few figures dvc metrics compares
 EXPERIMENTS = Path("results/experiments")  # hwnas experiment: outside the DVC pipeline
 
 
+HOST_TARGETS = ("cpu",)  # measured on this machine, not simulated (params.yaml host_targets)
+
+
 def target_name(backend: str, spec_name: str) -> str:
     """The key of a measurement target: the spec for the simulator, ``cpu`` for the host."""
     return spec_name if backend == "sim" else "cpu"

@@ -12,12 +12,12 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hwnas.errors import UserError
+from hwnas import layout
+from hwnas.errors import UserError, read_yaml
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -45,6 +45,8 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 Share = Annotated[float, Field(ge=0, le=1)]
 Resolution = Annotated[int, Field(ge=8, le=4096)]
 BlockType = Literal["ibn", "fused_ibn", "conv"]
+AccuracyMode = Literal["supernet", "naswot", "synflow", "grad_norm"]  # how a search scores accuracy
+ACCURACY_MODES = get_args(AccuracyMode)
 
 
 StageTable = list[Annotated[list[PosInt], Field(min_length=3, max_length=3)]]
@@ -213,7 +215,7 @@ class EvalSupernet(_Section):
 
 
 class Search(_Section):
-    accuracy: Literal["supernet", "naswot", "synflow", "grad_norm"]
+    accuracy: AccuracyMode
     candidates: PosInt
     population: Annotated[int, Field(ge=2)]
     max_latency_ms: PosFloat | None
@@ -249,7 +251,7 @@ class Params(_Section):
     """Every section, every key: ``params.yaml`` is the whole configuration."""
 
     base: Base
-    host_targets: list[Literal["cpu"]]
+    host_targets: list[Literal[layout.HOST_TARGETS]]
     references: References
     microbench: Microbench
     train_estimator: TrainEstimator
@@ -289,12 +291,7 @@ def validate_params(params: dict, path: str | Path = PARAMS_FILE) -> dict:
 def load_params(path: str | Path = PARAMS_FILE) -> dict:
     """The file's values, after the schema has accepted them."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ParamsError(f"{path}: cannot read: {err.strerror}") from None
-    except (yaml.YAMLError, ValueError) as err:
-        raise ParamsError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    data = read_yaml(path, ParamsError)
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     return validate_params(data, path)

@@ -18,6 +18,8 @@ and the extracted subnet compute the same function (same weights, same statistic
 """
 from __future__ import annotations
 
+import pickle
+import warnings
 from collections.abc import Callable, Iterable
 from itertools import product
 from pathlib import Path
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead
-from hwnas.errors import UserError
+from hwnas.errors import UserError, one_line
 from hwnas.model import ConvBNAct, Network, build_model
 from hwnas.space import STEM_KERNEL, SearchSpace
 
@@ -388,7 +390,15 @@ def load_supernet(path, map_location: str | torch.device = "cpu") -> SuperNet:
     """Rebuild a supernet from a file written by the ``train_supernet`` stage."""
     if not Path(path).is_file():
         raise SupernetError(f"{path}: not found; run the train_supernet stage first")
-    data = torch.load(path, map_location=map_location, weights_only=True)
-    net = SuperNet(SearchSpace.from_json(data["space"]), data.get("kernel_transform", False))
-    net.load_state_dict(data["state_dict"])
+    try:  # a truncated or foreign file: torch raises any of these, naming no file
+        with warnings.catch_warnings():  # and may warn first (an odd pickle protocol)
+            warnings.simplefilter("ignore", UserWarning)
+            data = torch.load(path, map_location=map_location, weights_only=True)
+        net = SuperNet(SearchSpace.from_json(data["space"]), data.get("kernel_transform", False))
+        net.load_state_dict(data["state_dict"])
+    except (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError, AttributeError,
+            pickle.UnpicklingError) as err:
+        raise SupernetError(f"{path}: not a readable supernet file ({type(err).__name__}: "
+                            f"{one_line(str(err), 120)}); rerun dvc repro train_supernet"
+                            ) from None
     return net.to(map_location)

@@ -1,7 +1,8 @@
 """Written files appear whole or not at all; a journal torn by a kill reads back clean."""
 import pytest
 
-from hwnas.files import append_journal, atomic_dir, atomic_path, read_journal, write_json
+from hwnas.files import (NotFiniteError, append_journal, atomic_dir, atomic_path, read_journal,
+                         write_json)
 
 
 def test_a_failing_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
@@ -17,7 +18,7 @@ def test_a_failing_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_pat
 
 
 def test_json_refuses_non_finite_numbers(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(NotFiniteError, match="latency_ms is inf"):
         write_json(tmp_path / "m.json", {"latency_ms": float("inf")})
     assert not (tmp_path / "m.json").exists()
 

@@ -1,7 +1,6 @@
 """Commands on architectures and specs: simulate, references, specs, sample."""
 from __future__ import annotations
 
-import json
 from typing import Annotated, Optional
 
 import numpy as np
@@ -11,7 +10,8 @@ from rich.table import Table
 from hardware.spec import DEFAULT_SPEC, SpecError, available_specs, load_spec
 from hwnas.arch import ArchError
 from hwnas.cli.app import app, console
-from hwnas.cli.inputs import HardwareOpt, InputError, JsonOpt, fail, parse_op, read_archs
+from hwnas.cli.inputs import (MAX_SEED, HardwareOpt, InputError, JsonOpt, check_number, echo_json, fail,
+                              one_line, parse_op, read_archs)
 from hwnas.registry import REFERENCES, reference
 
 
@@ -55,19 +55,18 @@ def simulate(
              '"out": 64, "kernel": 3, "stride": 1}.')] = None,
     as_json: JsonOpt = False,
     noise: Annotated[float, typer.Option(help="Relative measurement noise (0 = exact).")] = 0.0,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the measurement noise.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the measurement noise.")] = 0,
 ):
     """Simulate networks (--arch) or one kernel (--op) on an accelerator spec."""
     try:
         if (arch is None) == (op is None):
             raise InputError("give exactly one of --arch or --op")
-        if not 0 <= noise < 1:  # also refuses nan and inf
-            raise InputError(f"--noise must be a number in [0, 1), got {noise}")
+        check_number(noise, "--noise", 0, 1, high_open=True)
         spec = load_spec(hardware)
         if op is not None:
             r = simulate_op(parse_op(op), spec, noise, seed).to_dict()
             if as_json:
-                typer.echo(json.dumps(r))
+                echo_json(r)
             else:
                 for k, v in r.items():
                     typer.echo(f"{k:>15}: {v}")
@@ -77,8 +76,7 @@ def simulate(
         fail(str(err))
     rows = [simulate_arch(a, spec, noise, seed) for a in archs]
     if as_json:
-        for r in rows:
-            typer.echo(json.dumps(r))
+        echo_json(*rows)
     else:
         console.print(_table(rows, f"simulated on {spec.name}"))
 
@@ -92,7 +90,7 @@ def references(hardware: HardwareOpt = DEFAULT_SPEC, as_json: JsonOpt = False):
         fail(str(err))
     rows = [simulate_arch(reference(n), spec, per_kernel=False) for n in REFERENCES]
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        echo_json(rows, indent=2)
         return
     console.print(_table(rows, f"reference architectures on {spec.name} "
                                f"({spec.mac_array.rows}x{spec.mac_array.cols} MAC array, "
@@ -106,19 +104,27 @@ def specs():
     for col in ("name", "MAC array", "clock MHz", "vector lanes", "SRAM KiB", "DRAM GB/s",
                 "fusion"):
         table.add_column(col)
+    broken = []
     for name in available_specs():
-        s = load_spec(name)
+        try:
+            s = load_spec(name)
+        except SpecError as err:
+            broken.append(str(err))
+            continue
         table.add_row(s.name, f"{s.mac_array.rows}x{s.mac_array.cols}", f"{s.clock_mhz:g}",
                       str(s.vector_unit.lanes), f"{s.sram_kib:g}", f"{s.dram_bandwidth_gb_s:g}",
                       ", ".join("+".join(r) for r in s.fusion))
     console.print(table)
+    if broken:  # the good specs are listed; the first broken one is named, exit 2
+        more = f" (and {len(broken) - 1} more broken specs)" if len(broken) > 1 else ""
+        fail(one_line(broken[0], 240) + more)
 
 
 @app.command()
 def sample(
     hardware: HardwareOpt = DEFAULT_SPEC,
-    n: Annotated[int, typer.Option("-n", min=1, help="How many architectures.")] = 5,
-    seed: Annotated[int, typer.Option(min=0, help="Sampling seed.")] = 0,
+    n: Annotated[int, typer.Option("-n", min=1, max=1_000_000, help="How many architectures.")] = 5,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Sampling seed.")] = 0,
     uncurated: Annotated[bool, typer.Option(help="Sample the uncurated space (steps of 8).")] = False,
 ):
     """Sample architecture strings from the curated (or uncurated) search space."""

@@ -1,7 +1,6 @@
 """Commands on the latency estimator: estimate, microbench, train-estimator."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,8 +12,9 @@ from hardware.spec import DEFAULT_SPEC, SpecError, load_spec
 from hwnas import layout
 from hwnas.arch import ArchError
 from hwnas.cli.app import app, console
-from hwnas.cli.inputs import (HardwareOpt, InputError, JsonOpt, fail, load_estimator,
-                              read_archs)
+from hwnas.cli.inputs import (HardwareOpt, InputError, JsonOpt, check_number, echo_json, fail,
+                              load_estimator, read_archs, warn_out_of_range)
+from hwnas.files import atomic_dir, atomic_path
 
 
 @app.command()
@@ -41,9 +41,9 @@ def estimate(
     except (ArchError, SpecError, InputError, EstimatorError) as err:
         fail(str(err))
     rows = est.estimate(archs, per_kernel=per_kernel)
+    warn_out_of_range(rows)
     if as_json:
-        for r in rows:
-            typer.echo(json.dumps(r))
+        echo_json(*rows)
         return
     table = Table(title=f"estimated for {est.manifest['hardware']} ({est.path})")
     for col in ("network", "latency ms", "MMACs", "params KiB", "peak act KiB", "out of range"):
@@ -61,7 +61,7 @@ def microbench(
     backend: Annotated[str, typer.Option(help="sim (the simulator, noise on) or cpu (this CPU).")] = "sim",
     hardware: Annotated[Optional[str], typer.Option(
         "--hardware", "-H", help="Spec name or YAML (default: params.yaml's base.hardware).")] = None,
-    samples: Annotated[Optional[int], typer.Option(min=1, help="At most this many units.")] = None,
+    samples: Annotated[Optional[int], typer.Option(min=1, max=10_000_000, help="At most this many units.")] = None,
     time_budget: Annotated[Optional[float], typer.Option(help="Seconds before sampling stops.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Parquet table to write.")] = None,
     params: Annotated[Path, typer.Option(help="params.yaml with a microbench section.")] = Path("params.yaml"),
@@ -82,7 +82,7 @@ def microbench(
         if samples is not None:
             p["samples"] = samples
         if time_budget is not None:
-            p["time_budget_s"] = time_budget
+            p["time_budget_s"] = check_number(time_budget, "--time-budget", 1e-3, 1e6)
         spec = load_spec(p["hardware"])
         cfg = config_from(MicrobenchConfig, p)
     except (SpecError, InputError, ParamsError, MicrobenchError) as err:
@@ -91,8 +91,8 @@ def microbench(
     with Progress(transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task(f"microbench {backend}", total=cfg.samples)
         table = run_microbench(cfg, spec, progress=lambda n: bar.advance(task, n))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(path, index=False)
+    with atomic_path(path) as tmp:  # whole or not at all; a failed write names the path
+        table.to_parquet(tmp, index=False)
     typer.echo(f"{table['sample'].nunique()} units, {len(table)} rows -> {path}")
 
 
@@ -101,7 +101,7 @@ def train_estimator(
     table: Annotated[Path, typer.Option(help="Microbenchmark parquet table.")],
     hardware: HardwareOpt = DEFAULT_SPEC,
     out: Annotated[Optional[Path], typer.Option(help="Estimator directory to write.")] = None,
-    n_estimators: Annotated[int, typer.Option(min=1, help="Boosting rounds per kind.")] = 200,
+    n_estimators: Annotated[int, typer.Option(min=1, max=100_000, help="Boosting rounds per kind.")] = 200,
 ):
     """Fit the per-kind LightGBM models on a microbenchmark table and save them."""
     from hwnas.estimator.microbench import MicrobenchError, read_table
@@ -122,6 +122,7 @@ def train_estimator(
                 fail(f"{table}: measured with {field}={data[field].iloc[0]:g}, but "
                      f"{spec.name} has {value:g}; pass the matching --hardware")
     path = out or layout.estimator_dir(layout.target_name(backend, spec.name))
-    manifest = train(data, spec, backend, LightGBMConfig(n_estimators=n_estimators), path,
-                     file_hash(table))
+    with atomic_dir(path) as tmp:  # the old estimator stays whole until the new one is
+        manifest = train(data, spec, backend, LightGBMConfig(n_estimators=n_estimators), tmp,
+                         file_hash(table))
     typer.echo(f"{len(manifest['kinds'])} models ({', '.join(manifest['kinds'])}) -> {path}")

@@ -1,8 +1,6 @@
 """``hwnas experiment``: experiments that measure the tool's claims."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -11,8 +9,11 @@ from rich.table import Table
 from hardware.spec import SpecError
 from hwnas import layout
 from hwnas.cli.app import app, console
-from hwnas.cli.inputs import fail
+from hwnas.cli.inputs import MAX_SEED, fail
+from hwnas.files import atomic_path, write_json
+from hwnas.params import ACCURACY_MODES
 
+RUNNERS = ("threads", "processes")
 experiment_app = typer.Typer(no_args_is_help=True, help="Experiments that measure the tool's claims.")
 app.add_typer(experiment_app, name="experiment")
 
@@ -32,11 +33,11 @@ def _search_context():
 
 @experiment_app.command("zeroshot")
 def experiment_zeroshot(
-    n: Annotated[int, typer.Option("-n", min=4, help="Networks to train and score.")] = 12,
-    epochs: Annotated[int, typer.Option(min=1, help="From-scratch epochs per network.")] = 2,
-    seed: Annotated[int, typer.Option(help="Sampling and training seed.")] = 0,
-    runner: Annotated[str, typer.Option(help="threads | processes")] = "threads",
-    workers: Annotated[int, typer.Option(min=1, help="Parallel trainings.")] = 2,
+    n: Annotated[int, typer.Option("-n", min=4, max=10_000, help="Networks to train and score.")] = 12,
+    epochs: Annotated[int, typer.Option(min=1, max=1000, help="From-scratch epochs per network.")] = 2,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Sampling and training seed.")] = 0,
+    runner: Annotated[str, typer.Option(help=" | ".join(RUNNERS))] = "threads",
+    workers: Annotated[int, typer.Option(min=1, max=1024, help="Parallel trainings.")] = 2,
     dask_address: Annotated[Optional[str], typer.Option(
         help="Train on a Dask cluster (scheduler address) instead.")] = None,
 ):
@@ -47,6 +48,8 @@ def experiment_zeroshot(
     from hwnas.experiments import proxy_taus, unique_samples
     from hwnas.params import load_params
 
+    if runner not in RUNNERS:
+        fail(f"--runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
     ctx = _search_context()
     params = load_params()
     archs = unique_samples(ctx.space, n, seed)
@@ -59,9 +62,8 @@ def experiment_zeroshot(
                         seed, runner, workers, dask_address)
     accs = [r["accuracy"] for r in trained]
     taus, rows = proxy_taus(archs, accs, ctx.val[0][:64], ctx.val[1][:64], seed)
-    layout.EXPERIMENTS.mkdir(parents=True, exist_ok=True)
     report = {"networks": len(archs), "epochs": epochs, "kendall_tau": taus, "rows": rows}
-    (layout.EXPERIMENTS / "zeroshot.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(layout.EXPERIMENTS / "zeroshot.json", report)
     table = Table(title=f"zero-shot proxies vs accuracy after {epochs} epochs ({len(archs)} networks)")
     table.add_column("proxy")
     table.add_column("Kendall tau", justify="right")
@@ -73,11 +75,11 @@ def experiment_zeroshot(
 
 @experiment_app.command("curation")
 def experiment_curation(
-    seeds: Annotated[int, typer.Option(min=1, help="Searches per space.")] = 5,
-    candidates: Annotated[int, typer.Option(min=10, help="Evaluations per search.")] = 150,
-    population: Annotated[int, typer.Option(min=4, help="NSGA-II population.")] = 25,
+    seeds: Annotated[int, typer.Option(min=1, max=1000, help="Searches per space.")] = 5,
+    candidates: Annotated[int, typer.Option(min=10, max=1_000_000, help="Evaluations per search.")] = 150,
+    population: Annotated[int, typer.Option(min=4, max=100_000, help="NSGA-II population.")] = 25,
     accuracy_mode: Annotated[str, typer.Option(
-        "--accuracy", help="supernet | naswot | synflow | grad_norm")] = "supernet",
+        "--accuracy", help=" | ".join(ACCURACY_MODES))] = "supernet",
 ):
     """The same search on the curated and the uncurated space over several seeds:
     best feasible latency at baseline accuracy against the number of evaluations."""
@@ -86,6 +88,8 @@ def experiment_curation(
     from hwnas.search.objectives import make_objective_fn
     from hwnas.space import SpaceConfig, uncurated_space
 
+    if accuracy_mode not in ACCURACY_MODES:
+        fail(f"--accuracy must be one of {', '.join(ACCURACY_MODES)}, got {accuracy_mode!r}")
     ctx = _search_context()
     params = load_params()
     sp = params["train_supernet"]["space"]
@@ -107,11 +111,12 @@ def experiment_curation(
         if hasattr(scorer, "close"):
             scorer.close()
     table = curation_table(curves)
-    layout.EXPERIMENTS.mkdir(parents=True, exist_ok=True)
-    curves.to_csv(layout.EXPERIMENTS / "curation_curves.csv", index=False)
-    table.to_csv(layout.EXPERIMENTS / "curation.csv", index=False)
-    plot_curation(curves, layout.EXPERIMENTS / "curation.png",
-                  f"curated vs uncurated on {ctx.spec.name} ({seeds} seeds)")
+    with atomic_path(layout.EXPERIMENTS / "curation_curves.csv") as tmp:
+        curves.to_csv(tmp, index=False)
+    with atomic_path(layout.EXPERIMENTS / "curation.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(layout.EXPERIMENTS / "curation.png") as tmp:
+        plot_curation(curves, tmp, f"curated vs uncurated on {ctx.spec.name} ({seeds} seeds)")
     out = Table(title="curated vs uncurated search")
     for col in table.columns:
         out.add_column(col, justify="left" if col == "space" else "right")

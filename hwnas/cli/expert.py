@@ -1,7 +1,6 @@
 """The ``expert`` command: expert rules applied to a baseline."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,8 +10,51 @@ from rich.table import Table
 from hardware.spec import DEFAULT_SPEC, SpecError, load_spec
 from hwnas.arch import ArchError, parse_arch
 from hwnas.cli.app import app, console
-from hwnas.cli.inputs import (HardwareOpt, InputError, JsonOpt, fail, load_estimator,
-                              read_arch)
+from hwnas.cli.inputs import (HardwareOpt, InputError, JsonOpt, fail,
+                              load_estimator, read_arch, warn_out_of_range)
+from hwnas.errors import read_yaml
+from hwnas.files import dumps, write_json
+
+
+
+def _rules(path: Path | None, parallelism: int) -> list:
+    """The rules of a YAML/JSON file (a list, or a mapping with ``rules``), or every rule once
+    (channels aligned to the spec's parallelism); errors name the file."""
+    from hwnas.expert import parse_rules
+
+    if path is None:
+        return parse_rules([{"fuse_ibn": {}}, {"replace_depthwise": {}},
+                            {"align_channels": {"multiple": parallelism}}, {"even_channels": {}},
+                            {"pin_block_type": {"type": "fused_ibn", "min_scale": 0.25}}])
+    items = read_yaml(path, InputError)
+    if isinstance(items, dict) and "rules" in items:
+        items = items["rules"]
+    if not isinstance(items, list):
+        raise InputError(f"{path}: must be a list of rules, e.g. [{{fuse_ibn: {{}}}}], "
+                         f"got {type(items).__name__}")
+    try:
+        return parse_rules(items)
+    except ValueError as err:
+        raise InputError(f"{path}: {err}") from None
+
+
+def _learned_rules(path: Path, parallelism: int) -> list:
+    """The rules learned from a search's pareto.json; errors name the file and entry."""
+    from hwnas.expert import learn_rules
+    from hwnas.extract import read_pareto
+
+    archs = []
+    for i, entry in enumerate(read_pareto(path, require=("pareto",))["pareto"]):
+        try:
+            archs.append(parse_arch(entry["arch"]))
+        except ArchError as err:
+            raise InputError(f"{path}: pareto[{i}].arch: {err}") from None
+    if not archs:
+        raise InputError(f"{path}: 'pareto' is empty, nothing to learn from")
+    try:
+        return learn_rules(archs, parallelism)
+    except ValueError as err:
+        raise InputError(f"{path}: {err}") from None
 
 
 @app.command()
@@ -32,30 +74,16 @@ def expert(
     as_json: JsonOpt = False,
 ):
     """Apply expert rules to a baseline; print each rule's estimated latency and memory gain."""
-    import yaml
-
     from hwnas.estimator import EstimatorError
-    from hwnas.expert import apply_rules, learn_rules, parse_rules
+    from hwnas.expert import apply_rules
 
     try:
         est = load_estimator(hardware, estimator)
         baseline = read_arch(arch)
         parallelism = est.spec.parallelism if est.spec else load_spec(DEFAULT_SPEC).parallelism
-        if learn_from is not None:
-            from hwnas.extract import read_pareto
-
-            entries = read_pareto(learn_from, require=("pareto",))["pareto"]
-            chosen = learn_rules([parse_arch(e["arch"]) for e in entries], parallelism)
-        else:
-            items = (yaml.safe_load(rules.read_text()) if rules else
-                     [{"fuse_ibn": {}}, {"replace_depthwise": {}},
-                      {"align_channels": {"multiple": parallelism}},
-                      {"even_channels": {}},
-                      {"pin_block_type": {"type": "fused_ibn", "min_scale": 0.25}}])
-            chosen = parse_rules(items.get("rules", items) if isinstance(items, dict) else items)
-    except yaml.YAMLError as err:
-        fail(f"{rules}: not valid YAML: {err}")
-    except (ArchError, SpecError, InputError, EstimatorError, ValueError, OSError) as err:
+        chosen = (_learned_rules(learn_from, parallelism) if learn_from is not None
+                  else _rules(rules, parallelism))
+    except (ArchError, SpecError, InputError, EstimatorError) as err:
         fail(str(err))
 
     def cost(archs):
@@ -65,24 +93,20 @@ def expert(
             fail(f"the estimator cannot cost {archs[0].name or 'a network'}: {missing[0][0]}")
         return [(r["latency_ms"], r["memory_bytes"]) for r in records]
 
+    (base_lat, base_mem), = cost([baseline])
     results = apply_rules(baseline, chosen, cost, only_gains=not keep_all)
     final = results[-1].arch if results else baseline
-    try:  # whole or not at all
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(final.to_json(), indent=2) + "\n")
-        tmp.replace(out)
-    except OSError as err:
-        fail(f"--out {out}: cannot write: {err.strerror}")
-    (base_lat, base_mem), = cost([baseline])
+    if as_json:  # encoded before the file is written: a non-finite value stops both
+        text = dumps({"baseline": {"latency_ms": base_lat, "memory_bytes": base_mem},
+                      "rules": [{"rule": r.rule, "latency_ms": r.latency_ms,
+                                 "memory_bytes": r.memory_bytes, "latency_gain": r.latency_gain,
+                                 "memory_gain": r.memory_gain, "kept": r.kept} for r in results],
+                      "arch": final.encode(), "out": str(out)})
+    write_json(out, final.to_json())  # whole or not at all
+    # warned as estimate warns, once the output is written (an error stays one line)
+    warn_out_of_range(est.estimate([baseline] + ([final] if final != baseline else [])))
     if as_json:
-        typer.echo(json.dumps({"baseline": {"latency_ms": base_lat, "memory_bytes": base_mem},
-                               "rules": [{"rule": r.rule, "latency_ms": r.latency_ms,
-                                          "memory_bytes": r.memory_bytes,
-                                          "latency_gain": r.latency_gain,
-                                          "memory_gain": r.memory_gain, "kept": r.kept}
-                                         for r in results],
-                               "arch": final.encode(), "out": str(out)}))
+        typer.echo(text)
         return
     table = Table(title=f"expert rules on {baseline.name or 'baseline'} "
                         f"(estimated for {est.manifest['hardware']})")

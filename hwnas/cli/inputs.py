@@ -11,13 +11,15 @@ import typer
 
 from hardware.graph import Op
 from hardware.spec import DEFAULT_SPEC, OP_KINDS, available_specs, load_spec
-from hwnas.arch import ArchError, ArchSpec, from_json, parse_arch
-from hwnas.errors import UserError
+from hwnas.arch import (MAX_RESOLUTION, ArchError, ArchSpec, check_channels, check_int,
+                        check_kernel, check_stride, from_json, parse_arch)
+from hwnas.errors import UserError, one_line
 from hwnas.registry import REFERENCES, reference
 
 HardwareOpt = Annotated[str, typer.Option("--hardware", "-H",
                         help="Spec YAML path or bundled spec name "
                              f"({', '.join(available_specs())}).")]
+MAX_SEED = 2**32 - 1  # what every RNG the seeds reach (numpy, torch, LightGBM) accepts
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (one line per network).")]
 
 
@@ -25,16 +27,41 @@ class InputError(UserError):
     """Bad user input: reported on one line, exit status 2."""
 
 
-def one_line(message: str, limit: int = 300) -> str:
-    """The first line of ``message``, at most ``limit`` characters (a bad 10 MB input line
-    is named, not echoed)."""
-    line = (str(message).strip().splitlines() or [""])[0]
-    return line if len(line) <= limit else line[:limit] + "..."
-
-
 def fail(message: str) -> None:
     typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(2)
+
+
+def check_number(value: float, option: str, low: float, high: float,
+                 high_open: bool = False) -> float:
+    """A float option in [low, high] (or [low, high)); NaN and infinities are refused (click's
+    ranges let NaN through)."""
+    import math
+
+    if not (math.isfinite(value) and low <= value and (value < high if high_open
+                                                        else value <= high)):
+        raise InputError(f"{option} must be a finite number in [{low:g}, {high:g}"
+                         f"{')' if high_open else ']'}, got {value}")
+    return value
+
+
+def echo_json(*objs, indent: int | None = None) -> None:
+    """Print each object as JSON (one per line unless indented). A NaN or infinity is an
+    error naming it, not invalid JSON; all are encoded before the first is printed."""
+    from hwnas.files import dumps
+
+    for text in [dumps(obj, indent=indent) for obj in objs]:
+        typer.echo(text)
+
+
+def warn_out_of_range(records: list[dict]) -> None:
+    """One stderr line per estimated network with kernels outside the estimator's trained
+    ranges (``estimate`` and ``expert`` alike): its latency is an extrapolation."""
+    for r in records:
+        if reasons := r["out_of_range"]:
+            more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
+            typer.echo(f"warning: {r['name']}: outside the estimator's trained ranges, "
+                       f"{reasons[0]}{more}", err=True)
 
 
 def read_arch(text: str) -> ArchSpec:
@@ -106,11 +133,15 @@ def parse_op(text: str) -> Op:
     cout = cin if kind in ("depthwise", "add", "pool") else d.get("out")
     vals = {"height": h, "width": w, "in": cin, "out": cout,
             "kernel": d.get("kernel", 1), "stride": d.get("stride", 1)}
-    for key, v in vals.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise InputError(f"--op: field '{key}' must be a positive integer, got {v!r}")
-    if vals["stride"] not in (1, 2) or vals["kernel"] % 2 == 0:
-        raise InputError("--op: 'stride' must be 1 or 2 and 'kernel' odd")
+    try:  # the architecture schema's limits, field by field
+        for key in ("height", "width"):
+            check_int(vals[key], f"--op: field '{key}'", 1, MAX_RESOLUTION)
+        for key in ("in", "out"):
+            check_channels(vals[key], f"--op: field '{key}'")
+        check_kernel(vals["kernel"], "--op: field 'kernel'")
+        check_stride(vals["stride"], "--op: field 'stride'")
+    except ArchError as err:
+        raise InputError(str(err)) from None
     if kind == "depthwise" and d.get("out", cin) != cin:
         raise InputError("--op: a depthwise op has out == in")
     inputs = (0, 1) if kind == "add" else (0,)

@@ -1,13 +1,14 @@
 """Commands on the pipeline: run, schedule, lineage."""
 from __future__ import annotations
 
+import os
 from typing import Annotated, Optional
 
 import typer
 
 from hwnas import layout
 from hwnas.cli.app import app
-from hwnas.cli.inputs import fail
+from hwnas.cli.inputs import fail, one_line
 
 
 @app.command()
@@ -23,6 +24,7 @@ def run(
         load_params()  # the schema refuses a bad key before Prefect or any stage starts
     except ParamsError as err:
         fail(str(err))
+    tracking_store(must_exist=False, writable=True)
     from flows.stages import dvc_stages
 
     known = dvc_stages()
@@ -109,23 +111,54 @@ def schedule(
     pipeline.serve(name=name, schedules=[Cron(cron, timezone=timezone)])
 
 
-@app.command()
-def lineage(run_id: Annotated[str, typer.Argument(help="An MLflow run id.")]):
-    """Print where a run's model came from: data, estimator, supernet, search, parameters."""
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def tracking_store(must_exist: bool, writable: bool) -> str | None:
+    """The SQLite file of the MLflow tracking URI (None for a server or another backend),
+    checked before MLflow opens it: random bytes or a read-only file are named in one line
+    here, not in a SQLAlchemy traceback later."""
     from pathlib import Path
 
-    from mlflow.exceptions import MlflowException
-
-    from hwnas.lineage import describe
     from hwnas.tracking import tracking_uri
 
     uri = tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        fail(f"{uri.removeprefix('sqlite:///')}: no MLflow store here; run the pipeline first "
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.exists():
+        if must_exist:
+            fail(f"{path}: no MLflow store here; run the pipeline first or set "
+                 "MLFLOW_TRACKING_URI")
+        return str(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except OSError as err:
+        fail(f"{path}: cannot read the MLflow store: {err.strerror}")
+    if head and head != SQLITE_HEADER:
+        fail(f"{path}: not an SQLite database (the MLflow store is damaged); move it away "
              "or set MLFLOW_TRACKING_URI")
+    folder = path.parent if str(path.parent) else Path(".")
+    if writable and not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
+        fail(f"{path}: the MLflow store is read-only (the file or its folder)")
+    return str(path)
+
+
+@app.command()
+def lineage(run_id: Annotated[str, typer.Argument(help="An MLflow run id.")]):
+    """Print where a run's model came from: data, estimator, supernet, search, parameters."""
+    store = tracking_store(must_exist=True, writable=False)
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from hwnas.lineage import describe
+
     try:
         lines = describe(run_id)
     except MlflowException as err:
         fail(f"run {run_id}: {err.message}")
+    except (SQLAlchemyError, OSError) as err:  # a damaged or read-only store past the header
+        fail(f"{store or 'the MLflow store'}: cannot read run {run_id}: {one_line(err, 160)}")
     for line in lines:
         typer.echo(line)

@@ -21,11 +21,16 @@ import pandas as pd
 from hardware.spec import HardwareSpec
 from hwnas.arch import ArchSpec, encode
 from hwnas.errors import UserError
+from hwnas.layout import HOST_TARGETS
 from hwnas.estimator.decompose import RANGE_FEATURES, decompose, network_memory, op_table
 from hwnas.lowering import unit_name
 
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 2  # 2: each model file's size and sha256 are in the manifest
+def retrain(folder: Path) -> str:
+    """How to rebuild the estimator in ``folder``: a host target has its own stage."""
+    stage = "train_estimator_host" if folder.name in HOST_TARGETS else "train_estimator"
+    return f"retrain it: dvc repro {stage} (or hwnas train-estimator)"
 MIN_ROWS = 5  # fewest measured kernels of a kind worth a model
 
 
@@ -126,12 +131,16 @@ def fit_calibration(frame: pd.DataFrame, models: dict, features: list[str],
             "rmspe_before": float(before), "rmspe_after": float(after)}
 
 
-def file_hash(path: Path) -> str:
+def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()[:16]
+    return h.hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    return sha256(path)[:16]
 
 
 def _model_file(kind: str) -> str:
@@ -149,6 +158,8 @@ def save(models: dict, out_dir: Path, *, backend: str, grouping: str, features: 
          frame: pd.DataFrame, spec: HardwareSpec | None, data_hash: str,
          cfg: LightGBMConfig, bytes_per_element: int, host: dict | None = None,
          calibration: dict | None = None) -> dict:
+    """Write the models and their manifest (with each file's size and sha256) to ``out_dir``.
+    The CLI passes a temporary folder that replaces the target whole (``atomic_dir``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kinds = {}
@@ -156,7 +167,8 @@ def save(models: dict, out_dir: Path, *, backend: str, grouping: str, features: 
         name = _model_file(kind)
         booster.save_model(str(out_dir / name))
         part = frame[frame["kind"] == kind]
-        kinds[kind] = {"file": name, "rows": int(len(part)),
+        kinds[kind] = {"file": name, "bytes": (out_dir / name).stat().st_size,
+                       "sha256": sha256(out_dir / name), "rows": int(len(part)),
                        "ranges": {f: [float(part[f].min()), float(part[f].max())]
                                   for f in RANGE_FEATURES}}
     manifest = {
@@ -169,8 +181,86 @@ def save(models: dict, out_dir: Path, *, backend: str, grouping: str, features: 
         "train": asdict(cfg), "versions": library_versions(), "host": host or {},
         "calibration": calibration,
     }
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
     return manifest
+
+
+def _is_str(v) -> bool:
+    return isinstance(v, str)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_range(v) -> bool:
+    return (isinstance(v, list) and len(v) == 2 and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v))
+
+
+# The manifest's keys and the check each value must pass (what it must be, in words).
+_MANIFEST_KEYS = {
+    "backend": (lambda v: v in ("sim", "cpu"), "'sim' or 'cpu'"),
+    "grouping": (_is_str, "a string"),
+    "features": (lambda v: isinstance(v, list) and v and all(map(_is_str, v)),
+                 "a non-empty list of feature names"),
+    "kinds": (lambda v: isinstance(v, dict), "an object (kernel kind -> model entry)"),
+    "spec_hash": (lambda v: v is None or _is_str(v), "a string or null"),
+    "hardware": (_is_str, "a string"),
+    "bytes_per_element": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+}
+_KIND_KEYS = {
+    "file": (lambda v: _is_str(v) and re.fullmatch(r"[a-z0-9_]+\.txt", v),
+             "a model file name in the estimator directory"),
+    "bytes": (_is_int, "the model file's size in bytes"),
+    "sha256": (lambda v: _is_str(v) and re.fullmatch(r"[0-9a-f]{64}", v),
+               "the model file's sha256 (64 hex digits)"),
+    "ranges": (lambda v: isinstance(v, dict) and all(map(_is_range, v.values())),
+               "an object of [min, max] pairs"),
+}
+
+
+def check_manifest(manifest, mpath: Path) -> dict:
+    """Every key ``Estimator`` reads, with its type; EstimatorError naming the key."""
+    if not isinstance(manifest, dict):
+        raise EstimatorError(f"{mpath}: the manifest must be a JSON object")
+    if manifest.get("format") != FORMAT:
+        raise EstimatorError(f"{mpath}: manifest format {manifest.get('format')!r}, this "
+                             f"version reads {FORMAT} (with model checksums); {retrain(mpath.parent)}")
+    for key, (ok, what) in _MANIFEST_KEYS.items():
+        if key not in manifest:
+            raise EstimatorError(f"{mpath}: manifest lacks key '{key}'")
+        if not ok(manifest[key]):
+            raise EstimatorError(f"{mpath}: key '{key}' must be {what}, "
+                                 f"got {type(manifest[key]).__name__}")
+    for kind, entry in manifest["kinds"].items():
+        for key, (ok, what) in _KIND_KEYS.items():
+            if not isinstance(entry, dict) or key not in entry:
+                raise EstimatorError(f"{mpath}: key 'kinds.{kind}' lacks '{key}'; {retrain(mpath.parent)}")
+            if not ok(entry[key]):
+                raise EstimatorError(f"{mpath}: key 'kinds.{kind}.{key}' must be {what}")
+    cal = manifest.get("calibration")
+    if cal is not None and not (isinstance(cal, dict) and all(
+            isinstance(cal.get(k), (int, float)) and np.isfinite(cal[k])
+            for k in ("scale", "per_unit_ms"))):
+        raise EstimatorError(f"{mpath}: key 'calibration' must be null or an object with "
+                             "finite 'scale' and 'per_unit_ms'")
+    return manifest
+
+
+def _verified(path: Path, entry: dict, kind: str) -> Path:
+    """The model file of ``entry`` once its size and sha256 match the manifest's: LightGBM
+    aborts the process, or crashes it, on some damaged files, so it never sees one."""
+    f = path / entry["file"]
+    if not f.is_file():
+        raise EstimatorError(f"{f}: model file for kernel kind '{kind}' is missing")
+    try:
+        size, digest = f.stat().st_size, sha256(f)
+    except OSError as err:
+        raise EstimatorError(f"{f}: cannot read: {err.strerror}") from None
+    if size != entry["bytes"] or digest != entry["sha256"]:
+        raise EstimatorError(f"{f}: checksum mismatch, the file is damaged; {retrain(path)}")
+    return f
 
 
 class Estimator:
@@ -199,21 +289,15 @@ class Estimator:
         path = Path(path)
         mpath = path / MANIFEST
         if not path.is_dir():
-            raise EstimatorError(f"{path}: estimator directory not found (train one with "
-                                 f"`hwnas train-estimator` or `dvc repro train_estimator`)")
+            raise EstimatorError(f"{path}: estimator directory not found; "
+                                 f"{retrain(path).replace('retrain it', 'train one')}")
         if not mpath.is_file():
             raise EstimatorError(f"{mpath}: estimator manifest not found")
         try:
             manifest = json.loads(mpath.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, ValueError, RecursionError) as err:  # ValueError: JSON, UTF-8
             raise EstimatorError(f"{mpath}: unreadable manifest: {err}") from None
-        for key in ("format", "backend", "grouping", "features", "kinds", "spec_hash",
-                    "hardware", "bytes_per_element"):
-            if not isinstance(manifest, dict) or key not in manifest:
-                raise EstimatorError(f"{mpath}: manifest lacks field '{key}'")
-        if manifest["format"] != FORMAT:
-            raise EstimatorError(f"{mpath}: manifest format {manifest['format']!r}, "
-                                 f"this version reads {FORMAT}")
+        check_manifest(manifest, mpath)
         if manifest["backend"] == "sim":
             if spec is None:
                 raise EstimatorError(f"{mpath}: a simulator-trained estimator needs its hardware spec")
@@ -224,11 +308,9 @@ class Estimator:
                     f"retrain or pass the matching --estimator")
         else:
             spec = None
+        files = {kind: _verified(path, entry, kind) for kind, entry in manifest["kinds"].items()}
         models = {}
-        for kind, entry in manifest["kinds"].items():
-            f = path / entry.get("file", "")
-            if not f.is_file():
-                raise EstimatorError(f"{f}: model file for kernel kind '{kind}' is missing")
+        for kind, f in files.items():
             try:
                 booster = lgb.Booster(model_file=str(f))
             except lgb.basic.LightGBMError as err:
