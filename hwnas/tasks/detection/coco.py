@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hwnas.errors import UserError
 
@@ -55,6 +55,13 @@ class CocoAnnotation(_Entry):
     category_id: int
     bbox: tuple[float, float, float, float]  # x, y, width, height in pixels
     iscrowd: int = 0
+
+    @field_validator("bbox", mode="before")
+    @classmethod
+    def _four(cls, v):
+        if not isinstance(v, (list, tuple)) or len(v) != 4:
+            raise ValueError(f"must be [x, y, width, height], got {json.dumps(v)}")
+        return v
 
 
 class CocoCategory(_Entry):
@@ -109,7 +116,7 @@ def _where(raw: dict, loc: tuple) -> str:
 def _schema_error(path: Path, raw, err: ValidationError) -> DatasetError:
     first = err.errors()[0]
     loc = tuple(first["loc"])
-    if first["type"] == "missing":
+    if first["type"] == "missing" and isinstance(loc[-1], str):
         where = _where(raw, loc[:-1])
         return DatasetError(f"{path}: {where + ': ' if loc[:-1] else ''}missing key '{loc[-1]}'")
     return DatasetError(f"{path}: {_where(raw, loc)}: {first['msg']}")
@@ -192,8 +199,8 @@ def letterbox(image, resolution: int) -> tuple[np.ndarray, float, float, int, in
 
 def load_coco(instances: str | Path, images_dir: str | Path | None = None, resolution: int = 96,
               channels: int = 1) -> DetectionData:
-    """Images and targets of a COCO dataset, letterboxed to ``resolution`` (``channels`` 1: grayscale,
-    3: RGB). ``images_dir`` defaults to ``images/`` beside the instances file."""
+    """Images and targets of a COCO dataset, letterboxed to ``resolution`` (``channels`` 1:
+    grayscale, 3: RGB). ``images_dir`` defaults to ``images/`` beside the instances file."""
     from PIL import Image, UnidentifiedImageError
 
     if channels not in (1, 3):
@@ -222,7 +229,8 @@ def load_coco(instances: str | Path, images_dir: str | Path | None = None, resol
                                f"{err}") from None
         if pil.size != (im.width, im.height):
             raise DatasetError(f"{instances}: images[{i}] (id {im.id}): {file} is "
-                               f"{pil.size[0]}x{pil.size[1]}, the entry says {im.width}x{im.height}")
+                               f"{pil.size[0]}x{pil.size[1]}, the entry says "
+                               f"{im.width}x{im.height}")
         array, sx, sy, dx, dy = letterbox(pil, resolution)
         arrays.append(array)
         anns = per_image[im.id]

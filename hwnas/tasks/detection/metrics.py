@@ -80,8 +80,8 @@ def mean_average_precision(preds: Sequence[Target], targets: Sequence[Target]) -
 
 def presence(preds: Sequence[Target], score_threshold: float = 0.5) -> torch.Tensor:
     """Per image: does any predicted box score at least ``score_threshold``?"""
-    return torch.tensor([bool((torch.as_tensor(p["scores"]) >= score_threshold).any()) for p in preds],
-                        dtype=torch.bool)
+    return torch.tensor([bool((torch.as_tensor(p["scores"]) >= score_threshold).any())
+                         for p in preds], dtype=torch.bool)
 
 
 def presence_accuracy(preds: Sequence[Target], targets: Sequence[Target],
@@ -115,4 +115,5 @@ class DetectionMetric:
 
     def compute(self) -> dict[str, float]:
         return {**mean_average_precision(self.preds, self.targets),
-                "presence_accuracy": presence_accuracy(self.preds, self.targets, self.score_threshold)}
+                "presence_accuracy": presence_accuracy(self.preds, self.targets,
+                                                       self.score_threshold)}

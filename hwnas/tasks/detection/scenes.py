@@ -11,8 +11,8 @@ photographs (``china.jpg``, ``flower.jpg`` from ``sklearn.datasets.load_sample_i
   test split. Backgrounds are held out too: training crops come from the left
   ``1 - background_holdout`` of each photograph, validation and test crops from the rest.
 - **Scenes.** A random square crop of a photograph (random size, flipped at random) resized to
-  ``resolution``; unlabelled clutter (pen strokes, arcs, blobs and fragments of digits) drawn under the
-  digits, with the same distribution in empty and non-empty scenes so that clutter says nothing
+  ``resolution``; unlabelled clutter (pen strokes, arcs, blobs and fragments of digits) drawn
+  under the digits, with the same distribution in empty and non-empty scenes so that clutter says nothing
   about presence; then 0 digits (with probability ``empty_share``) or 1..``max_digits``, each at
   its own scale and aspect, in an ink that contrasts with the background under it, overlapping
   earlier digits by at most ``max_overlap`` of either box; then sensor noise.
@@ -70,7 +70,8 @@ class SceneConfig(BaseModel):
     classes: Literal["digits", "presence"] = "digits"
     counts: SplitCounts = SplitCounts()
     max_digits: int = Field(4, ge=1, le=8)
-    empty_share: float = Field(0.3, ge=0.0, le=1.0, description="probability of a scene with no digit")
+    empty_share: float = Field(0.3, ge=0.0, le=1.0,
+                               description="probability of a scene with no digit")
     digit_scale: tuple[float, float] = Field(
         (0.2, 0.55), description="side of the 28-px MNIST tile over the scene side (log-uniform); "
         "the ink is about 0.7 of the tile")
@@ -79,14 +80,15 @@ class SceneConfig(BaseModel):
     noise: float = Field(0.02, ge=0.0, le=0.2, description="std of Gaussian sensor noise")
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of MNIST digits for val")
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of MNIST digits for test")
-    background_holdout: float = Field(0.4, ge=0.2, le=0.8,
-                                      description="right share of each photograph kept for val/test")
+    background_holdout: float = Field(
+        0.4, ge=0.2, le=0.8, description="right share of each photograph kept for val/test")
 
     @model_validator(mode="after")
     def _ranges(self) -> SceneConfig:
         lo, hi = self.digit_scale
         if not 0.05 <= lo <= hi <= 1.0:
-            raise ValueError(f"digit_scale must be 0.05 <= low <= high <= 1, got {list(self.digit_scale)}")
+            raise ValueError(f"digit_scale must be 0.05 <= low <= high <= 1, "
+                             f"got {list(self.digit_scale)}")
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError("val_fraction + test_fraction must be below 1")
         return self
@@ -134,7 +136,8 @@ def _photos() -> tuple[np.ndarray, ...]:
 
 def digit_pools(labels: np.ndarray, config: SceneConfig) -> dict[str, np.ndarray]:
     """The MNIST indices each split may draw from: disjoint, stratified, fixed by the seed."""
-    train, val, test = data.split_indices(labels, config.val_fraction, config.test_fraction, config.seed)
+    train, val, test = data.split_indices(labels, config.val_fraction, config.test_fraction,
+                                          config.seed)
     return {"train": train, "val": val, "test": test}
 
 
@@ -205,8 +208,8 @@ def ink_box(alpha: np.ndarray) -> tuple[int, int, int, int] | None:
 
 def _clutter(rng: np.random.Generator, canvas: np.ndarray, config: SceneConfig, sources: Sources,
              pool: np.ndarray) -> list[int]:
-    """Unlabelled distractors (strokes, arcs, blobs, digit fragments) drawn in place; returns the MNIST
-    indices used for fragments."""
+    """Unlabelled distractors (strokes, arcs, blobs, digit fragments) drawn in place; returns the
+    MNIST indices used for fragments."""
     res, fragments = config.resolution, []
     f = res / 96
     for _ in range(rng.poisson(config.clutter)):
@@ -216,7 +219,8 @@ def _clutter(rng: np.random.Generator, canvas: np.ndarray, config: SceneConfig, 
             fragments.append(k)
             alpha = _tile(rng, sources.tiles[k], config)
             h, w = alpha.shape
-            fh, fw = max(2, round(h * rng.uniform(0.35, 0.55))), max(2, round(w * rng.uniform(0.35, 0.55)))
+            fh = max(2, round(h * rng.uniform(0.35, 0.55)))
+            fw = max(2, round(w * rng.uniform(0.35, 0.55)))
             top, left = int(rng.integers(0, h - fh + 1)), int(rng.integers(0, w - fw + 1))
             alpha = alpha[top:top + fh, left:left + fw]
             x = int(rng.integers(-fw // 4, res - fw + fw // 4 + 1))
@@ -327,8 +331,8 @@ def coco_dict(scenes: list[Scene], config: SceneConfig, split: str) -> dict:
                                           scene.digits.tolist(), scene.sources.tolist()):
             w, h = box[2] - box[0], box[3] - box[1]
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
-                                "category_id": categories[label]["id"], "bbox": [box[0], box[1], w, h],
-                                "area": w * h, "iscrowd": 0, "digit": digit, "mnist_index": src})
+                                "category_id": categories[label]["id"],
+                                "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0, "digit": digit, "mnist_index": src})
     return {"info": {"description": f"hwnas detection scenes, {split} split",
                      "generator": __name__, "config": config.model_dump(mode="json")},
             "images": images, "annotations": annotations, "categories": categories}
@@ -342,18 +346,21 @@ def write_split(scenes: list[Scene], config: SceneConfig, split: str, folder: Pa
                                                       separators=(",", ":")) + "\n")
 
 
+def _spread(v: np.ndarray) -> dict | None:
+    return {"min": int(v.min()), "median": float(np.median(v)), "max": int(v.max())} if len(v) else None
+
+
 def split_stats(scenes: list[Scene]) -> dict:
     per_scene = np.array([len(s.boxes) for s in scenes])
     boxes = np.concatenate([s.boxes for s in scenes]) if scenes else np.zeros((0, 4), np.float32)
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     digits = np.concatenate([s.digits for s in scenes]) if scenes else np.zeros(0, np.int64)
-    size = lambda v: ({"min": int(v.min()), "median": float(np.median(v)), "max": int(v.max())}  # noqa: E731
-                      if len(v) else None)
-    return {"scenes": len(scenes), "boxes": int(len(boxes)),
+    return {"scenes": len(scenes), "boxes": len(boxes),
             "empty_share": float((per_scene == 0).mean()) if len(scenes) else 0.0,
             "digits_per_scene": {str(k): int(c) for k, c in enumerate(np.bincount(per_scene))},
-            "digit_counts": {str(k): int(c) for k, c in enumerate(np.bincount(digits, minlength=10))},
-            "box_width": size(w), "box_height": size(h)}
+            "digit_counts": {str(k): int(c)
+                             for k, c in enumerate(np.bincount(digits, minlength=10))},
+            "box_width": _spread(w), "box_height": _spread(h)}
 
 
 def contact_sheet(images: list[np.ndarray], boxes: list[np.ndarray], labels: list[np.ndarray],
@@ -367,7 +374,8 @@ def contact_sheet(images: list[np.ndarray], boxes: list[np.ndarray], labels: lis
         tile = Image.fromarray(image).convert("RGB").resize((w * zoom, h * zoom), Image.NEAREST)
         draw = ImageDraw.Draw(tile)
         for (x0, y0, x1, y1), label in zip(np.asarray(bxs).tolist(), np.asarray(lbs).tolist()):
-            draw.rectangle((x0 * zoom, y0 * zoom, x1 * zoom - 1, y1 * zoom - 1), outline=(255, 0, 0))
+            draw.rectangle((x0 * zoom, y0 * zoom, x1 * zoom - 1, y1 * zoom - 1),
+                           outline=(255, 0, 0))
             draw.text((x0 * zoom + 2, y0 * zoom + 1), names[label], fill=(255, 40, 40))
         sheet.paste(tile, ((i % cols) * (w * zoom + 4) + 2, (i // cols) * (h * zoom + 4) + 2))
     with atomic_path(path) as tmp:
