@@ -214,13 +214,13 @@ def _clutter(rng: np.random.Generator, canvas: np.ndarray, config: SceneConfig, 
     f = res / 96
     for _ in range(rng.poisson(config.clutter)):
         kind = rng.integers(4)
-        if kind == 3:  # a fragment: a window of about a quarter of a digit of this split
+        if kind == 3:  # a fragment: a window of at most a fifth of a digit tile, from this split
             k = int(pool[rng.integers(len(pool))])
             fragments.append(k)
             alpha = _tile(rng, sources.tiles[k], config)
             h, w = alpha.shape
-            fh = max(2, round(h * rng.uniform(0.35, 0.55)))
-            fw = max(2, round(w * rng.uniform(0.35, 0.55)))
+            fh = max(2, round(h * rng.uniform(0.3, 0.45)))
+            fw = max(2, round(w * rng.uniform(0.3, 0.45)))
             top, left = int(rng.integers(0, h - fh + 1)), int(rng.integers(0, w - fw + 1))
             alpha = alpha[top:top + fh, left:left + fw]
             x = int(rng.integers(-fw // 4, res - fw + fw // 4 + 1))
