@@ -22,11 +22,22 @@ def code_fingerprint(params: dict, *modules) -> str:
     return fingerprint({**params, "code": hashlib.sha256(code.encode()).hexdigest()})
 
 
-def save_atomic(obj: dict, path: Path) -> None:
+def _replace_atomic(path: Path, write) -> None:
+    """``write(tmp)`` beside ``path``, then rename it over ``path``: a kill leaves the old
+    file whole (and a stale ``.tmp`` that the next write replaces). ``hwnas.files`` does the
+    same, but the stages' ``dvc.yaml`` deps do not list it yet."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
+    write(tmp)
     os.replace(tmp, path)
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    _replace_atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    _replace_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def load_checkpoint(path: Path, fp: str, device: torch.device | str = "cpu",

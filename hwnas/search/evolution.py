@@ -74,14 +74,14 @@ def search(space: SearchSpace, objective_fn: ObjectiveFn, *, candidates: int,
     1,000 trials here, more than the evaluation; an in-memory study rebuilt from
     our journal costs milliseconds.)
     """
+    from hwnas.checkpoint import write_text_atomic
     from hwnas.search.genome import from_arch
 
     dists = {k: optuna.distributions.CategoricalDistribution(v) for k, v in genes(space).items()}
     path = Path(journal) if journal is not None else None
     done = read_journal(path) if path else []
-    if path:  # rewrite without a torn tail before appending
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(r) + "\n" for r in done))
+    if path:  # rewrite without a torn tail before appending (atomically: a kill keeps the old)
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in done))
     # reseed by progress: a fresh run is exactly reproducible, a resumed one continues
     study = open_study(seed + len(done), population)
     # the sampler's own attributes (NSGA-II's generation and parents) come back too,
