@@ -40,6 +40,29 @@ def write_text_atomic(path: Path, text: str) -> None:
     _replace_atomic(path, lambda tmp: tmp.write_text(text))
 
 
+def claim_run(marker: Path, run_id: str) -> None:
+    """Record ``run_id`` in ``marker`` as the run now doing a stage's work, after marking
+    KILLED the run recorded there and its children if a kill left them RUNNING (a SIGKILL
+    ends no run). Recorded from the run's start: a kill before the first checkpoint or
+    journal entry is closed too."""
+    from hwnas import tracking
+
+    old = marker.read_text().strip() if marker.exists() else ""
+    if old:
+        tracking.close_if_running(old)
+        try:  # e.g. the search's candidate runs, killed while they were logged
+            from mlflow import MlflowClient
+
+            client = MlflowClient()
+            for child in client.search_runs(
+                    [client.get_run(old).info.experiment_id],
+                    f"tags.mlflow.parentRunId = '{old}' and attributes.status = 'RUNNING'"):
+                tracking.close_if_running(child.info.run_id)
+        except Exception:  # tracking is lineage, never a reason to fail the work
+            pass
+    write_text_atomic(marker, run_id + "\n")
+
+
 def load_checkpoint(path: Path, fp: str, device: torch.device | str = "cpu",
                     log=print) -> dict | None:
     """The checkpoint at ``path`` if it was written with fingerprint ``fp``, else None."""

@@ -101,6 +101,7 @@ def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
     from rich.progress import Progress
 
     from hwnas import tracking
+    from hwnas.checkpoint import claim_run
     from hwnas.lineage import lineage_tags
     from hwnas.search.evolution import Constraints, read_journal, search
     from hwnas.search.choice import summarize
@@ -119,6 +120,7 @@ def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
     with tracking.run("search", params={**p, "space": space.name},
                       tags=lineage_tags("search", spec.spec_hash())) as active, \
             Progress() as bar:
+        claim_run(layout.SEARCH_JOURNAL / "mlflow_run", active.info.run_id)
         task = bar.add_task("search", total=p["candidates"])
         resumed = len(read_journal(journal))  # finished by an earlier (killed or equal) run
         t0 = time.perf_counter()
