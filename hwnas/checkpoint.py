@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
+
+from hwnas.files import atomic_path, write_text
 
 
 def fingerprint(params: dict) -> str:
@@ -23,10 +24,32 @@ def code_fingerprint(params: dict, *modules) -> str:
 
 
 def save_atomic(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` that a kill cannot tear (``hwnas.files``)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def claim_run(marker: Path, run_id: str) -> None:
+    """Record ``run_id`` in ``marker`` as the run now doing a stage's work, after marking
+    KILLED the run recorded there and its children if a kill left them RUNNING (a SIGKILL
+    ends no run). Recorded from the run's start: a kill before the first checkpoint or
+    journal entry is closed too."""
+    from hwnas import tracking
+
+    old = marker.read_text().strip() if marker.exists() else ""
+    if old:
+        tracking.close_if_running(old)
+        try:  # e.g. the search's candidate runs, killed while they were logged
+            from mlflow import MlflowClient
+
+            client = MlflowClient()
+            for child in client.search_runs(
+                    [client.get_run(old).info.experiment_id],
+                    f"tags.mlflow.parentRunId = '{old}' and attributes.status = 'RUNNING'"):
+                tracking.close_if_running(child.info.run_id)
+        except Exception:  # tracking is lineage, never a reason to fail the work
+            pass
+    write_text(marker, run_id + "\n")
 
 
 def load_checkpoint(path: Path, fp: str, device: torch.device | str = "cpu",

@@ -13,7 +13,6 @@ import math
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +45,13 @@ def _is_stream(path: Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def temporary(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place: a fixed name beside it
+    (with its suffix: writers pick the format from it), so what a kill leaves there is
+    replaced by the next write instead of piling up."""
+    return path.with_name(f".{path.stem}.tmp{path.suffix}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``path`` (same suffix: writers pick the format from it),
@@ -59,12 +65,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if path.is_dir():
             raise IsADirectoryError(21, "is a directory")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
+        tmp = temporary(path)
         try:
             yield tmp
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would differ from a plain write's mode
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -77,10 +80,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     with _named(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        tmp = temporary(path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         try:
             yield tmp
-            os.chmod(tmp, 0o755)
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             if path.exists():

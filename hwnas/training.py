@@ -274,6 +274,9 @@ def train_supernet(ctx, ckpt_path, progress: bool = True, log=None):
         start_epoch, step, history = ckpt["epoch"], ckpt["step"], json.loads(ckpt["history"])
         elapsed = ckpt["train_seconds"]
         print(f"train_supernet: resuming after epoch {start_epoch}/{cfg.epochs} from {ckpt_path}")
+        if log:  # the resumed run's curve is whole, not only the epochs it trains
+            for metrics in history:
+                log(metrics, metrics["epoch"])
     total = cfg.epochs * len(loader)
     columns = (TextColumn("[bold]supernet[/] epoch {task.fields[epoch]}"), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -299,8 +302,7 @@ def train_supernet(ctx, ckpt_path, progress: bool = True, log=None):
             save_atomic({"fingerprint": fp, "epoch": epoch + 1, "step": step,
                          "model": supernet.state_dict(), "optimizer": opt.state_dict(),
                          "loader": loader.state_dict(), "rng": json.dumps(rng.bit_generator.state),
-                         "history": json.dumps(history), "train_seconds": elapsed,
-                         "run_id": getattr(log, "run_id", None)}, ckpt_path)
+                         "history": json.dumps(history), "train_seconds": elapsed}, ckpt_path)
             if log:
                 log(metrics, epoch + 1)
     summary = {"epochs": cfg.epochs, "train_seconds": round(elapsed, 1),

@@ -15,25 +15,22 @@ from hwnas.params import load_params, run_stage, section
 
 def main() -> None:
     from hwnas import tracking
-    from hwnas.checkpoint import load_checkpoint, save_atomic
+    from hwnas.checkpoint import claim_run, save_atomic
     from hwnas.context import train_context
     from hwnas.files import write_json
     from hwnas.supernet import supernet_state
-    from hwnas.training import supernet_fingerprint, train_supernet
+    from hwnas.training import train_supernet
 
     p = section(load_params(), "train_supernet")
     ctx = train_context(p)
-    old = load_checkpoint(layout.SUPERNET_CHECKPOINT, supernet_fingerprint(p), ctx.device,
-                          log=lambda m: None)
-    tracking.close_if_running(old.get("run_id") if old else None)
     flat = {**{k: v for k, v in p.items() if not isinstance(v, dict)},
             **{f"{sec}.{k}": v for sec in ("data", "space", "train") for k, v in p[sec].items()}}
     with tracking.run("train_supernet", flat, tags={"stage": "train_supernet",
                                                     "space": ctx.space.name}) as active:
-        def log(metrics, epoch):
-            tracking.log_metrics(metrics, step=epoch)
-        log.run_id = active.info.run_id
-        supernet, summary = train_supernet(ctx, layout.SUPERNET_CHECKPOINT, progress=True, log=log)
+        claim_run(layout.SUPERNET_CHECKPOINT.with_name("mlflow_run"), active.info.run_id)
+        supernet, summary = train_supernet(
+            ctx, layout.SUPERNET_CHECKPOINT, progress=True,
+            log=lambda metrics, epoch: tracking.log_metrics(metrics, step=epoch))
         summary.update(ctx.splits.summary(), device=str(ctx.device))
         tracking.log_metrics({f"final_{k}": v for k, v in summary.items()})
     save_atomic(supernet_state(supernet.cpu()), layout.SUPERNET)

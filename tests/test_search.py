@@ -103,3 +103,20 @@ def test_pareto_mask():
                        "latency_ms": [1.0, 0.5, 2.0, 1.0, 0.1], "memory_bytes": [1, 1, 1, 1, 1],
                        "feasible": [True, True, True, True, False]})
     assert list(pareto_mask(df)) == [False, True, False, True, False]
+
+
+def test_a_batch_of_architectures_seen_before_is_not_scored_again():
+    """A space of one network: after the first batch every candidate is a repeat, and the
+    objective (the estimator: it cannot take no networks) is not called again."""
+    one = curated_space(SPEC, SpaceConfig(head_features=0, stages=((32, 1, 1), (32, 1, 2)),
+                                          kernels=(3,), expands=(1,), types=("ibn",),
+                                          depth_multipliers=(1.0,), width_range=(1.0, 1.0)))
+    calls = []
+
+    def objective(archs):
+        assert archs, "scored no networks"
+        calls.append(len(archs))
+        return [{"accuracy": 1.0, "latency_ms": 1.0, "memory_bytes": 1} for _ in archs]
+
+    df = search(one, objective, candidates=8, population=4, seed=0)
+    assert calls == [1] and list(df["trial"]) == list(range(8))

@@ -83,7 +83,8 @@ def search(space: SearchSpace, objective_fn: ObjectiveFn, *, candidates: int,
         archs = [to_arch(space, t.params) for t in trials]
         keys = [encode(a) for a in archs]
         fresh = {k: a for k, a in zip(keys, archs) if k not in cache}
-        for k, result in zip(fresh, objective_fn(list(fresh.values()))):
+        # a batch of architectures seen before needs no evaluation (nor an empty call)
+        for k, result in zip(fresh, objective_fn(list(fresh.values())) if fresh else []):
             cache[k] = {**result, "arch": k}
         batch = []
         for trial, k in zip(trials, keys):

@@ -102,6 +102,7 @@ def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
     from rich.progress import Progress
 
     from hwnas import tracking
+    from hwnas.checkpoint import claim_run
     from hwnas.files import read_journal
     from hwnas.lineage import lineage_tags
     from hwnas.search.evolution import Constraints, search
@@ -123,6 +124,7 @@ def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
                       tags={**lineage_tags("search", spec.spec_hash()),
                             tracking.FINGERPRINT_TAG: fp}) as active, \
             Progress() as bar:
+        claim_run(layout.SEARCH_JOURNAL / "mlflow_run", active.info.run_id)
         task = bar.add_task("search", total=p["candidates"])
         resumed = len(read_journal(journal))  # finished by an earlier (killed or equal) run
         t0 = time.perf_counter()
@@ -137,8 +139,9 @@ def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
         summary.update(search_seconds=round(seconds, 1), resumed_candidates=resumed,
                        accuracy_mode=p["accuracy"])
         chosen = {"latency": fastest, "memory": smallest}
+        tracking.log_metrics(summary)  # before the candidates: a kill while they log keeps it
         logged = tracking.log_candidates(df, active.info.run_id, fp, chosen)
-        tracking.log_metrics({**summary, "candidate_runs_logged": logged})
+        tracking.log_metrics({"candidate_runs_logged": logged})
 
     front = df[df["pareto"]].sort_values("latency_ms")
     cols = ["arch", "accuracy", "latency_ms", "memory_bytes"]
