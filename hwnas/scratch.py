@@ -44,10 +44,8 @@ def scratch_runs(params: dict, arch, log=None):
     (``accuracy_runs``; the returned model's own is ``model_accuracy``). On the CPU the runs
     go two at a time to worker processes of one thread each (small networks gain little
     from a second thread); on a GPU they run in turn."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     from hwnas.model import fresh_model
+    from hwnas.workers import pool
 
     p = section(params, "baseline")
     epochs, _ = budget_epochs(params)
@@ -58,8 +56,8 @@ def scratch_runs(params: dict, arch, log=None):
     if len(seeds) == 1 or device != "cpu":
         runs = [scratch_run(*job, seed, log=log) for seed in seeds]
     else:
-        with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(scratch_run, *job, seed, 1) for seed in seeds]
+        with pool(2) as workers:
+            futures = [workers.submit(scratch_run, *job, seed, 1) for seed in seeds]
             runs = []
             for seed, f in zip(seeds, futures):
                 runs.append(f.result())

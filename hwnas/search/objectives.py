@@ -58,25 +58,7 @@ def _init_worker(supernet_path: str, calib: list[torch.Tensor],
     from hwnas.supernet import load_supernet
 
     torch.set_num_threads(1)
-    _exit_with_parent()
     _worker_score = supernet_accuracy(load_supernet(supernet_path).eval(), calib, val)
-
-
-def _exit_with_parent() -> None:
-    """A worker outlives a parent killed by SIGKILL (no shutdown reaches it), waiting for
-    work forever with a supernet in memory: leave when the parent is gone."""
-    import os
-    import threading
-    import time
-
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 def _score_in_worker(arch: ArchSpec) -> float:
@@ -88,12 +70,9 @@ class ParallelSupernetAccuracy:
     subnets are small, so one core per subnet beats two threads on one subnet."""
 
     def __init__(self, supernet_path, calib, val, workers: int = 2):
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from hwnas.workers import pool
 
-        self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                        initializer=_init_worker,
-                                        initargs=(str(supernet_path), calib, val))
+        self.pool = pool(workers, _init_worker, (str(supernet_path), calib, val))
 
     def __call__(self, archs: Sequence[ArchSpec]) -> list[float]:
         return list(self.pool.map(_score_in_worker, archs))
