@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -25,6 +27,21 @@ from hwnas.params import load_params  # noqa: E402
 from hwnas.tracking import EXPERIMENT, PARENT_ENV, _mlflow, git_commit  # noqa: E402
 
 LOCK = Path(".hwnas-pipeline.lock")
+
+
+class _NoTraceback(logging.Filter):
+    """Prefect logs a failed task's and flow's traceback; its message already names the
+    error (and a failing stage has printed its own line), so the line stays and the trace
+    goes, unless HWNAS_TRACEBACK is set."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not os.environ.get("HWNAS_TRACEBACK"):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+for _name in ("prefect.task_runs", "prefect.flow_runs"):
+    logging.getLogger(_name).addFilter(_NoTraceback())
 
 
 class PipelineBusy(RuntimeError):
@@ -122,7 +139,11 @@ def run_stage(stage: str, parent_run_id: str, spec_hash: str, lock_fd: int | Non
                               pass_fds=() if lock_fd is None else (lock_fd,))
         status = "FINISHED" if proc.returncode == 0 else "FAILED"
         if proc.returncode == 0:
-            record_stage(client, experiment, run_id, stage)
+            try:
+                record_stage(client, experiment, run_id, stage)
+            except Exception as err:  # the stage's work is done and kept: say, don't fail it
+                print(f"note: stage {stage}: lineage not recorded in MLflow: {err}",
+                      file=sys.stderr)
     finally:  # never left RUNNING, whatever failed
         client.set_terminated(run_id, status)
     if proc.returncode:
@@ -143,7 +164,8 @@ def record_stage(client, experiment_id: str, run_id: str, stage: str) -> None:
         for i in range(0, len(tags), 100):  # MLflow takes at most 100 tags a batch
             client.log_batch(rid, tags=tags[i:i + 100])
     now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, 0) for k, v in stage_metrics(stage).items()]
+    metrics = [Metric(re.sub(r"[^\w\-. :/]", "_", k), v, now, 0)  # MLflow's name alphabet
+               for k, v in stage_metrics(stage).items()]
     for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i:i + 1000])
 

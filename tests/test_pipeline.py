@@ -27,7 +27,7 @@ def project(tmp_path, monkeypatch):
             sys.exit(3)
         with tracking.run("second-own", tags={"stage": "second"}):
             open("b.txt", "w").write(open("a.txt").read())
-            json.dump({"score": 1.5, "nested": {"n": 2}, "label": "x"}, open("metrics.json", "w"))
+            json.dump({"score": 1.5, "nested": {"n@32": 2}, "label": "x"}, open("metrics.json", "w"))
     """))
     (tmp_path / "dvc.yaml").write_text(textwrap.dedent("""
         stages:
@@ -75,7 +75,8 @@ def test_flow_runs_stages_in_order_with_mlflow_lineage(project, harness):
     assert own.data.tags["mlflow.parentRunId"] == child.info.run_id
     for run in (child, own):
         assert {k: v for k, v in run.data.tags.items() if k.startswith("dvc.")} == lock
-    assert child.data.metrics == {"score": 1.5, "nested.n": 2.0}  # the stage's metrics.json
+    # the stage's metrics.json, named in MLflow's alphabet
+    assert child.data.metrics == {"score": 1.5, "nested.n_32": 2.0}
     # a second run has nothing to do: DVC decides, Prefect does not cache
     before = (project / "b.txt").stat().st_mtime_ns
     pipeline(stages=["first", "second"])
@@ -134,3 +135,15 @@ def test_run_stops_on_a_bad_param_before_any_stage(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert "params.yaml: microbench.samples:" in result.stderr
     assert not (tmp_path / "mlflow.db").exists()  # nothing ran, nothing was tracked
+
+
+def test_a_failing_stage_ends_hwnas_run_in_lines_without_a_traceback(project):
+    (project / "control.txt").write_text("fail")
+    hwnas = Path(sys.executable).parent / "hwnas"
+    proc = subprocess.run([str(hwnas), "run", "--stage", "first", "--stage", "second"],
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "Traceback" not in out and "╭" not in out, out
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "stage 'second' failed" in errors[0], out

@@ -43,8 +43,11 @@ def run(
             run_id = pipeline(stages=stages, wait=wait)
     except (PipelineBusy, ValueError) as err:
         fail(str(err))
-    except RuntimeError as err:
-        typer.echo(f"error: {err}", err=True)
+    except Exception as err:  # a failed stage, or a bug: one line, the outputs are kept
+        if os.environ.get("HWNAS_TRACEBACK"):
+            raise
+        what = "" if isinstance(err, RuntimeError) else f"{type(err).__name__}: "
+        typer.echo(f"error: {what}{err} (HWNAS_TRACEBACK=1 shows where)", err=True)
         raise typer.Exit(1)
     typer.echo(f"pipeline finished: MLflow run {run_id}")
     if line := headline():
