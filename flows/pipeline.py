@@ -21,7 +21,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from flows.stages import STAGES, dvc_stages  # noqa: E402
+from flows.stages import STAGES, dvc_stages, instances  # noqa: E402
 from hwnas.lineage import dvc_lock_hashes, stage_metrics  # noqa: E402
 from hwnas.params import load_params  # noqa: E402
 from hwnas.tracking import EXPERIMENT, PARENT_ENV, _mlflow, git_commit  # noqa: E402
@@ -119,8 +119,10 @@ def _pid_alive(pid: int) -> bool:
 
 
 @task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE, task_run_name="{stage}")
-def run_stage(stage: str, parent_run_id: str, spec_hash: str, lock_fd: int | None = None) -> str:
-    """``dvc repro <stage>`` under an MLflow child run; the stage's own runs nest in it.
+def run_stage(stage: str, targets: list[str], parent_run_id: str, spec_hash: str,
+              lock_fd: int | None = None) -> str:
+    """``dvc repro <targets>`` (the stage's instances) under an MLflow child run; the
+    stage's own runs nest in it.
     ``dvc repro`` inherits the workspace lock, so the lock outlives a killed pipeline
     for as long as its stage runs."""
     mlflow = _mlflow()
@@ -135,7 +137,7 @@ def run_stage(stage: str, parent_run_id: str, spec_hash: str, lock_fd: int | Non
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     status = "FAILED"
     try:  # -q: DVC's git and push hints once per pipeline (the CLI), not once per stage
-        proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", stage], env=env,
+        proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", *targets], env=env,
                               pass_fds=() if lock_fd is None else (lock_fd,))
         status = "FINISHED" if proc.returncode == 0 else "FAILED"
         if proc.returncode == 0:
@@ -215,8 +217,10 @@ def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
         status = "FAILED"
         try:
             for stage in wanted:
+                if not (targets := instances(stage, params)):
+                    continue  # a foreach stage with nothing to build
                 start = time.monotonic()
-                run_stage(stage, parent.info.run_id, spec_hash, lock_fd)
+                run_stage(stage, targets, parent.info.run_id, spec_hash, lock_fd)
                 client.log_metric(parent.info.run_id, f"seconds.{stage}",
                                   round(time.monotonic() - start, 1))
             log_headline(client, parent.info.run_id)

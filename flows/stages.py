@@ -2,6 +2,7 @@
 (the CLI checks ``--stage`` names before a flow, and Prefect's state folder, exist)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 # The default flow: every stage, in order (the host stages build the ``host_targets`` of
@@ -10,7 +11,24 @@ STAGES = ("references", "microbench", "train_estimator", "microbench_host", "tra
           "train_supernet", "eval_supernet", "search", "extract", "baseline", "evaluate")
 
 
-def dvc_stages() -> list[str]:
+def _stages() -> dict:
     import yaml
 
-    return list((yaml.safe_load(Path("dvc.yaml").read_text()) or {}).get("stages", {}))
+    return (yaml.safe_load(Path("dvc.yaml").read_text()) or {}).get("stages", {})
+
+
+def dvc_stages() -> list[str]:
+    return list(_stages())
+
+
+def instances(stage: str, params: dict) -> list[str]:
+    """What ``dvc repro`` is given for ``stage``: itself, or one ``stage@item`` per item of a
+    ``foreach`` stage, none for an empty list. (Given a ``foreach`` name whose list is empty,
+    ``dvc repro`` finds no stage and reproduces the whole pipeline instead.)"""
+    entry = _stages()[stage]
+    if "foreach" not in entry:
+        return [stage]
+    items = params
+    for key in re.fullmatch(r"\$\{(.+)\}", entry["foreach"]).group(1).split("."):
+        items = items[key]
+    return [f"{stage}@{item}" for item in items]

@@ -40,6 +40,12 @@ def project(tmp_path, monkeypatch):
             outs:  # as every stage of dvc.yaml: not deleted before the stage runs
             - b.txt: {persist: true}
             - metrics.json: {persist: true, cache: false}
+          host:
+            foreach: ${host_targets}
+            do:
+              cmd: python -c "open('host_${item}.txt', 'w').write('x')"
+              outs:
+              - host_${item}.txt
     """))
     return tmp_path
 
@@ -147,3 +153,18 @@ def test_a_failing_stage_ends_hwnas_run_in_lines_without_a_traceback(project):
     assert "Traceback" not in out and "╭" not in out, out
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "stage 'second' failed" in errors[0], out
+
+
+def test_a_foreach_stage_runs_its_items_and_nothing_else(project, harness):
+    """Given a foreach name with an empty list, ``dvc repro`` would rebuild every stage."""
+    import yaml
+
+    from flows.pipeline import pipeline
+
+    pipeline(stages=["host"])  # host_targets: [] in the project's params
+    assert not list(project.glob("host_*")) and not (project / "a.txt").exists()
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["host_targets"] = ["cpu"]
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    pipeline(stages=["host"])
+    assert (project / "host_cpu.txt").exists() and not (project / "a.txt").exists()
