@@ -120,7 +120,7 @@ def _pid_alive(pid: int) -> bool:
 
 @task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE, task_run_name="{stage}")
 def run_stage(stage: str, targets: list[str], parent_run_id: str, spec_hash: str,
-              lock_fd: int | None = None) -> str:
+              lock_fd: int | None = None, force: bool = False) -> str:
     """``dvc repro <targets>`` (the stage's instances) under an MLflow child run; the
     stage's own runs nest in it.
     ``dvc repro`` inherits the workspace lock, so the lock outlives a killed pipeline
@@ -137,7 +137,8 @@ def run_stage(stage: str, targets: list[str], parent_run_id: str, spec_hash: str
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     status = "FAILED"
     try:  # -q: DVC's git and push hints once per pipeline (the CLI), not once per stage
-        proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", *targets], env=env,
+        cmd = [sys.executable, "-m", "dvc", "repro", "-q", *(["-f"] if force else []), *targets]
+        proc = subprocess.run(cmd, env=env,
                               pass_fds=() if lock_fd is None else (lock_fd,))
         status = "FINISHED" if proc.returncode == 0 else "FAILED"
         if proc.returncode == 0:
@@ -194,7 +195,7 @@ def _owner() -> dict[str, str]:
 
 @flow(name="hwnas-pipeline")
 def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
-             wait: bool = False) -> str:
+             wait: bool = False, force: bool = False) -> str:
     """Validate params, then run each stage in order. Returns the MLflow parent run id."""
     from hardware.spec import load_spec
 
@@ -220,7 +221,7 @@ def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
                 if not (targets := instances(stage, params)):
                     continue  # a foreach stage with nothing to build
                 start = time.monotonic()
-                run_stage(stage, targets, parent.info.run_id, spec_hash, lock_fd)
+                run_stage(stage, targets, parent.info.run_id, spec_hash, lock_fd, force)
                 client.log_metric(parent.info.run_id, f"seconds.{stage}",
                                   round(time.monotonic() - start, 1))
             log_headline(client, parent.info.run_id)

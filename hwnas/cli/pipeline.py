@@ -16,6 +16,8 @@ def run(
     stages: Annotated[Optional[list[str]], typer.Option(
         "--stage", help="Run only these stages (repeatable); default: the whole pipeline.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for a pipeline already running here.")] = False,
+    force: Annotated[bool, typer.Option(help="Rerun the stages even if DVC finds them up to "
+                                        "date (e.g. after a library upgrade).")] = False,
 ):
     """Run the pipeline (DVC stages chained by a Prefect flow, tracked in MLflow)."""
     from hwnas.params import ParamsError, load_params
@@ -40,7 +42,7 @@ def run(
             fail(str(err))
     try:
         with process_group_guard():  # a killed run takes its children with it
-            run_id = pipeline(stages=stages, wait=wait)
+            run_id = pipeline(stages=stages, wait=wait, force=force)
     except (PipelineBusy, ValueError) as err:
         fail(str(err))
     except Exception as err:  # a failed stage, or a bug: one line, the outputs are kept
