@@ -137,7 +137,9 @@ def run_stage(stage: str, targets: list[str], parent_run_id: str, spec_hash: str
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     status = "FAILED"
     try:  # -q: DVC's git and push hints once per pipeline (the CLI), not once per stage
-        cmd = [sys.executable, "-m", "dvc", "repro", "-q", *(["-f"] if force else []), *targets]
+        # forced: this stage alone (-s), or -f would force every stage upstream of it again
+        cmd = [sys.executable, "-m", "dvc", "repro", "-q", *(["-f", "-s"] if force else []),
+               *targets]
         proc = subprocess.run(cmd, env=env,
                               pass_fds=() if lock_fd is None else (lock_fd,))
         status = "FINISHED" if proc.returncode == 0 else "FAILED"

@@ -17,10 +17,12 @@ def fingerprint(params: dict) -> str:
 
 
 def code_fingerprint(params: dict, *modules) -> str:
-    """``fingerprint`` of the params and the source of ``modules``: a checkpoint of other
-    code would silently stand in for a retrain."""
+    """``fingerprint`` of the params, the source of ``modules`` and the torch version: a
+    checkpoint of other code, or of another torch's numerics, would silently stand in for
+    a retrain."""
     code = "".join(Path(m.__file__).read_text() for m in modules)
-    return fingerprint({**params, "code": hashlib.sha256(code.encode()).hexdigest()})
+    return fingerprint({**params, "code": hashlib.sha256(code.encode()).hexdigest(),
+                        "torch": torch.__version__})
 
 
 def save_atomic(obj: dict, path: Path) -> None:

@@ -87,8 +87,10 @@ def test_flow_runs_stages_in_order_with_mlflow_lineage(project, harness):
     before = (project / "b.txt").stat().st_mtime_ns
     pipeline(stages=["first", "second"])
     assert (project / "b.txt").stat().st_mtime_ns == before
+    upstream = (project / "a.txt").stat().st_mtime_ns
     pipeline(stages=["second"], force=True)  # e.g. after a library upgrade
     assert (project / "b.txt").stat().st_mtime_ns != before
+    assert (project / "a.txt").stat().st_mtime_ns == upstream  # the stage alone
 
 
 def test_failing_stage_marks_runs_failed_and_keeps_all_outputs(project, harness):
