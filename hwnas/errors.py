@@ -20,13 +20,34 @@ def one_line(message, limit: int = 300) -> str:
     return line if len(line) <= limit else line[:limit] + "..."
 
 
+def _unique_keys_loader():
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the
+    last silently: a duplicated ``seed:`` would drop the first value unseen)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice (line {key_node.start_mark.line + 1})",
+                        key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return Loader
+
+
 def read_yaml(path: str | os.PathLike, error: type[Exception] = UserError):
-    """A YAML file's value; ``error`` (naming the file) if it cannot be read as text or YAML."""
+    """A YAML file's value; ``error`` (naming the file) if it cannot be read as text or YAML,
+    or gives a key twice in one mapping."""
     import yaml
 
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_unique_keys_loader())
     except (OSError, UnicodeDecodeError) as err:
         raise error(f"{path}: cannot read as text: {getattr(err, 'strerror', None) or err}"
                     ) from None

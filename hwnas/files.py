@@ -77,22 +77,79 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """A fresh temporary folder beside ``path`` that replaces ``path`` whole when the block
     succeeds (the old folder is removed only then) and is removed when it fails."""
-    path = Path(path)
-    with _named(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temporary(path)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
-            yield tmp
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            if path.exists():
-                os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
+    with staged() as out:
+        yield out.dir(path)
+
+
+class Outputs:
+    """A stage's outputs, prepared beside their targets by ``staged`` (see there)."""
+
+    def __init__(self) -> None:
+        self._files: list[tuple[Path, Path]] = []  # (temporary, target)
+        self._dirs: list[tuple[Path, Path]] = []
+
+    def path(self, target: str | os.PathLike) -> Path:
+        """Where to write ``target`` (same suffix: writers pick the format from it)."""
+        target = Path(target)
+        with _named(target):
+            if target.is_dir():
+                raise IsADirectoryError(21, "is a directory")
+            target.parent.mkdir(parents=True, exist_ok=True)
+        self._files.append((temporary(target), target))
+        return temporary(target)
+
+    def dir(self, target: str | os.PathLike) -> Path:
+        """A fresh, empty folder to fill in place of the folder ``target``."""
+        target = Path(target)
+        tmp = temporary(target)
+        with _named(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+        self._dirs.append((tmp, target))
+        return tmp
+
+    def text(self, target: str | os.PathLike, text: str) -> None:
+        tmp = self.path(target)
+        with _named(Path(target)):
+            tmp.write_text(text)
+
+    def json(self, target: str | os.PathLike, obj) -> None:
+        """Indented JSON; NaN and infinities are refused, naming ``target`` and the key."""
+        self.text(target, dumps(obj, indent=2, what=str(target)) + "\n")
+
+    def _commit(self) -> None:
+        for tmp, target in self._dirs:
+            with _named(target):
+                old = target.with_name(f".{target.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                if target.exists():
+                    os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+        for tmp, target in self._files:
+            with _named(target):
+                os.replace(tmp, target)
+
+    def _discard(self) -> None:
+        for tmp, _ in self._dirs:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for tmp, _ in self._files:
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged() -> Iterator[Outputs]:
+    """A stage's outputs as one: each is written to its temporary beside its target, and
+    all are renamed into place only when the whole block succeeds. A failure anywhere (a
+    NaN in the last file, a full disk, a tracking error) leaves every previous output as it
+    was; only the renames, which cannot run out of space, come after the last write."""
+    outputs = Outputs()
+    try:
+        yield outputs
+        outputs._commit()
+    finally:
+        outputs._discard()
 
 
 def _not_finite(obj, where: str = "") -> tuple[str, float] | None:
@@ -127,6 +184,36 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj) -> None:
     """Indented JSON; NaN and infinities are refused (they are not JSON)."""
     write_text(path, dumps(obj, indent=2, what=str(path)) + "\n")
+
+
+def read_table(path: str | os.PathLike, columns: dict[str, str], missing: str,
+               error: type[Exception] = UserError):
+    """A parquet table that a stage reads, checked before use: ``missing`` (naming what
+    writes it) when absent, then an unreadable file, a missing column, a column of the
+    wrong kind (``columns``: name -> ``"number"``, ``"text"`` or ``"any"``), NaN or
+    infinities in a number column, or no rows, each an ``error`` naming the file."""
+    import numpy as np
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {missing}")
+    try:
+        table = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several types for a corrupt file
+        raise error(f"{path}: not a readable parquet table: {err}") from None
+    for name, kind in columns.items():
+        if name not in table.columns:
+            raise error(f"{path}: the table lacks column '{name}'")
+        col = table[name]
+        if kind == "number" and not (pd.api.types.is_numeric_dtype(col)
+                                     and np.isfinite(col.to_numpy(dtype=float)).all()):
+            raise error(f"{path}: column '{name}' must hold finite numbers")
+        if kind == "text" and not col.map(lambda v: isinstance(v, str)).all():
+            raise error(f"{path}: column '{name}' must hold text")
+    if table.empty:
+        raise error(f"{path}: the table has no rows")
+    return table
 
 
 def read_journal(path: str | os.PathLike) -> list[dict]:

@@ -38,7 +38,14 @@ class _Section(BaseModel):
         return v
 
 
+MAX_SEED = 2**32 - 1  # what every RNG the seeds reach (numpy, torch, LightGBM) accepts
+MAX_WORKERS = 1024    # threads or processes: more is a typo, not a machine
+MAX_SAMPLES = 10_000_000  # microbenchmark units: sampling them alone outlasts any time budget
+
 PosInt = Annotated[int, Field(ge=1)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Workers = Annotated[int, Field(ge=1, le=MAX_WORKERS)]
+Noise = Annotated[float, Field(ge=0, lt=1)]  # relative measurement noise of the simulator
 NonNegInt = Annotated[int, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -90,7 +97,7 @@ class TrainSpaceParams(_SpaceChoices):
 
 
 class Base(_Section):
-    seed: NonNegInt
+    seed: Seed
     hardware: str
 
     @field_validator("hardware")
@@ -109,7 +116,7 @@ class Base(_Section):
 
 
 class References(_Section):
-    noise: NonNegFloat
+    noise: Noise
 
 
 class _CpuTiming(_Section):
@@ -117,24 +124,24 @@ class _CpuTiming(_Section):
 
     repeats: PosInt | None = None
     warmup: NonNegInt | None = None
-    threads: PosInt | None = None
+    threads: Workers | None = None
     min_repeat_ms: NonNegFloat | None = None
     clock: Literal["thread", "wall"] | None = None
     spaces: list[SpaceParams] | None = None
 
 
 class MicrobenchCpu(_CpuTiming):
-    samples: PosInt | None = None
+    samples: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] | None = None
     time_budget_s: PosFloat | None = None
     calibration_networks: NonNegInt | None = None
     max_block_macs: PosFloat | None = None
 
 
 class Microbench(_Section):
-    samples: PosInt
+    samples: Annotated[int, Field(ge=1, le=MAX_SAMPLES)]
     time_budget_s: PosFloat
     repeats: PosInt
-    noise: Annotated[float, Field(ge=0, lt=1)]
+    noise: Noise
     network_share: Share
     neighbours: NonNegInt
     adaptive_share: Annotated[float, Field(ge=0, lt=1)]
@@ -154,7 +161,7 @@ class TrainEstimator(_Section):
     min_data_in_leaf: PosInt
     linear_tree: bool
     eval_networks: PosInt
-    eval_seed: NonNegInt
+    eval_seed: Seed
     references: bool
     spaces: list[SpaceParams] = Field(min_length=1)
     cpu: TrainEstimatorCpu = TrainEstimatorCpu()
@@ -197,7 +204,7 @@ class Train(_Section):
 
 class TrainSupernet(_Section):
     device: Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?)$")]
-    threads: PosInt | None
+    threads: Workers | None
     calib_batches: PosInt
     kernel_transform: bool
     data: Data
@@ -211,7 +218,7 @@ class EvalSupernet(_Section):
     eval_split: Literal["val", "test", "val+test"]
     probes: bool
     scratch_seeds: PosInt
-    seed: NonNegInt | None = None
+    seed: Seed | None = None
 
 
 class Search(_Section):
@@ -224,7 +231,7 @@ class Search(_Section):
     memory_budget: PosFloat | None
     calib_images: PosInt
     val_images: PosInt
-    workers: PosInt
+    workers: Workers
 
 
 class Extract(_Section):
@@ -267,7 +274,8 @@ def _where(loc: tuple) -> str:
     return ".".join(str(p) for p in loc)
 
 
-def _message(err: ValidationError, path: Path) -> str:
+def validation_message(err: ValidationError, path: str | Path) -> str:
+    """A pydantic error as one line: the file, the dotted key, what is wrong."""
     e = err.errors()[0]
     key = _where(e["loc"])
     if e["type"] == "extra_forbidden":
@@ -284,7 +292,7 @@ def validate_params(params: dict, path: str | Path = PARAMS_FILE) -> dict:
     try:
         Params.model_validate(params)
     except ValidationError as err:
-        raise ParamsError(_message(err, Path(path))) from None
+        raise ParamsError(validation_message(err, path)) from None
     return params
 
 

@@ -19,6 +19,54 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_store(must_exist: bool = False, writable: bool = True) -> str | None:
+    """The MLflow store of ``tracking_uri()``, checked before MLflow opens it, so a bad one
+    is one line naming it (a ``UserError``), not a SQLAlchemy traceback or minutes of
+    retries: an SQLite file must be a readable database (and writable with ``writable``);
+    a server must accept a connection within seconds. Returns the SQLite path (None for
+    a server)."""
+    import socket
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    from hwnas.errors import UserError
+
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        url = urlsplit(uri)
+        try:
+            port = url.port or (443 if url.scheme == "https" else 80)
+            with socket.create_connection((url.hostname or "", port), timeout=5):
+                pass
+        except (OSError, ValueError) as err:
+            raise UserError(f"MLFLOW_TRACKING_URI {uri}: no MLflow server answers "
+                            f"({getattr(err, 'strerror', None) or err})") from None
+        return None
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.exists():
+        if must_exist:
+            raise UserError(f"{path}: no MLflow store here; run the pipeline first or set "
+                            "MLFLOW_TRACKING_URI")
+        return str(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the MLflow store: {err.strerror}") from None
+    if head and head != SQLITE_HEADER:
+        raise UserError(f"{path}: not an SQLite database (the MLflow store is damaged); "
+                        "move it away or set MLFLOW_TRACKING_URI")
+    folder = path.parent if str(path.parent) else Path(".")
+    if writable and not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
+        raise UserError(f"{path}: the MLflow store is read-only (the file or its folder)")
+    return str(path)
+
+
 def git_commit(cwd: str | None = None) -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -41,13 +89,22 @@ def run(name: str, params: dict | None = None, tags: dict | None = None,
         nested: bool = False, experiment: str = EXPERIMENT) -> Iterator[object]:
     """An MLflow run tagged with the git commit (plus ``tags``); params logged
     flat. The run ends FAILED if the body raises. Outside any active run it nests
-    under the pipeline's stage run when the flow started this process."""
+    under the pipeline's stage run when the flow started this process. A store that
+    cannot be used is a ``UserError`` naming it, before the body runs."""
+    from hwnas.errors import UserError, one_line
+
+    store = check_store()
     mlflow = _mlflow()
-    mlflow.set_experiment(experiment)
     all_tags = {"git_commit": git_commit(), **(tags or {})}
     parent = None if nested or mlflow.active_run() else os.environ.get(PARENT_ENV)
-    with mlflow.start_run(run_name=name, nested=nested, tags=all_tags,
-                          parent_run_id=parent) as active:
+    try:
+        mlflow.set_experiment(experiment)
+        started = mlflow.start_run(run_name=name, nested=nested, tags=all_tags,
+                                   parent_run_id=parent)
+    except Exception as err:  # MlflowException, SQLAlchemy's errors (a locked database)...
+        raise UserError(f"{store or tracking_uri()}: cannot start an MLflow run: "
+                        f"{one_line(getattr(err, 'message', None) or err, 200)}") from None
+    with started as active:
         if params:
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         yield active

@@ -23,7 +23,7 @@ def main() -> None:
     from hwnas import tracking
     from hwnas.context import pipeline_baseline, train_context
     from hwnas.extract import export_onnx, save_subnet
-    from hwnas.files import atomic_dir, write_json
+    from hwnas.files import staged
     from hwnas.lineage import lineage_tags
     from hwnas.scratch import budget_epochs, scratch_runs
 
@@ -38,15 +38,16 @@ def main() -> None:
     with tracking.run("baseline", params={"arch": arch.encode(), "epochs": epochs,
                                           "seed": p["seed"], "seeds": n},
                       tags=lineage_tags("baseline", load_spec(p["hardware"]).spec_hash())), \
-            atomic_dir(layout.BASELINE_MODEL.parent) as folder:
+            staged() as files:
+        folder = files.dir(layout.BASELINE_MODEL.parent)
         net, rec = scratch_runs(params, arch, log=lambda m: say(f"  {m}"))
         model = folder / layout.BASELINE_MODEL.name
         diff = export_onnx(net, model.with_suffix(".onnx"), ctx.splits.test.x[:64])
         rec.update(budget=budget, test_images=len(ctx.splits.test), onnx_max_abs_diff=diff,
                    seconds=round(time.perf_counter() - t_start, 1))
-        tracking.log_metrics(rec)
         save_subnet(net, arch, model, rec)
-    write_json(layout.BASELINE / "metrics.json", rec)
+        files.json(layout.BASELINE / "metrics.json", rec)
+        tracking.log_metrics(rec)
     say(f"test {rec['accuracy']:.2f}% (mean of {n} run(s): {rec['accuracy_runs']}) after "
         f"{epochs} epochs, {rec['train_seconds']:.0f} s of training -> {layout.BASELINE_MODEL}")
 

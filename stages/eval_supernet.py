@@ -22,7 +22,7 @@ def main() -> None:
     from hwnas import tracking
     from hwnas.checkpoint import fingerprint
     from hwnas.context import train_context
-    from hwnas.files import write_json
+    from hwnas.files import staged
     from hwnas.proof import (probe_metrics, probe_subnets, rank_metrics, score_subnets,
                               scratch_results, spread_subnets)
     from hwnas.supernet import load_supernet
@@ -54,9 +54,10 @@ def main() -> None:
         tracking.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, str)})
     table = [{k: r[k] for k in ("name", "arch", "macs", "params", "inherited_acc", "scratch_acc",
                                 "scratch_accs", "scratch_seconds")} for r in rows]
-    write_json(layout.EVAL_SUPERNET / "rows.json", table)
-    write_json(layout.EVAL_SUPERNET / "probes.json", probe_rows)
-    write_json(layout.EVAL_SUPERNET / "metrics.json", metrics)
+    with staged() as files:  # every output, or none: the previous ones stay whole
+        files.json(layout.EVAL_SUPERNET / "rows.json", table)
+        files.json(layout.EVAL_SUPERNET / "probes.json", probe_rows)
+        files.json(layout.EVAL_SUPERNET / "metrics.json", metrics)
     print(json.dumps(metrics))
 
 

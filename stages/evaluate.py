@@ -22,7 +22,7 @@ def main() -> None:
     from hwnas.estimator import Estimator
     from hwnas.evaluation.metrics import headline
     from hwnas.evaluation.plots import plot
-    from hwnas.files import atomic_path, write_json, write_text
+    from hwnas.files import staged
     from hwnas.evaluation.report import report
     from hwnas.evaluation.run import BASELINES, evaluate, read_inputs
     from hwnas.lineage import lineage_tags
@@ -36,19 +36,20 @@ def main() -> None:
     metrics = ev.metrics
 
     out = layout.EVALUATE
-    with atomic_path(out / "pareto.png") as tmp:
-        plot(ev.candidates, ev.base_search, ev.models, BASELINES, tmp, metrics=metrics)
-    write_text(out / "report.md", report(metrics, ev.models, ev.table, ev.info))
-    write_json(out / "models.json", ev.models)
-    write_json(out / "table.json", ev.table)
-    write_json(out / "metrics.json", metrics)
-    write_json(layout.HEADLINE, headline(metrics))
     with tracking.run("evaluate", params={**p, "accuracy_mode": metrics["accuracy_mode"]},
                       tags=lineage_tags("evaluate", spec.spec_hash())):
         flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
         flat.update({f"memory_model.{k}": v for k, v in metrics.get("memory_model", {}).items()})
         flat.update({f"table.{k}": v for k, v in metrics["table"].items()})
-        tracking.log_metrics(flat)
+        with staged() as files:  # every output, or none: the previous ones stay whole
+            plot(ev.candidates, ev.base_search, ev.models, BASELINES,
+                 files.path(out / "pareto.png"), metrics=metrics)
+            files.text(out / "report.md", report(metrics, ev.models, ev.table, ev.info))
+            files.json(out / "models.json", ev.models)
+            files.json(out / "table.json", ev.table)
+            files.json(out / "metrics.json", metrics)
+            files.json(layout.HEADLINE, headline(metrics))
+            tracking.log_metrics(flat)
         tracking.log_artifacts(out, ("report.md", "pareto.png", "metrics.json"), log=say)
     t = metrics["targets"]
     say(f"latency -{100 * metrics['latency_reduction']:.1f}% at {metrics['accuracy_delta']:+.2f} "

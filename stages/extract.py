@@ -36,7 +36,7 @@ def main() -> None:
     from hwnas.extract import (ExtractError, FineTune, export_onnx, keep_better,
                                materialize, pick_subnets, read_pareto, save_subnet,
                                search_record)
-    from hwnas.files import atomic_dir, write_json
+    from hwnas.files import staged
     from hwnas.lineage import lineage_tags
     from hwnas.context import pipeline_baseline, train_context
     from hwnas.scratch import scratch_runs
@@ -62,7 +62,8 @@ def main() -> None:
     records, done, scratch = {}, {}, {}
     with tracking.run("extract", params={k: v for k, v in p.items()},
                       tags=lineage_tags("extract", spec.spec_hash())), \
-            atomic_dir(layout.SUBNETS) as folder:
+            staged() as files:
+        folder = files.dir(layout.SUBNETS)
         for i, (name, arch) in enumerate(archs.items(), 1):
             t0 = time.perf_counter()
             key = arch.encode()
@@ -101,12 +102,11 @@ def main() -> None:
                    **{f"{n}_accuracy": r["accuracy"] for n, r in records.items()},
                    **{f"{n}_inherited_accuracy": r["inherited_accuracy"]
                       for n, r in records.items()}}
+        files.json(layout.EXTRACTED, {
+            "hardware": spec.name, "finetune": {"epochs": ft.epochs, "lr": ft.lr},
+            "data": ctx.splits.summary(), "space": supernet.space.to_json(), "models": records})
+        files.json(layout.EXTRACT / "metrics.json", metrics)
         tracking.log_metrics(metrics)
-
-    write_json(layout.EXTRACTED, {
-        "hardware": spec.name, "finetune": {"epochs": ft.epochs, "lr": ft.lr},
-        "data": ctx.splits.summary(), "space": supernet.space.to_json(), "models": records})
-    write_json(layout.EXTRACT / "metrics.json", metrics)
     say(f"done in {seconds:.0f} s -> {layout.SUBNETS}/, {layout.EXTRACTED}")
 
 

@@ -13,7 +13,7 @@ from hwnas.params import load_params, run_stage
 
 
 def main() -> None:
-    from hwnas.files import atomic_path, write_json
+    from hwnas.files import staged
     from hwnas.search.objectives import make_objective_fn
     from hwnas.search.run import check_space, describe, load_search_context, plot, run_search
 
@@ -26,12 +26,11 @@ def main() -> None:
         if hasattr(scorer, "close"):
             scorer.close()
 
-    with atomic_path(layout.CANDIDATES) as tmp:
-        result.candidates.to_parquet(tmp, index=False)
-    write_json(layout.PARETO, result.pareto)
-    write_json(layout.SEARCH / "metrics.json", result.summary)
-    with atomic_path(layout.SEARCH / "pareto.png") as tmp:
-        plot(result, tmp)
+    with staged() as files:  # every output, or none: the previous ones stay whole
+        result.candidates.to_parquet(files.path(layout.CANDIDATES), index=False)
+        files.json(layout.PARETO, result.pareto)
+        files.json(layout.SEARCH / "metrics.json", result.summary)
+        plot(result, files.path(layout.SEARCH / "pareto.png"))
     s = result.summary
     print(f"search: {s['candidates']} candidates ({s['resumed_candidates']} from the journal, "
           f"{result.logged_runs} new MLflow candidate runs) in {s['search_seconds']:.0f} s")

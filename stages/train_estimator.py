@@ -19,10 +19,10 @@ def main(argv: list[str] | None = None) -> None:
     from hardware.spec import load_spec
     from hwnas import tracking
     from hwnas.estimator.microbench import backend_arg, read_table
-    from hwnas.files import atomic_dir, atomic_path
+    from hwnas.files import staged
     from hwnas.estimator.model import Estimator, LightGBMConfig, file_hash
-    from hwnas.estimator.train import (EvalConfig, config_from, flat_metrics, score_estimator,
-                                       train, write_metrics)
+    from hwnas.estimator.train import (EvalConfig, config_from, flat_metrics, public_metrics,
+                                       score_estimator, train)
 
     backend = backend_arg(argv, __doc__)
     params = load_params()
@@ -41,20 +41,20 @@ def main(argv: list[str] | None = None) -> None:
                       tags={"stage": "train_estimator", "hardware": hw,
                             "spec_hash": spec.spec_hash() if backend == "sim" else "cpu"}):
         # the old model and results stay until the new ones are whole
-        with atomic_dir(out_dir) as folder, atomic_path(res_dir / "pred_vs_true.png") as png:
+        with staged() as files:
+            folder, png = files.dir(out_dir), files.path(res_dir / "pred_vs_true.png")
             manifest = train(table, spec, backend, tcfg, folder, file_hash(data), threads)
             est = Estimator.load(folder, spec)  # score what was saved, from disk
             with Progress(transient=True) as bar:
                 task = bar.add_task(f"timing {ecfg.eval_networks} networks", total=None)
                 metrics = score_estimator(est, spec, backend, ecfg, png,
                                           progress=lambda n: bar.advance(task, n))
-        metrics["training_rows"] = {k: v["rows"] for k, v in manifest["kinds"].items()}
-        metrics["microbench_units"] = int(table["sample"].nunique())
-        tracking.log_metrics(flat_metrics(metrics))
+            metrics["training_rows"] = {k: v["rows"] for k, v in manifest["kinds"].items()}
+            metrics["microbench_units"] = int(table["sample"].nunique())
+            files.json(res_dir / "metrics.json", public_metrics(metrics))
+            metrics["_predictions"].to_csv(files.path(res_dir / "predictions.csv"), index=False)
+            tracking.log_metrics(flat_metrics(metrics))
         tracking.log_artifacts(res_dir, ("pred_vs_true.png",))
-    write_metrics(metrics, res_dir / "metrics.json")
-    with atomic_path(res_dir / "predictions.csv") as tmp:
-        metrics["_predictions"].to_csv(tmp, index=False)
     print(json.dumps({"hardware": hw, **metrics["network"], "memory": metrics["memory"]}))
 
 

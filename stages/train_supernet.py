@@ -15,9 +15,11 @@ from hwnas.params import load_params, run_stage, section
 
 def main() -> None:
     from hwnas import tracking
-    from hwnas.checkpoint import claim_run, save_atomic
+    import torch
+
+    from hwnas.checkpoint import claim_run
     from hwnas.context import train_context
-    from hwnas.files import write_json
+    from hwnas.files import staged
     from hwnas.supernet import supernet_state
     from hwnas.training import train_supernet
 
@@ -33,8 +35,9 @@ def main() -> None:
             log=lambda metrics, epoch: tracking.log_metrics(metrics, step=epoch))
         summary.update(ctx.splits.summary(), device=str(ctx.device))
         tracking.log_metrics({f"final_{k}": v for k, v in summary.items()})
-    save_atomic(supernet_state(supernet.cpu()), layout.SUPERNET)
-    write_json(layout.TRAIN_SUPERNET / "metrics.json", summary)
+    with staged() as files:  # both outputs, or neither: the previous ones stay whole
+        torch.save(supernet_state(supernet.cpu()), files.path(layout.SUPERNET))
+        files.json(layout.TRAIN_SUPERNET / "metrics.json", summary)
     print(json.dumps(summary))
 
 

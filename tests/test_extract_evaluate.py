@@ -354,7 +354,7 @@ def test_evaluate_stage_missing_input(tmp_path, monkeypatch, archs):
     (tmp_path / "results/search/pareto.json").write_text(json.dumps(_pareto(archs)))
     with pytest.raises(EvaluateError, match=r"candidates.parquet: not found"):
         stage.main()
-    pd.DataFrame([{"arch": archs["fast"].encode(), "accuracy": 1.0}]).to_parquet(
+    pd.DataFrame([{"arch": archs["fast"].encode(), "accuracy": 1.0, "latency_ms": 0.1}]).to_parquet(
         tmp_path / "results/search/candidates.parquet")
     with pytest.raises(EvaluateError, match=r"results/extract/subnets.json: not found"):
         stage.main()

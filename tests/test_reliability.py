@@ -595,3 +595,156 @@ def test_schedule_refuses_a_bad_cron_or_timezone(args, words, tmp_path):
                           text=True, timeout=120, env=env)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and all(w in lines[0] for w in words), lines
+
+
+# ---- stage inputs: params.yaml values and evaluate's artifacts, refused in one line -------
+
+def _params_edit(old: str, new: str):
+    return lambda text: text.replace(old, new, 1)
+
+
+PARAMS_CASES = {  # name: (edit of params.yaml's text, words the error must hold)
+    "seed 2^70 (torch overflows)": (_params_edit("  seed: 0", "  seed: 1180591620717411303424"), ["base.seed"]),
+    "threads 2^40 (torch overflows)": (_params_edit("  threads: 2 ", "  threads: 1099511627776 "),
+                                       ["train_supernet.threads"]),
+    "search workers 10^6": (_params_edit("  workers: 2 ", "  workers: 1000000 "), ["search.workers"]),
+    "references noise 5": (_params_edit("  noise: 0.0 ", "  noise: 5 "), ["references.noise"]),
+    "microbench samples 10^12": (_params_edit("  samples: 10000 ", "  samples: 1000000000000 "),
+                                 ["microbench.samples"]),
+    "eval_seed 2^40": (_params_edit("  eval_seed: 1000 ", "  eval_seed: 1099511627776 "),
+                       ["train_estimator.eval_seed"]),
+    "a key given twice": (_params_edit("  seed: 0", "  seed: 0\n  seed: 1"), ["seed", "given twice"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS_CASES))
+def test_bad_params_are_named(name, tmp_path):
+    from hwnas.params import ParamsError, load_params
+
+    edit, words = PARAMS_CASES[name]
+    path = tmp_path / "params.yaml"
+    path.write_text(edit(PARAMS.decode()))
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    assert all(w in str(err.value) for w in words) and "\n" not in str(err.value), err.value
+
+
+def _json_edit(fn):
+    def edit(path: Path):
+        data = json.loads(path.read_text())
+        path.write_text(json.dumps(fn(data) or data))
+    return edit
+
+
+def _table_edit(fn):
+    def edit(path: Path):
+        import pandas as pd
+        fn(pd.read_parquet(path)).to_parquet(path)
+    return edit
+
+
+def _first_model(key, value=None, drop=False):
+    def fn(d):
+        m = next(iter(d["models"].values()))
+        m.pop(key) if drop else m.__setitem__(key, value)
+    return fn
+
+
+EVALUATE_INPUTS = {  # name: (file, edit, words)
+    "pareto baseline accuracy a string": ("results/search/pareto.json",
+                                          _json_edit(lambda d: d["baseline"].update(accuracy="high")),
+                                          ["pareto.json", "baseline.accuracy"]),
+    "subnets.json a list": ("results/extract/subnets.json", lambda p: p.write_text("[]"),
+                            ["subnets.json", "JSON object"]),
+    "subnets.json without models": ("results/extract/subnets.json", _json_edit(lambda d: d.pop("models") and None),
+                                    ["subnets.json", "models: missing"]),
+    "a model without arch": ("results/extract/subnets.json", _json_edit(_first_model("arch", drop=True)),
+                             ["subnets.json", ".arch: missing"]),
+    "a model accuracy NaN": ("results/extract/subnets.json", _json_edit(_first_model("accuracy", float("nan"))),
+                             ["subnets.json", ".accuracy", "finite"]),
+    "space not a space": ("results/extract/subnets.json", _json_edit(lambda d: d.update(space={"x": 1})),
+                          ["subnets.json", "space", "not a search space"]),
+    "baseline metrics a list": ("results/baseline/metrics.json", lambda p: p.write_text("[1]"),
+                                ["baseline/metrics.json", "JSON object"]),
+    "baseline metrics without arch": ("results/baseline/metrics.json", _json_edit(lambda d: d.pop("arch") and None),
+                                      ["baseline/metrics.json", "arch: missing"]),
+    "baseline accuracy a string": ("results/baseline/metrics.json", _json_edit(lambda d: d.update(accuracy="x")),
+                                   ["baseline/metrics.json", "accuracy"]),
+    "candidates empty file": ("results/search/candidates.parquet", lambda p: p.write_bytes(b""),
+                              ["candidates.parquet", "not a readable parquet"]),
+    "candidates without arch": ("results/search/candidates.parquet", _table_edit(lambda d: d.drop(columns=["arch"])),
+                                ["candidates.parquet", "'arch'"]),
+    "candidates without rows": ("results/search/candidates.parquet", _table_edit(lambda d: d.iloc[:0]),
+                                ["candidates.parquet", "no rows"]),
+    "candidates accuracy text": ("results/search/candidates.parquet",
+                                 _table_edit(lambda d: d.assign(accuracy=d["accuracy"].astype(str))),
+                                 ["candidates.parquet", "'accuracy'"]),
+    "candidates latency NaN": ("results/search/candidates.parquet",
+                               _table_edit(lambda d: d.assign(latency_ms=float("nan"))),
+                               ["candidates.parquet", "'latency_ms'"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EVALUATE_INPUTS))
+def test_bad_evaluate_inputs_are_named(name, tmp_path, monkeypatch):
+    """Each was a traceback (KeyError, TypeError, ArrowInvalid) before any output."""
+    import pandas as pd
+
+    from hwnas.evaluation.run import read_inputs
+    from hwnas.errors import UserError
+
+    for f in ("results/search/pareto.json", "results/extract/subnets.json", "results/baseline/metrics.json"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / f, tmp_path / f)
+    front = json.loads((ROOT / "results/search/pareto.json").read_text())["pareto"]
+    pd.DataFrame({"arch": [e["arch"] for e in front], "accuracy": [float(e["accuracy"]) for e in front],
+                  "latency_ms": [float(e["latency_ms"]) for e in front]}).to_parquet(
+        tmp_path / "results/search/candidates.parquet")
+    monkeypatch.chdir(tmp_path)
+    read_inputs()  # the copies are good
+    file, edit, words = EVALUATE_INPUTS[name]
+    edit(tmp_path / file)
+    with pytest.raises(UserError) as err:
+        read_inputs()
+    assert all(w in str(err.value) for w in words) and "\n" not in str(err.value), err.value
+
+
+def test_a_stage_failing_at_its_last_output_keeps_every_output(tmp_path):
+    """evaluate wrote report.md, then refused a NaN in models.json: report.md was new, the
+    rest old. ``staged`` renames nothing until every output is written."""
+    from hwnas.errors import UserError
+    from hwnas.files import staged
+
+    (tmp_path / "old").mkdir()
+    for name in ("a.md", "b.json", "old/m.pt"):
+        (tmp_path / name).write_bytes(OLD)
+    before = _tree(tmp_path)
+    with pytest.raises(UserError, match="c.json"):
+        with staged() as files:
+            (files.dir(tmp_path / "old") / "m.pt").write_bytes(b"new")
+            files.text(tmp_path / "a.md", "new")
+            files.json(tmp_path / "b.json", {"x": 1})
+            files.json(tmp_path / "c.json", {"x": float("nan")})
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("uri, words", [
+    ("http://127.0.0.1:9", ["http://127.0.0.1:9", "no MLflow server answers"]),
+    ("sqlite:///garbage.db", ["garbage.db", "not an SQLite database"]),
+])
+def test_a_stage_run_on_a_bad_store_is_one_line_before_its_body(uri, words, tmp_path, monkeypatch):
+    """A dead server took minutes of MLflow retries, then a traceback; a garbage store a
+    SQLAlchemy traceback after the outputs were written."""
+    import time
+
+    from hwnas import tracking
+    from hwnas.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "garbage.db").write_bytes(bytes(range(256)) * 4)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    t0 = time.monotonic()
+    with pytest.raises(UserError) as err:
+        with tracking.run("stage"):
+            raise AssertionError("the body ran")
+    assert time.monotonic() - t0 < 10 and all(w in str(err.value) for w in words), err.value

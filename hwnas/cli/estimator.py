@@ -15,6 +15,7 @@ from hwnas.cli.app import app, console
 from hwnas.cli.inputs import (HardwareOpt, InputError, JsonOpt, check_number, echo_json, fail,
                               load_estimator, read_archs, warn_out_of_range)
 from hwnas.files import atomic_dir, atomic_path
+from hwnas.params import MAX_SAMPLES
 
 
 @app.command()
@@ -61,7 +62,7 @@ def microbench(
     backend: Annotated[str, typer.Option(help="sim (the simulator, noise on) or cpu (this CPU).")] = "sim",
     hardware: Annotated[Optional[str], typer.Option(
         "--hardware", "-H", help="Spec name or YAML (default: params.yaml's base.hardware).")] = None,
-    samples: Annotated[Optional[int], typer.Option(min=1, max=10_000_000, help="At most this many units.")] = None,
+    samples: Annotated[Optional[int], typer.Option(min=1, max=MAX_SAMPLES, help="At most this many units.")] = None,
     time_budget: Annotated[Optional[float], typer.Option(help="Seconds before sampling stops.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Parquet table to write.")] = None,
     params: Annotated[Path, typer.Option(help="params.yaml with a microbench section.")] = Path("params.yaml"),

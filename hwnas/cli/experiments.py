@@ -9,9 +9,9 @@ from rich.table import Table
 from hardware.spec import SpecError
 from hwnas import layout
 from hwnas.cli.app import app, console
-from hwnas.cli.inputs import MAX_SEED, fail
+from hwnas.cli.inputs import fail
 from hwnas.files import atomic_path, write_json
-from hwnas.params import ACCURACY_MODES
+from hwnas.params import ACCURACY_MODES, MAX_SEED, MAX_WORKERS
 
 RUNNERS = ("threads", "processes")
 experiment_app = typer.Typer(no_args_is_help=True, help="Experiments that measure the tool's claims.")
@@ -37,7 +37,7 @@ def experiment_zeroshot(
     epochs: Annotated[int, typer.Option(min=1, max=1000, help="From-scratch epochs per network.")] = 2,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Sampling and training seed.")] = 0,
     runner: Annotated[str, typer.Option(help=" | ".join(RUNNERS))] = "threads",
-    workers: Annotated[int, typer.Option(min=1, max=1024, help="Parallel trainings.")] = 2,
+    workers: Annotated[int, typer.Option(min=1, max=MAX_WORKERS, help="Parallel trainings.")] = 2,
     dask_address: Annotated[Optional[str], typer.Option(
         help="Train on a Dask cluster (scheduler address) instead.")] = None,
 ):

@@ -116,38 +116,15 @@ def schedule(
     pipeline.serve(name=name, schedules=[Cron(cron, timezone=timezone)])
 
 
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
 def tracking_store(must_exist: bool, writable: bool) -> str | None:
-    """The SQLite file of the MLflow tracking URI (None for a server or another backend),
-    checked before MLflow opens it: random bytes or a read-only file are named in one line
-    here, not in a SQLAlchemy traceback later."""
-    from pathlib import Path
+    """The MLflow store, checked before MLflow opens it (``hwnas.tracking.check_store``)."""
+    from hwnas.errors import UserError
+    from hwnas.tracking import check_store
 
-    from hwnas.tracking import tracking_uri
-
-    uri = tracking_uri()
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = Path(uri.removeprefix("sqlite:///"))
-    if not path.exists():
-        if must_exist:
-            fail(f"{path}: no MLflow store here; run the pipeline first or set "
-                 "MLFLOW_TRACKING_URI")
-        return str(path)
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(len(SQLITE_HEADER))
-    except OSError as err:
-        fail(f"{path}: cannot read the MLflow store: {err.strerror}")
-    if head and head != SQLITE_HEADER:
-        fail(f"{path}: not an SQLite database (the MLflow store is damaged); move it away "
-             "or set MLFLOW_TRACKING_URI")
-    folder = path.parent if str(path.parent) else Path(".")
-    if writable and not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
-        fail(f"{path}: the MLflow store is read-only (the file or its folder)")
-    return str(path)
+        return check_store(must_exist, writable)
+    except UserError as err:
+        fail(str(err))
 
 
 @app.command()

@@ -317,24 +317,13 @@ def run_microbench(cfg: MicrobenchConfig, spec: HardwareSpec | None,
     return table
 
 
-REQUIRED_COLUMNS = ("sample", "kind", "latency_ms", "kernel_index")
+REQUIRED_COLUMNS = {"sample": "number", "kind": "text", "latency_ms": "number",
+                    "kernel_index": "number"}
 
 
 def read_table(path) -> pd.DataFrame:
-    """Read a microbenchmark parquet table; a clear MicrobenchError if it cannot be used."""
-    from pathlib import Path
+    """Read a microbenchmark parquet table; a clear error naming it if it cannot be used."""
+    from hwnas.files import read_table as read_checked
 
-    path = Path(path)
-    if not path.is_file():
-        raise MicrobenchError(f"{path}: microbenchmark table not found (run `hwnas microbench` "
-                              f"or `dvc repro microbench`)")
-    try:
-        table = pd.read_parquet(path)
-    except Exception as err:  # pyarrow raises several types for a corrupt file
-        raise MicrobenchError(f"{path}: not a readable parquet table: {err}") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    if missing:
-        raise MicrobenchError(f"{path}: microbenchmark table lacks column '{missing[0]}'")
-    if table.empty:
-        raise MicrobenchError(f"{path}: microbenchmark table has no rows")
-    return table
+    return read_checked(path, REQUIRED_COLUMNS, "microbenchmark table not found (run "
+                        "`hwnas microbench` or `dvc repro microbench`)", MicrobenchError)

@@ -19,7 +19,6 @@ from hwnas.estimator.decompose import feature_names
 from hwnas.estimator.microbench import GROUPING, MicrobenchConfig
 from hwnas.estimator.model import (Estimator, LightGBMConfig, fit_calibration, fit_models, save,
                                    training_frame)
-from hwnas.files import write_json
 
 
 def config_from(cls, params: dict):
@@ -126,8 +125,9 @@ def score_estimator(est: Estimator, spec: HardwareSpec, backend: str, cfg: EvalC
     return metrics
 
 
-def write_metrics(metrics: dict, path: Path) -> None:
-    write_json(path, {k: v for k, v in metrics.items() if not k.startswith("_")})
+def public_metrics(metrics: dict) -> dict:
+    """``metrics`` without its private entries (``_predictions``): what metrics.json holds."""
+    return {k: v for k, v in metrics.items() if not k.startswith("_")}
 
 
 def flat_metrics(metrics: dict, prefix: str = "") -> dict:
@@ -145,4 +145,4 @@ def flat_metrics(metrics: dict, prefix: str = "") -> dict:
 
 
 __all__ = ["MicrobenchConfig", "LightGBMConfig", "EvalConfig", "config_from", "train",
-           "write_metrics", "flat_metrics"]
+           "public_metrics", "flat_metrics"]

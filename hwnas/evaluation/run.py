@@ -23,24 +23,95 @@ class Inputs:
     scratch: dict              # the baseline from scratch (its metrics.json)
 
 
-def _read_json(path: Path, stage: str) -> dict:
+def _schemas() -> dict:
+    """What the evaluation reads of each JSON input (other keys are passed through)."""
+    from typing import Annotated, Optional
+
+    from pydantic import AfterValidator, ConfigDict
+
+    from hwnas.params import _Section
+
+    class Loose(_Section):  # strict types, finite numbers; unknown keys kept
+        model_config = ConfigDict(extra="allow", strict=True)
+
+    def space(v: dict) -> dict:
+        from hwnas.space import SearchSpace
+
+        try:
+            SearchSpace.from_json(v)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"not a search space ({type(err).__name__}: {err})") from None
+        return v
+
+    class Model(Loose):  # a trained network's record
+        arch: str
+        accuracy: float
+        accuracy_runs: Optional[list[float]] = None
+
+    class Scored(Loose):  # the search's baseline
+        arch: str
+        accuracy: float
+
+    class Pareto(Loose):
+        baseline: Scored
+        accuracy_mode: Optional[str] = None
+
+    class Data(Loose):
+        dataset: str
+        test: int
+
+    class FineTune(Loose):
+        epochs: int
+        lr: float
+
+    class Extracted(Loose):
+        hardware: Optional[str] = None
+        space: Annotated[dict, AfterValidator(space)]
+        models: dict[str, Model]
+        data: Data
+        finetune: FineTune
+
+    return {"pareto": Pareto, "extracted": Extracted, "scratch": Model}
+
+
+def _checked(data, schema, path: Path):
+    from pydantic import ValidationError
+
+    from hwnas.params import validation_message
+
+    if not isinstance(data, dict):
+        raise EvaluateError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    try:
+        schema.model_validate(data)
+    except ValidationError as err:
+        raise EvaluateError(validation_message(err, path)) from None
+    return data
+
+
+def _read_json(path: Path, stage: str, schema) -> dict:
     if not path.is_file():
         raise EvaluateError(f"{path}: not found; run the {stage} stage first")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
         raise EvaluateError(f"{path}: not valid JSON: {err}") from None
+    return _checked(data, schema, path)
+
+
+CANDIDATE_COLUMNS = {"arch": "text", "accuracy": "number", "latency_ms": "number"}
 
 
 def read_inputs() -> Inputs:
     from hwnas.extract import read_pareto
+    from hwnas.files import read_table
 
-    pareto = read_pareto(layout.PARETO)
-    if not layout.CANDIDATES.is_file():
-        raise EvaluateError(f"{layout.CANDIDATES}: not found; run the search stage first")
-    return Inputs(pareto, pd.read_parquet(layout.CANDIDATES),
-                  _read_json(layout.EXTRACTED, "extract"),
-                  _read_json(layout.BASELINE / "metrics.json", "baseline"))
+    schemas = _schemas()
+    pareto = _checked(read_pareto(layout.PARETO), schemas["pareto"], layout.PARETO)
+    candidates = read_table(layout.CANDIDATES, CANDIDATE_COLUMNS,
+                            "not found; run the search stage first", EvaluateError)
+    return Inputs(pareto, candidates,
+                  _read_json(layout.EXTRACTED, "extract", schemas["extracted"]),
+                  _read_json(layout.BASELINE / "metrics.json", "baseline", schemas["scratch"]))
 
 
 @dataclass
