@@ -22,9 +22,9 @@ def main() -> None:
     from hwnas.estimator import Estimator
     from hwnas.evaluation.metrics import headline
     from hwnas.evaluation.plots import plot
-    from hwnas.files import staged
     from hwnas.evaluation.report import report
     from hwnas.evaluation.run import BASELINES, evaluate, read_inputs
+    from hwnas.files import staged
     from hwnas.lineage import lineage_tags
 
     p = section(load_params(), "evaluate")

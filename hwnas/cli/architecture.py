@@ -10,8 +10,9 @@ from rich.table import Table
 from hardware.spec import DEFAULT_SPEC, SpecError, available_specs, load_spec
 from hwnas.arch import ArchError
 from hwnas.cli.app import app, console
-from hwnas.cli.inputs import (MAX_SEED, HardwareOpt, InputError, JsonOpt, check_number, echo_json, fail,
+from hwnas.cli.inputs import (HardwareOpt, InputError, JsonOpt, check_number, echo_json, fail,
                               one_line, parse_op, read_archs)
+from hwnas.params import MAX_SEED
 from hwnas.registry import REFERENCES, reference
 
 

@@ -14,7 +14,6 @@ from hardware.spec import DEFAULT_SPEC, OP_KINDS, available_specs, load_spec
 from hwnas.arch import (MAX_RESOLUTION, ArchError, ArchSpec, check_channels, check_int,
                         check_kernel, check_stride, from_json, parse_arch)
 from hwnas.errors import UserError, one_line
-from hwnas.params import MAX_SEED
 from hwnas.registry import REFERENCES, reference
 
 HardwareOpt = Annotated[str, typer.Option("--hardware", "-H",
