@@ -57,16 +57,6 @@ def stage_metrics(stage: str, lock: Path = LOCK_FILE) -> dict[str, float]:
     return out
 
 
-def lineage_tags(stage: str, spec_hash: str | None = None) -> dict[str, str]:
-    """Tags of a stage's own runs. The hashes of its inputs and outputs are added by the
-    pipeline once ``dvc repro`` has written them to dvc.lock (read here they would be the
-    previous run's)."""
-    tags = {"stage": stage}
-    if spec_hash:
-        tags["hardware_spec_hash"] = spec_hash
-    return tags
-
-
 def describe(run_id: str) -> list[str]:
     """Human-readable lineage of a run: itself, its ancestors, and the stage runs
     beside it in the same pipeline run (data, estimator, supernet, search)."""
@@ -97,10 +87,23 @@ def describe(run_id: str) -> list[str]:
     if siblings:
         lines.append(f"stages of pipeline run {top.info.run_id}:")
     for s in siblings:
-        lines.append(_run_line(s, "  - "))
+        lines.append(_run_line(s, "  - ") + _against_lock(s))
         lines += [f"      {k} = {v}" for k, v in sorted(s.data.tags.items())
                   if k.startswith("dvc.") or k == "hardware_spec_hash"]
     return lines
+
+
+def _against_lock(stage_run) -> str:
+    """Whether the workspace's dvc.lock still records what this stage run made."""
+    tags = {k: v for k, v in stage_run.data.tags.items() if k.startswith("dvc.")}
+    if not tags:
+        return ""
+    lock = dvc_lock_hashes(stage_run.data.tags.get("stage", ""))
+    if tags == lock:
+        return " (= dvc.lock)"
+    changed = sorted(k.split(".", 2)[2] for k in tags.keys() | lock.keys()
+                     if tags.get(k) != lock.get(k))
+    return f" (dvc.lock differs: {', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''})"
 
 
 def _run_line(run, prefix: str) -> str:

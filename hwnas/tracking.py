@@ -110,6 +110,13 @@ def run(name: str, params: dict | None = None, tags: dict | None = None,
         yield active
 
 
+def stage_tags(stage: str, spec_hash: str | None = None) -> dict[str, str]:
+    """Tags of a stage's own runs. The hashes of its inputs and outputs are added by the
+    pipeline once ``dvc repro`` has written them to dvc.lock (``hwnas.lineage``; read
+    here, they would be the previous run's)."""
+    return {"stage": stage, **({"hardware_spec_hash": spec_hash} if spec_hash else {})}
+
+
 def log_metrics(metrics: dict, step: int | None = None) -> None:
     """Log the numeric entries of ``metrics`` to the active run."""
     mlflow = _mlflow()

@@ -24,7 +24,6 @@ def main() -> None:
     from hwnas.context import pipeline_baseline, train_context
     from hwnas.extract import export_onnx, save_subnet
     from hwnas.files import staged
-    from hwnas.lineage import lineage_tags
     from hwnas.scratch import budget_epochs, scratch_runs
 
     params = load_params()
@@ -37,7 +36,7 @@ def main() -> None:
     say(f"{arch.encode()} from scratch, {budget}, {n} seed(s)")
     with tracking.run("baseline", params={"arch": arch.encode(), "epochs": epochs,
                                           "seed": p["seed"], "seeds": n},
-                      tags=lineage_tags("baseline", load_spec(p["hardware"]).spec_hash())), \
+                      tags=tracking.stage_tags("baseline", load_spec(p["hardware"]).spec_hash())), \
             staged() as files:
         folder = files.dir(layout.BASELINE_MODEL.parent)
         net, rec = scratch_runs(params, arch, log=lambda m: say(f"  {m}"))

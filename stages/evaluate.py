@@ -25,7 +25,6 @@ def main() -> None:
     from hwnas.evaluation.report import report
     from hwnas.evaluation.run import BASELINES, evaluate, read_inputs
     from hwnas.files import staged
-    from hwnas.lineage import lineage_tags
 
     p = section(load_params(), "evaluate")
     t0 = time.perf_counter()
@@ -37,7 +36,7 @@ def main() -> None:
 
     out = layout.EVALUATE
     with tracking.run("evaluate", params={**p, "accuracy_mode": metrics["accuracy_mode"]},
-                      tags=lineage_tags("evaluate", spec.spec_hash())):
+                      tags=tracking.stage_tags("evaluate", spec.spec_hash())):
         flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
         flat.update({f"memory_model.{k}": v for k, v in metrics.get("memory_model", {}).items()})
         flat.update({f"table.{k}": v for k, v in metrics["table"].items()})

@@ -37,7 +37,6 @@ def main() -> None:
                                materialize, pick_subnets, read_pareto, save_subnet,
                                search_record)
     from hwnas.files import staged
-    from hwnas.lineage import lineage_tags
     from hwnas.context import pipeline_baseline, train_context
     from hwnas.scratch import scratch_runs
     from hwnas.supernet import load_supernet
@@ -61,7 +60,7 @@ def main() -> None:
 
     records, done, scratch = {}, {}, {}
     with tracking.run("extract", params={k: v for k, v in p.items()},
-                      tags=lineage_tags("extract", spec.spec_hash())), \
+                      tags=tracking.stage_tags("extract", spec.spec_hash())), \
             staged() as files:
         folder = files.dir(layout.SUBNETS)
         for i, (name, arch) in enumerate(archs.items(), 1):

@@ -81,6 +81,10 @@ def test_flow_runs_stages_in_order_with_mlflow_lineage(project, harness):
     assert own.data.tags["mlflow.parentRunId"] == child.info.run_id
     for run in (child, own):
         assert {k: v for k, v in run.data.tags.items() if k.startswith("dvc.")} == lock
+    from hwnas.lineage import describe
+
+    [line] = [x for x in describe(own.info.run_id) if x.startswith("  - stage:second")]
+    assert line.endswith("(= dvc.lock)")  # hwnas lineage: the workspace holds what it made
     # the stage's metrics.json, named in MLflow's alphabet
     assert child.data.metrics == {"score": 1.5, "nested.n_32": 2.0}
     # a second run has nothing to do: DVC decides, Prefect does not cache

@@ -104,7 +104,6 @@ def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
     from hwnas import tracking
     from hwnas.checkpoint import claim_run
     from hwnas.files import read_journal
-    from hwnas.lineage import lineage_tags
     from hwnas.search.evolution import Constraints, search
     from hwnas.search.choice import summarize
     from hwnas.search.objectives import check_feasible
@@ -121,7 +120,7 @@ def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
     fp = fingerprint(p, layout.SUPERNET, ctx.estimator_dir / "manifest.json")
     journal = layout.SEARCH_JOURNAL / f"{fp}.jsonl"
     with tracking.run("search", params={**p, "space": space.name},
-                      tags={**lineage_tags("search", spec.spec_hash()),
+                      tags={**tracking.stage_tags("search", spec.spec_hash()),
                             tracking.FINGERPRINT_TAG: fp}) as active, \
             Progress() as bar:
         claim_run(layout.SEARCH_JOURNAL / "mlflow_run", active.info.run_id)
