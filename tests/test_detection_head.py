@@ -15,6 +15,7 @@ from hwnas.simulation import simulate_arch
 from hwnas.space import SpaceConfig, _space
 from hwnas.supernet import SuperNet, extract_subnet, load_supernet, supernet_state
 from hwnas.tasks.detection import metrics, modules
+from hwnas.tasks.detection.coco import DetectionData
 from hwnas.tasks.detection.head import DetectionHead
 
 ARCH = ("det:i1x96x96-stem_k3_c16_s2-ibn_k3_e6_c16_s2-ibn_k3_e6_c24_s2-ibn_k3_e6_c24_s1"
@@ -101,6 +102,10 @@ def test_targets_round_trip_through_decode():
             assert (iou.amax(0) > 0.9).all()
             assert torch.equal(p["labels"][iou.argmax(0)], t["labels"])
     assert metrics.mean_average_precision(preds, targets) == {"map": 1.0, "map_50": 1.0}
+    data = DetectionData(torch.full((3, 1, 32, 32), 51, dtype=torch.uint8), targets, [1, 2, 3],
+                         ["a", "b", "c"], ["0", "1"], [1, 2], 32)
+    split = modules.tensor_data(data, HEAD, 0.1, 0.5)
+    assert torch.equal(split.y, y) and torch.allclose(split.x, torch.full((3, 1, 32, 32), 0.2))
 
 
 def test_nms_removes_duplicates():

@@ -6,7 +6,8 @@ Loss and decode use ``torchvision.ops`` only (no hand-written IoU or NMS):
   ``[classes + 4, H, W]`` at the head's stride: channels ``:classes`` the 0/1 heatmap, the last 4
   the assigned box (xyxy, pixels; 0 where no object is assigned). So a split is a plain
   ``hwnas.data.TensorData(x, y)`` and the ``Loader`` batches it like a classification split
-  (no translation augmentation: it would move the pixels and not the boxes).
+  (no translation augmentation: it would move the pixels and not the boxes); ``tensor_data``
+  makes that split from a ``DetectionData``.
   Assignment (FCOS with centre sampling): a cell is positive for a box when its centre lies
   inside the box and within ``CENTER_RADIUS`` strides of the box's centre; the cell holding the
   box's centre always is (small boxes keep one positive); a cell claimed by several boxes goes
@@ -27,8 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, box_area, generalized_box_iou_loss, sigmoid_focal_loss
 
+from hwnas.data import TensorData
 from hwnas.model import HEADS, ConvBNAct
 from hwnas.supernet import DYNAMIC_HEADS, DynamicConvBN
+from hwnas.tasks.detection.coco import DetectionData
 from hwnas.tasks.detection.head import BOX_CHANNELS, HEAD_KERNEL, DetectionHead
 
 CENTER_RADIUS = 1.5  # strides; FCOS's centre sampling
@@ -140,6 +143,12 @@ def encode_targets(targets: list[dict[str, torch.Tensor]], head: DetectionHead,
     if not targets:
         return torch.zeros(0, head.out_channels, size, size)
     return torch.stack([encode_image(t["boxes"], t["labels"], head, resolution) for t in targets])
+
+
+def tensor_data(data: DetectionData, head: DetectionHead, mean: float, std: float) -> TensorData:
+    """A split as the ``Loader``'s (x, y): images as normalized float32, dense targets."""
+    x = (data.images.float() / 255 - mean) / std
+    return TensorData(x, encode_targets(data.targets, head, data.resolution))
 
 
 # ---- loss -----------------------------------------------------------------------------------
