@@ -12,7 +12,8 @@ overrides (``key=json``, e.g. ``--scene 'digit_scale=[0.3,0.6]'``), generated on
 ``--data``. Backbone: ``SearchSpace.baseline()`` of a curated space whose stages are
 16/24/32/48 channels x depths 1/2/3/2 with strides 2/2/1/1 after a stride-2 stem (total
 stride 8: a 12x12 map at 96 px), IBN k3 e6, then ``DetectionHead``. Training: AdamW, linear
-warmup + cosine (``hwnas.training.lr_at``), channels_last, 2 threads, no augmentation. The
+warmup + cosine (``hwnas.training.lr_at``), channels_last, no augmentation, 1 torch thread
+(``--threads``; on a shared 2-core machine 2 threads were 3-10x slower per step). The
 presence threshold is chosen on val; mAP is torchmetrics' (faster_coco_eval backend); the
 test split is only reported, never selected on.
 """
