@@ -223,6 +223,7 @@ def validate(arch: ArchSpec) -> ArchSpec:
         raise ArchError(f"name: must not contain ':' or spaces, got {arch.name!r}")
     h, w = arch.input.height, arch.input.width
     h, w = ceil(h / arch.stem.stride), ceil(w / arch.stem.stride)
+    stride = arch.stem.stride
     for i, (b, cin) in enumerate(zip(arch.blocks, arch.channels())):
         where = f"blocks[{i}]"
         if b.type not in BLOCK_TYPES:
@@ -243,10 +244,13 @@ def validate(arch: ArchSpec) -> ArchSpec:
             raise ArchError(f"{where}.stride: input {arch.input.height}x{arch.input.width} is "
                             f"too small for the strides up to here (feature map is {h}x{w})")
         h, w = ceil(h / b.stride), ceil(w / b.stride)
+        stride *= b.stride
     head_cls = HEADS.get(getattr(arch.head, "task", None))
     if head_cls is None or not isinstance(arch.head, head_cls):
         raise ArchError(f"head.task: unknown task (known: {', '.join(HEADS)})")
     arch.head.validate()
+    if hasattr(arch.head, "validate_arch"):  # a head that reads the feature map's stride
+        arch.head.validate_arch(stride)
     return arch
 
 
@@ -359,3 +363,8 @@ def parse_arch(text: str) -> ArchSpec:
     """A JSON object or a compact string (the CLI's inline ARCH forms)."""
     text = text.strip()
     return from_json(text) if text.startswith("{") else decode(text)
+
+
+# The tasks' heads register into HEADS (and their ops into hwnas.lowering.HEAD_OPS) when
+# hwnas.lowering loads (its last line), so every import of hwnas.arch knows them.
+import hwnas.lowering  # noqa: E402,F401

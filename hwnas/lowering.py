@@ -154,3 +154,6 @@ def feature_map_sizes(arch: ArchSpec) -> list[tuple[int, int]]:
         sizes.append((h, w))
         h, w = ceil(h / b.stride), ceil(w / b.stride)
     return sizes
+
+
+import hwnas.tasks  # noqa: E402,F401  the tasks' heads register into HEADS and HEAD_OPS

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hwnas import tasks
 from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead
 
 
@@ -85,6 +86,7 @@ class Network(nn.Module):
                               arch.stem.stride)
         self.blocks = nn.Sequential(*(BLOCKS[b.type](cin, b)
                                       for cin, b in zip(arch.channels(), arch.blocks)))
+        tasks.load_torch(arch.head.task)
         self.head = HEADS[arch.head.task](arch.last_channels, arch.head)
 
     def forward(self, x):

@@ -17,7 +17,8 @@ from math import ceil, floor, prod
 import numpy as np
 
 from hardware.spec import HardwareSpec
-from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead, InputSpec, StemSpec, validate
+from hwnas.arch import (HEADS, ArchSpec, BlockSpec, ClassificationHead, InputSpec, StemSpec,
+                        validate)
 from hwnas.errors import UserError
 
 STEM_KERNEL = 3  # every network of a space has a 3x3 stem
@@ -220,7 +221,10 @@ class SearchSpace:
     # ---- as data (stored with a supernet's weights so a checkpoint rebuilds alone) ----
 
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if self.head.task != ClassificationHead.task:  # a classifier's head keeps its old form
+            out["head"] = self.head.to_json()
+        return out
 
     @classmethod
     def from_json(cls, data: dict) -> "SearchSpace":
@@ -231,8 +235,14 @@ class SearchSpace:
             stages=tuple(StageChoices(**{k: t(v) if isinstance(v, list) else v
                                          for k, v in s.items()})
                          for s in data["stages"]),
-            head=ClassificationHead(**data["head"]), stem_stride=data["stem_stride"],
+            head=_head(data["head"]), stem_stride=data["stem_stride"],
             depth_multipliers=t(data.get("depth_multipliers")))
+
+
+def _head(data: dict):
+    """A space's head from its JSON (a classifier's has no ``task``: the old form)."""
+    data = {"task": ClassificationHead.task, **data}
+    return HEADS[data["task"]].from_json(data, "space.head")
 
 
 # Base stage table for a MobileNetV2-like backbone: (channels, depth, stride).

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas import tasks
 from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead
 from hwnas.errors import UserError, one_line
 from hwnas.model import ConvBNAct, Network, build_model
@@ -173,6 +174,10 @@ class DynamicClassifierHead(nn.Module):
         target.fc.bias.copy_(self.fc.bias)
 
 
+# The elastic head of each task, keyed by ``head.task`` (a task's package adds its own).
+DYNAMIC_HEADS: dict[str, type[nn.Module]] = {"classification": DynamicClassifierHead}
+
+
 # ---- the supernet ------------------------------------------------------------------------
 
 
@@ -203,7 +208,8 @@ class SuperNet(nn.Module):
             self.mid_max.append(mids)
             cin = out
         self.stages = nn.ModuleList(stages)
-        self.head = DynamicClassifierHead(cin, space.head)
+        tasks.load_torch(space.head.task)
+        self.head = DYNAMIC_HEADS[space.head.task](cin, space.head)
         # Blocks after a stage's first are residual; their last BN starts at zero so each
         # starts as the identity (BigNAS): a shallower subnet then computes nearly what the
         # deeper one does. Measured: +1.3 to +2.6 points inherited on the middle subnets.

@@ -1,13 +1,10 @@
 """Detection metrics: COCO mAP and presence accuracy.
 
-mAP is COCO's own evaluation (``faster_coco_eval.COCOeval_faster``, the C++ port of
-pycocotools that ``torchmetrics.detection.MeanAveragePrecision`` runs as its
-``faster_coco_eval`` backend), fed the same way torchmetrics feeds it: boxes xyxy in pixels,
-area = box area, 100 detections per image, classes = the labels seen in targets and
-predictions (a class with no ground truth is left out of the mean). ``map`` is
-mAP@[.5:.95], ``map_50`` mAP@0.5; with no ground-truth box at all both are -1 (COCO's
-"undefined"). torchmetrics itself is not used: it refuses to run without torchvision, and no
-torchvision wheel built for the CPU torch 2.13.0 can be installed here.
+mAP is COCO's own evaluation run by ``torchmetrics.detection.MeanAveragePrecision`` with its
+``faster_coco_eval`` backend (the C++ port of pycocotools): boxes xyxy in pixels, 100 detections
+per image, classes = the labels seen in targets and predictions (a class with no ground truth
+is left out of the mean). ``map`` is mAP@[.5:.95], ``map_50`` mAP@0.5; with no ground-truth box
+at all both are -1 (COCO's "undefined").
 
 Presence: an image is "present" when any predicted box scores at least ``score_threshold``,
 and truly present when it has any ground-truth box; presence accuracy is the share of
@@ -40,42 +37,22 @@ def _rows(d: Target, keys: tuple[str, ...], what: str, i: int) -> dict[str, np.n
     return out
 
 
-def _xywh(boxes: np.ndarray) -> np.ndarray:
-    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-
-
 def mean_average_precision(preds: Sequence[Target], targets: Sequence[Target]) -> dict[str, float]:
     """``{"map": mAP@[.5:.95], "map_50": mAP@0.5}`` over all images (COCO's evaluation)."""
-    from faster_coco_eval import COCO, COCOeval_faster
+    from torchmetrics.detection import MeanAveragePrecision
 
     if len(preds) != len(targets):
         raise ValueError(f"{len(preds)} predictions for {len(targets)} targets")
-    images, annotations, detections, classes = [], [], [], set()
-    for i, (p, t) in enumerate(zip(preds, targets)):
-        t = _rows(t, ("boxes", "labels"), "targets", i)
-        p = _rows(p, ("boxes", "scores", "labels"), "preds", i)
-        images.append({"id": i + 1})
-        for box, label in zip(_xywh(t["boxes"]).tolist(), t["labels"].tolist()):
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
-                                "category_id": int(label) + 1, "bbox": box,
-                                "area": box[2] * box[3], "iscrowd": 0})
-            classes.add(int(label))
-        for box, score, label in zip(_xywh(p["boxes"]).tolist(), p["scores"].tolist(),
-                                     p["labels"].tolist()):
-            detections.append({"image_id": i + 1, "category_id": int(label) + 1, "bbox": box,
-                               "score": float(score), "area": box[2] * box[3]})
-            classes.add(int(label))
-    if not annotations:
+    tensors = lambda d: {k: torch.from_numpy(v) for k, v in d.items()}  # noqa: E731
+    targets = [tensors(_rows(t, ("boxes", "labels"), "targets", i)) for i, t in enumerate(targets)]
+    preds = [tensors(_rows(p, ("boxes", "scores", "labels"), "preds", i))
+             for i, p in enumerate(preds)]
+    if not any(len(t["boxes"]) for t in targets):
         return {"map": -1.0, "map_50": -1.0}
-    quiet = lambda *args, **kwargs: None  # noqa: E731
-    gt = COCO({"images": images, "annotations": annotations,
-               "categories": [{"id": c + 1, "name": str(c)} for c in sorted(classes)]},
-              print_function=quiet)
-    evaluation = COCOeval_faster(gt, gt.loadRes(detections), "bbox", print_function=quiet)
-    evaluation.evaluate()
-    evaluation.accumulate()
-    evaluation.summarize()
-    return {"map": float(evaluation.stats[0]), "map_50": float(evaluation.stats[1])}
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval")
+    metric.update(preds, targets)
+    result = metric.compute()
+    return {"map": float(result["map"]), "map_50": float(result["map_50"])}
 
 
 def presence(preds: Sequence[Target], score_threshold: float = 0.5) -> torch.Tensor:
