@@ -302,3 +302,19 @@ def test_presence_accuracy_by_hand():
     metric.update(preds[:2], targets[:2])
     metric.update(preds[2:], targets[2:])
     assert metric.compute()["presence_accuracy"] == 0.75
+
+
+def test_hwnas_scenes_writes_coco_folders_the_loader_reads(tmp_path):
+    from typer.testing import CliRunner
+
+    from hwnas.cli import app
+    from hwnas.tasks.detection.coco import load_split
+
+    (tmp_path / "s.yaml").write_text("counts: {train: 6, val: 2, test: 2}\nresolution: 64\n")
+    out = tmp_path / "scenes"
+    result = CliRunner().invoke(app, ["scenes", "--out", str(out), "--config",
+                                      str(tmp_path / "s.yaml"), "--classes", "presence"])
+    assert result.exit_code == 0, result.output
+    assert (out / "contact_sheet.png").is_file() and (out / "stats.json").is_file()
+    data = load_split(out / "train", resolution=64)
+    assert len(data.images) == 6 and data.categories == ["digit"]

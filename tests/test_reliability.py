@@ -327,6 +327,17 @@ IN_PROCESS = {
     # microbench and train-estimator
     "microbench backend gpu": dict(argv=["microbench", "--backend", "gpu"], files={"params.yaml": PARAMS},
                                    words=["--backend"]),
+    # scenes (the detection task's data)
+    "scenes unknown setting": dict(argv=["scenes", "--out", "o", "--config", "s.yaml"],
+                                   files={"s.yaml": b"countz: 3\n"}, words=["s.yaml", "countz"]),
+    "scenes resolution too large": dict(argv=["scenes", "--out", "o", "--resolution", "5000"],
+                                        words=["resolution"]),
+    "scenes settings not a mapping": dict(argv=["scenes", "--out", "o", "--config", "s.yaml"],
+                                          files={"s.yaml": b"- 1\n"}, words=["s.yaml"]),
+    "scenes unknown classes": dict(argv=["scenes", "--out", "o", "--classes", "cats"],
+                                   words=["classes"]),
+    "microbench --out not parquet": dict(argv=MB + ["--out", "t.csv"], files={"params.yaml": PARAMS},
+                                         words=["--out", "t.csv", "Parquet"]),
     "microbench time budget nan": dict(argv=MB[:3] + ["--time-budget", "nan"], files={"params.yaml": PARAMS},
                                        words=["--time-budget"]),
     "microbench time budget inf": dict(argv=MB[:3] + ["--time-budget", "inf"], files={"params.yaml": PARAMS},

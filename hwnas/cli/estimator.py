@@ -84,6 +84,8 @@ def microbench(
             p["samples"] = samples
         if time_budget is not None:
             p["time_budget_s"] = check_number(time_budget, "--time-budget", 1e-3, 1e6)
+        if out is not None and out.suffix not in ("", ".parquet"):  # e.g. a .csv name
+            raise InputError(f"--out: {out}: the table is written as Parquet; name it *.parquet")
         spec = load_spec(p["hardware"])
         cfg = config_from(MicrobenchConfig, p)
     except (SpecError, InputError, ParamsError, MicrobenchError) as err:
