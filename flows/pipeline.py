@@ -138,7 +138,7 @@ def run_stage(stage: str, targets: list[str], parent_run_id: str, spec_hash: str
     status = "FAILED"
     try:  # -q: DVC's git and push hints once per pipeline (the CLI), not once per stage
         # forced: this stage alone (-s), or -f would force every stage upstream of it again
-        cmd = [sys.executable, "-m", "dvc", "repro", "-q", *(["-f", "-s"] if force else []),
+        cmd = [sys.executable, "-m", "flows.dvc_repro", *(["-f", "-s"] if force else []),
                *targets]
         proc = subprocess.run(cmd, env=env,
                               pass_fds=() if lock_fd is None else (lock_fd,))
@@ -163,9 +163,11 @@ def record_stage(client, experiment_id: str, run_id: str, stage: str) -> None:
     the numbers of the stage's metrics.json (so two pipelines can be compared)."""
     from mlflow.entities import Metric, RunTag
 
-    tags = [RunTag(k, v) for k, v in dvc_lock_hashes(stage).items()]
     own = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
-    for rid in (run_id, *(r.info.run_id for r in own)):
+    # a run of an upstream stage that dvc repro rebuilt on the way gets its own stage's hashes
+    for rid, name in ((run_id, stage), *((r.info.run_id, r.data.tags.get("stage", stage))
+                                        for r in own)):
+        tags = [RunTag(k, v) for k, v in dvc_lock_hashes(name).items()]
         for i in range(0, len(tags), 100):  # MLflow takes at most 100 tags a batch
             client.log_batch(rid, tags=tags[i:i + 100])
     now = int(time.time() * 1000)
@@ -183,11 +185,11 @@ def log_headline(client, run_id: str) -> None:
 
     try:
         headline = json.loads(layout.HEADLINE.read_text())
-    except (OSError, ValueError):
-        return
-    for key, value in headline.items():
-        if isinstance(value, (int, float)):
-            client.log_metric(run_id, key, float(value))
+        for key, value in headline.items():
+            if isinstance(value, (int, float)):
+                client.log_metric(run_id, key, float(value))
+    except Exception as err:  # every stage succeeded: say, don't fail the pipeline
+        print(f"note: headline not logged in MLflow: {err}", file=sys.stderr)
 
 
 def _owner() -> dict[str, str]:
@@ -226,7 +228,8 @@ def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
                 run_stage(stage, targets, parent.info.run_id, spec_hash, lock_fd, force)
                 client.log_metric(parent.info.run_id, f"seconds.{stage}",
                                   round(time.monotonic() - start, 1))
-            log_headline(client, parent.info.run_id)
+            if "evaluate" in wanted:  # else the headline is an earlier run's
+                log_headline(client, parent.info.run_id)
             status = "FINISHED"
         finally:
             client.set_terminated(parent.info.run_id, status)

@@ -52,12 +52,13 @@ def main() -> None:
                    "scratch_seeds": pe["scratch_seeds"], **probe_metrics(probe_rows),
                    "seconds": round(time.perf_counter() - t0, 1)}
         tracking.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, str)})
-    table = [{k: r[k] for k in ("name", "arch", "macs", "params", "inherited_acc", "scratch_acc",
-                                "scratch_accs", "scratch_seconds")} for r in rows]
-    with staged() as files:  # every output, or none: the previous ones stay whole
-        files.json(layout.EVAL_SUPERNET / "rows.json", table)
-        files.json(layout.EVAL_SUPERNET / "probes.json", probe_rows)
-        files.json(layout.EVAL_SUPERNET / "metrics.json", metrics)
+        table = [{k: r[k] for k in ("name", "arch", "macs", "params", "inherited_acc",
+                                    "scratch_acc", "scratch_accs", "scratch_seconds")}
+                 for r in rows]
+        with staged() as files:  # every output, or none (and the run FAILED if none)
+            files.json(layout.EVAL_SUPERNET / "rows.json", table)
+            files.json(layout.EVAL_SUPERNET / "probes.json", probe_rows)
+            files.json(layout.EVAL_SUPERNET / "metrics.json", metrics)
     print(json.dumps(metrics))
 
 

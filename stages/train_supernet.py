@@ -35,9 +35,9 @@ def main() -> None:
             log=lambda metrics, epoch: tracking.log_metrics(metrics, step=epoch))
         summary.update(ctx.splits.summary(), device=str(ctx.device))
         tracking.log_metrics({f"final_{k}": v for k, v in summary.items()})
-    with staged() as files:  # both outputs, or neither: the previous ones stay whole
-        torch.save(supernet_state(supernet.cpu()), files.path(layout.SUPERNET))
-        files.json(layout.TRAIN_SUPERNET / "metrics.json", summary)
+        with staged() as files:  # both outputs, or neither (and the run FAILED if neither)
+            torch.save(supernet_state(supernet.cpu()), files.path(layout.SUPERNET))
+            files.json(layout.TRAIN_SUPERNET / "metrics.json", summary)
     print(json.dumps(summary))
 
 

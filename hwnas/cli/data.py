@@ -40,6 +40,11 @@ def scenes(
         cfg = SceneConfig(**settings)
     except ValidationError as err:
         fail(validation_message(err, where))
+    if not out.resolve().name:
+        fail(f"--out: {out}: name a folder for the scenes")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not (out / "stats.json").is_file():
+        fail(f"--out: {out} exists and holds something else than scenes (no stats.json); it "
+             "would be replaced: name a new folder")
     stats = generate(cfg, out)
     for split, s in stats.items():
         typer.echo(f"{split}: {s['scenes']} scenes, {s['boxes']} boxes, "

@@ -52,7 +52,7 @@ def run(
         typer.echo(f"error: {what}{err} (HWNAS_TRACEBACK=1 shows where)", err=True)
         raise typer.Exit(1)
     typer.echo(f"pipeline finished: MLflow run {run_id}")
-    if line := headline():
+    if (not stages or "evaluate" in stages) and (line := headline()):  # else an earlier run's
         typer.echo(f"  result:   {line}")
     typer.echo(f"  report:   {layout.EVALUATE / 'report.md'} (pareto.png beside it)")
     typer.echo("  runs:     mlflow ui --backend-store-uri sqlite:///mlflow.db, then the runs "

@@ -3,7 +3,6 @@ the evolutionary search with its journal, and the result the ``search`` stage wr
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +24,27 @@ class SearchResult:
 
 
 def fingerprint(p: dict, *inputs: Path) -> str:
-    """Params plus input file digests: a journal only resumes the same search (the choice
-    among its candidates, ``accuracy_tie``, does not change the search)."""
+    """Params, input file digests, the scoring code and the torch version: a journal only
+    resumes the same search (the choice among its candidates, ``accuracy_tie``, does not
+    change the search; a fixed scorer or another torch does)."""
+    import hwnas.arch
+    import hwnas.estimator.decompose
+    import hwnas.estimator.model
+    import hwnas.lowering
+    import hwnas.search.evolution
+    import hwnas.search.genome
+    import hwnas.search.objectives
+    import hwnas.search.zeroshot
+    import hwnas.space
+    import hwnas.supernet
+    from hwnas.checkpoint import code_fingerprint
+
     keep = {k: v for k, v in p.items() if k != "accuracy_tie"}
-    h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
+    h = hashlib.sha256(code_fingerprint(keep, hwnas.arch, hwnas.lowering, hwnas.space,
+                                        hwnas.supernet, hwnas.estimator.decompose,
+                                        hwnas.estimator.model, hwnas.search.evolution,
+                                        hwnas.search.genome, hwnas.search.objectives,
+                                        hwnas.search.zeroshot).encode())
     for path in inputs:
         h.update(path.read_bytes() if path.is_file() else b"")
     return h.hexdigest()[:16]
