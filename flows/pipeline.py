@@ -136,14 +136,14 @@ def run_stage(stage: str, targets: list[str], parent_run_id: str, spec_hash: str
     env = {**os.environ, PARENT_ENV: run_id,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     status = "FAILED"
-    try:  # -q: DVC's git and push hints once per pipeline (the CLI), not once per stage
+    try:  # dvc repro without its per-stage hints (flows/dvc_repro.py)
         # forced: this stage alone (-s), or -f would force every stage upstream of it again
         cmd = [sys.executable, "-m", "flows.dvc_repro", *(["-f", "-s"] if force else []),
                *targets]
         proc = subprocess.run(cmd, env=env,
                               pass_fds=() if lock_fd is None else (lock_fd,))
-        status = "FINISHED" if proc.returncode == 0 else "FAILED"
         if proc.returncode == 0:
+            status = "FINISHED"
             try:
                 record_stage(client, experiment, run_id, stage)
             except Exception as err:  # the stage's work is done and kept: say, don't fail it
