@@ -1,14 +1,14 @@
 """Which network should the search hand over? Each choice rule's latency model (within the
 search's latency budget) and the baseline, trained from scratch with the baseline's budget
-over paired seeds: does the pick hold equal accuracy, or was it the supernet's noise?
+over paired seeds: does the pick hold equal score, or was it the supernet's noise?
 
 Run (repo root, after ``hwnas run``):  .venv/bin/python bench/bench_choice.py [--seeds 3]
 [--search-seeds 1 2]  (the pipeline's search, or new searches with those seeds: out of sample)
 
-Rules: ``search.accuracy_tie`` = 0 (the highest supernet accuracy), 1 and 2 standard errors
+Rules: ``search.score_tie`` = 0 (the highest supernet score), 1 and 2 standard errors
 (ties go to the most MACs; 2 is the default). Runs go through ``stages.baseline.scratch_runs``
 (two worker processes of one thread, seeds ``seed`` .. ``seed + n - 1``), as the pipeline's
-own from-scratch accuracy does, so the baseline's figures equal the pipeline's for equal seeds
+own from-scratch score does, so the baseline's figures equal the pipeline's for equal seeds
 (and are read from ``results/baseline/metrics.json`` when its seeds are the ones asked for).
 """
 from __future__ import annotations
@@ -67,19 +67,19 @@ def main() -> None:
     params = load_params()
     params["baseline"] = {**params["baseline"], "seeds": args.seeds}
     search = params["search"]
-    runs: dict[str, list[float]] = {}  # architecture -> from-scratch test accuracies
+    runs: dict[str, list[float]] = {}  # architecture -> from-scratch test scores
 
     def trained(arch: str) -> list[float]:
         key = parse_arch(arch).key  # the baseline row carries a name
         if key not in runs:
-            runs[key] = scratch_runs(params, parse_arch(key))[1]["accuracy_runs"]
+            runs[key] = scratch_runs(params, parse_arch(key))[1]["score_runs"]
         return runs[key]
 
     done = layout.BASELINE / "metrics.json"
     if done.is_file():  # the pipeline's baseline, when it trained the seeds asked for
         rec = json.loads(done.read_text())
         if rec.get("seeds") == [params["base"]["seed"] + i for i in range(args.seeds)]:
-            runs[rec["arch"]] = rec["accuracy_runs"]
+            runs[rec["arch"]] = rec["score_runs"]
     for label, df, base in searched(params, args.search_seeds):
         baseline = trained(base["arch"])
         print(f"baseline: {baseline} (mean {statistics.fmean(baseline):.2f})", flush=True)
@@ -92,7 +92,7 @@ def main() -> None:
                 continue
             accs = trained(arch)
             delta = statistics.fmean(accs) - statistics.fmean(baseline)
-            print(f"{rule}: supernet {s['chosen_accuracy']:.1f}%, est. latency "
+            print(f"{rule}: supernet {s['chosen_score']:.1f}%, est. latency "
                   f"-{100 * s['chosen_latency_reduction']:.1f}%, "
                   f"{static_cost(parse_arch(arch)).macs / 1e6:.2f} MMACs; from scratch {accs} "
                   f"(mean {statistics.fmean(accs):.2f}): {delta:+.2f} points vs the baseline "

@@ -36,7 +36,8 @@ from hwnas.simulation import simulate_arch
 from hwnas.space import SpaceConfig, _space
 from hwnas.tasks.detection import coco, metrics, scenes
 from hwnas.tasks.detection.head import DetectionHead
-from hwnas.tasks.detection.modules import decode, detection_loss, tensor_data
+from hwnas.tasks.detection.modules import (decode, detection_loss, encode_targets, tensor_data,
+                                           unpack_targets)
 from hwnas.training import TrainConfig, lr_at, set_lr
 
 STAGES = ((16, 1, 2), (24, 2, 2), (32, 3, 1), (48, 2, 1))  # channels, depth, stride
@@ -92,7 +93,8 @@ def run(data: dict, classes: int, seed: int, width: float, epochs: int, lr: floa
     head = arch.head
     mean = data["train"].images.float().mean() / 255
     std = data["train"].images.float().std() / 255
-    tensors = {s: tensor_data(d, head, mean, std) for s, d in data.items()}
+    most = max(1, *(len(t["labels"]) for d in data.values() for t in d.targets))
+    tensors = {s: tensor_data(d, mean, std, most) for s, d in data.items()}
     xs = {s: t.x for s, t in tensors.items()}
     loader = Loader(tensors["train"], batch, shuffle=True, seed=seed, drop_last=True)
     model = fresh_model(arch, seed)
@@ -104,8 +106,9 @@ def run(data: dict, classes: int, seed: int, width: float, epochs: int, lr: floa
         losses = []
         for xb, yb in loader:
             set_lr(opt, lr_at(step, total, len(loader), cfg))
-            loss, parts = detection_loss(model(xb.contiguous(memory_format=torch.channels_last)),
-                                         yb, head, box_weight)
+            out = model(xb.contiguous(memory_format=torch.channels_last))
+            dense = encode_targets(unpack_targets(yb), head, out.shape[-1] * head.stride)
+            loss, parts = detection_loss(out, dense, head, box_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)

@@ -13,7 +13,6 @@ import argparse
 import platform
 import time
 
-import numpy as np
 
 from hardware.spec import load_spec
 from hwnas import layout

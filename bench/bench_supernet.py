@@ -100,7 +100,7 @@ def main() -> None:
             wall = time.perf_counter() - t0
         print(f"full training: {s.train.epochs} epochs in {wall:.0f} s wall "
               f"(training loop {summary['train_seconds']:.0f} s), val acc largest "
-              f"{summary['val_acc_largest']:.1f}% smallest {summary['val_acc_smallest']:.1f}% "
+              f"{summary['val_score_largest']:.1f}% smallest {summary['val_score_smallest']:.1f}% "
               f"load={os.getloadavg()[0]:.1f} -> {'PASS' if wall <= BUDGET_S else 'FAIL'} "
               f"(<= {BUDGET_S} s)")
 

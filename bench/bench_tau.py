@@ -5,7 +5,7 @@ Run (repo root, after ``dvc repro eval_supernet`` has the 4-run from-scratch ref
     .venv/bin/python bench/bench_tau.py TAG '{"seed": 1, "ema": [0.99], "lr": 0.1}'
 
 Trains the default ``train_supernet`` config with the variant's changes (checkpoints in
-``/tmp/bench_tau/``; a killed run resumes), then scores the inherited accuracy of
+``/tmp/bench_tau/``; a killed run resumes), then scores the inherited score of
 ``eval_supernet``'s 10 log-spread subnets and probes against the cached from-scratch means
 in ``results/eval_supernet/rows.json``, for the last weights and each weight average.
 Appends one JSON line per weight set to ``/tmp/bench_tau/results.jsonl``. The variants
@@ -177,9 +177,9 @@ def main() -> None:
     calib, held = s.calib_loader(), s.loader(pe["eval_split"])
     for name, net in [("last", supernet)] + [(f"ema{d}", m) for d, m in averages.items()]:
         net.eval()
-        inherited = [round(hs.subnet_accuracy(net, a, calib, held, pt.get("calib_batches", 8)), 2)
+        inherited = [round(hs.subnet_score(net, a, calib, held, pt.get("calib_batches", 8)), 2)
                      for a in archs + probes]
-        scored = es.rank_metrics([{**r, "inherited_acc": acc} for r, acc in zip(ref, inherited)])
+        scored = es.rank_metrics([{**r, "inherited_score": acc} for r, acc in zip(ref, inherited)])
         row = {"tag": tag, "variant": variant, "weights": name, "train_s": round(train_s),
                **{k: scored[k] for k in ("kendall_tau", "spearman_rho", "largest_gap_points")},
                "mmacs": [round(static_cost(a).macs / 1e6, 2) for a in archs + probes],

@@ -25,13 +25,13 @@ def _splits(dataset: str, resolution: int, seed: int, val_fraction: float, test_
 
 
 def train_and_score(arch: str, data: dict, train: dict, seed: int, threads: int = 1) -> dict:
-    """Train one architecture from scratch; its validation accuracy (%) and time."""
+    """Train one architecture from scratch; its validation score (%) and time."""
     import torch
 
     from hwnas.arch import parse_arch
     from hwnas.data import Loader
     from hwnas.model import build_model
-    from hwnas.supernet import accuracy
+    from hwnas.supernet import task_score
     from hwnas.training import TrainConfig, train_from_scratch
 
     torch.set_num_threads(threads)
@@ -45,7 +45,7 @@ def train_and_score(arch: str, data: dict, train: dict, seed: int, threads: int 
                     seed=seed, drop_last=True)
     t0 = time.perf_counter()
     train_from_scratch(model, loader, cfg)
-    return {"arch": arch, "accuracy": accuracy(model, Loader(splits.val, 256)),
+    return {"arch": arch, "score": task_score(model, Loader(splits.val, 256)),
             "train_seconds": time.perf_counter() - t0}
 
 

@@ -22,6 +22,7 @@ from prefect import flow, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from flows.stages import STAGES, dvc_stages, instances  # noqa: E402
+from hwnas import layout  # noqa: E402
 from hwnas.lineage import dvc_lock_hashes, stage_metrics  # noqa: E402
 from hwnas.params import load_params  # noqa: E402
 from hwnas.tracking import EXPERIMENT, PARENT_ENV, _mlflow, git_commit  # noqa: E402
@@ -165,7 +166,10 @@ def record_stage(client, experiment_id: str, run_id: str, stage: str) -> None:
 
     own = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
     # a run of an upstream stage that dvc repro rebuilt on the way gets its own stage's hashes
-    for rid, name in ((run_id, stage), *((r.info.run_id, r.data.tags.get("stage", stage))
+    def instance(name: str) -> str:  # a task stage's own runs are tagged by its bare name
+        return stage if stage.split("@")[0] == name else name
+
+    for rid, name in ((run_id, stage), *((r.info.run_id, instance(r.data.tags.get("stage", stage)))
                                         for r in own)):
         tags = [RunTag(k, v) for k, v in dvc_lock_hashes(name).items()]
         for i in range(0, len(tags), 100):  # MLflow takes at most 100 tags a batch
@@ -177,14 +181,12 @@ def record_stage(client, experiment_id: str, run_id: str, stage: str) -> None:
         client.log_batch(run_id, metrics=metrics[i:i + 1000])
 
 
-def log_headline(client, run_id: str) -> None:
+def log_headline(client, run_id: str, task: str) -> None:
     """The evaluation's headline figures on the pipeline run (compare pipelines by them)."""
     import json
 
-    from hwnas import layout
-
     try:
-        headline = json.loads(layout.HEADLINE.read_text())
+        headline = json.loads(layout.task_path("HEADLINE", task).read_text())
         for key, value in headline.items():
             if isinstance(value, (int, float)):
                 client.log_metric(run_id, key, float(value))
@@ -199,11 +201,13 @@ def _owner() -> dict[str, str]:
 
 @flow(name="hwnas-pipeline")
 def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
-             wait: bool = False, force: bool = False) -> str:
-    """Validate params, then run each stage in order. Returns the MLflow parent run id."""
+             wait: bool = False, force: bool = False,
+             task_name: str = layout.DEFAULT_TASK) -> str:
+    """Validate params, then run each stage in order (a task's stages for ``task_name``).
+    Returns the MLflow parent run id."""
     from hardware.spec import load_spec
 
-    params = load_params(params_path)  # schema-checked before any stage runs
+    params = load_params(params_path, task_name)  # schema-checked before any stage runs
     spec_hash = load_spec(params["base"]["hardware"]).spec_hash()
     known = dvc_stages()
     if unknown := [s for s in stages or () if s not in known]:
@@ -218,18 +222,20 @@ def pipeline(stages: list[str] | None = None, params_path: str = "params.yaml",
         parent = client.create_run(experiment_id, run_name="pipeline",
                                    tags={"git_commit": git_commit(),
                                          "hardware_spec_hash": spec_hash,
-                                         "stages": ",".join(wanted), **_owner()})
+                                         "stages": ",".join(wanted), "task": task_name,
+                                         **_owner()})
         status = "FAILED"
         try:
             for stage in wanted:
-                if not (targets := instances(stage, params)):
+                if not (targets := instances(stage, params, task_name)):
                     continue  # a foreach stage with nothing to build
                 start = time.monotonic()
-                run_stage(stage, targets, parent.info.run_id, spec_hash, lock_fd, force)
+                name = targets[0] if targets[0].endswith("@" + task_name) else stage
+                run_stage(name, targets, parent.info.run_id, spec_hash, lock_fd, force)
                 client.log_metric(parent.info.run_id, f"seconds.{stage}",
                                   round(time.monotonic() - start, 1))
             if "evaluate" in wanted:  # else the headline is an earlier run's
-                log_headline(client, parent.info.run_id)
+                log_headline(client, parent.info.run_id, task_name)
             status = "FINISHED"
         finally:
             client.set_terminated(parent.info.run_id, status)

@@ -8,7 +8,7 @@ from pathlib import Path
 # The default flow: every stage, in order (the host stages build the ``host_targets`` of
 # params.yaml, none by default).
 STAGES = ("references", "microbench", "train_estimator", "microbench_host", "train_estimator_host",
-          "train_supernet", "eval_supernet", "search", "extract", "baseline", "evaluate")
+          "data", "train_supernet", "eval_supernet", "search", "extract", "baseline", "evaluate")
 
 
 def _stages() -> dict:
@@ -21,13 +21,16 @@ def dvc_stages() -> list[str]:
     return list(_stages())
 
 
-def instances(stage: str, params: dict) -> list[str]:
-    """What ``dvc repro`` is given for ``stage``: itself, or one ``stage@item`` per item of a
-    ``foreach`` stage, none for an empty list. (Given a ``foreach`` name whose list is empty,
-    ``dvc repro`` finds no stage and reproduces the whole pipeline instead.)"""
+def instances(stage: str, params: dict, task: str = "classification") -> list[str]:
+    """What ``dvc repro`` is given for ``stage``: itself, ``stage@task`` for a task's stage
+    (``foreach: ${tasks}``), or one ``stage@item`` per item of another ``foreach`` stage,
+    none for an empty list. (Given a ``foreach`` name whose list is empty, ``dvc repro``
+    finds no stage and reproduces the whole pipeline instead.)"""
     entry = _stages()[stage]
     if "foreach" not in entry:
         return [stage]
+    if entry["foreach"] == "${tasks}":
+        return [f"{stage}@{task}"]
     items = params
     for key in re.fullmatch(r"\$\{(.+)\}", entry["foreach"]).group(1).split("."):
         items = items[key]

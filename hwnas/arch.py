@@ -140,8 +140,14 @@ def register_head(cls):
 class ClassificationHead:
     task: ClassVar[str] = "classification"
     code: ClassVar[str] = "cls"
+    searched_width: ClassVar[bool] = False  # a space keeps the head's width fixed
     features: int = 1280  # 1x1 conv before pooling; 0 = none
     classes: int = 1000
+
+    @classmethod
+    def for_space(cls, features: int, classes: int, stride: int) -> "ClassificationHead":
+        """The head of a search space (a classifier pools: the stride does not matter)."""
+        return cls(features, classes)
 
     @classmethod
     def from_json(cls, data: dict, where: str) -> "ClassificationHead":

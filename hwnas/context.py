@@ -1,5 +1,5 @@
 """What every training run reads, built from the ``train_supernet`` params section:
-the dataset's splits, the curated search space, the training recipe and the device.
+the task's dataset splits, the curated search space, the training recipe and the device.
 
 The supernet, its proof, extraction and every from-scratch run start from one
 ``TrainContext``, so "the same budget" means the same data, batches and recipe.
@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 
 from hardware.spec import load_spec
-from hwnas.data import Loader, Splits, TensorData, load_dataset
+from hwnas import tasks
+from hwnas.data import Loader, Splits, TensorData
 from hwnas.params import ParamsError
 from hwnas.space import SearchSpace, SpaceConfig, curated_space
 from hwnas.training import TrainConfig
@@ -71,10 +72,12 @@ def train_context(params: dict) -> TrainContext:
                           "available here")
     if device.type == "cpu" and params.get("threads"):
         torch.set_num_threads(int(params["threads"]))
-    d = params["data"]
-    splits = load_dataset(d["dataset"], d["resolution"], params["seed"], d["val_fraction"],
-                          d["test_fraction"])
+    task = params.get("task", "classification")
+    if task != "classification" and params["train"].get("max_shift"):
+        raise ParamsError(f"params.yaml: train_supernet.train.max_shift: must be 0 for {task} "
+                          f"(a shift moves the pixels, not the labels)")
+    splits = tasks.torch_task(task).load(params["data"], params["seed"])
     cfg = SpaceConfig(resolution=splits.resolution, in_channels=splits.channels,
-                      classes=splits.classes, **_tuples(params["space"]))
+                      classes=splits.classes, task=task, **_tuples(params["space"]))
     space = curated_space(load_spec(params["hardware"]), cfg)
     return TrainContext(params, splits, space, TrainConfig(**params["train"]), device)

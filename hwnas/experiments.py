@@ -25,45 +25,45 @@ def unique_samples(space: SearchSpace, n: int, seed: int) -> list[ArchSpec]:
     return list(seen.values())
 
 
-def proxy_taus(archs: Sequence[ArchSpec], accuracies: Sequence[float], x, y,
+def proxy_taus(archs: Sequence[ArchSpec], scores: Sequence[float], x, y,
                seed: int = 0) -> tuple[dict[str, float], list[dict]]:
     """Kendall tau of each zero-shot proxy (and of the parameter count) against the
-    trained accuracies, with the per-network scores."""
+    trained scores, with the per-network scores."""
     import torch
 
     from hwnas.model import build_model
     from hwnas.search.zeroshot import score_all
 
     rows = []
-    for arch, acc in zip(archs, accuracies):
+    for arch, acc in zip(archs, scores):
         torch.manual_seed(seed)
         scores = score_all(build_model(arch), x, y)
-        rows.append({"arch": arch.encode(), "accuracy": acc, **scores})
+        rows.append({"arch": arch.encode(), "score": acc, **scores})
     df = pd.DataFrame(rows)
-    taus = {name: float(kendalltau(df[name], df["accuracy"]).statistic)
-            for name in df.columns if name not in ("arch", "accuracy")}
+    taus = {name: float(kendalltau(df[name], df["score"]).statistic)
+            for name in df.columns if name not in ("arch", "score")}
     return taus, rows
 
 
-def best_latency_curve(df: pd.DataFrame, min_accuracy: float) -> np.ndarray:
+def best_latency_curve(df: pd.DataFrame, min_score: float) -> np.ndarray:
     """After each evaluation, the lowest latency among candidates at least as
-    accurate as ``min_accuracy`` (NaN until the first one)."""
-    ok = np.where(df["accuracy"].to_numpy() >= min_accuracy, df["latency_ms"].to_numpy(), np.inf)
+    accurate as ``min_score`` (NaN until the first one)."""
+    ok = np.where(df["score"].to_numpy() >= min_score, df["latency_ms"].to_numpy(), np.inf)
     best = np.minimum.accumulate(ok)
     return np.where(np.isfinite(best), best, np.nan)
 
 
 def curation_runs(spaces: dict[str, SearchSpace], objective_fn: ObjectiveFn, *,
-                  seeds: Sequence[int], candidates: int, population: int, min_accuracy: float,
+                  seeds: Sequence[int], candidates: int, population: int, min_score: float,
                   progress: Callable[[str, int], None] | None = None) -> pd.DataFrame:
     """The same search on each space for each seed; one row per (space, seed,
-    evaluation) with the best latency at ``min_accuracy`` so far."""
+    evaluation) with the best latency at ``min_score`` so far."""
     rows = []
     for name, space in spaces.items():
         for seed in seeds:
             df = search(space, objective_fn, candidates=candidates, population=population,
                         seed=seed)
-            curve = best_latency_curve(df, min_accuracy)
+            curve = best_latency_curve(df, min_score)
             rows += [{"space": name, "seed": seed, "evaluations": i + 1, "best_latency_ms": v}
                      for i, v in enumerate(curve)]
             if progress:
@@ -106,7 +106,7 @@ def plot_curation(curves: pd.DataFrame, path, title: str) -> None:
         ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=color, alpha=0.2,
                         label=f"{name} (range over seeds)")
     ax.set_xlabel("evaluations")
-    ax.set_ylabel("best latency at baseline accuracy (ms)")
+    ax.set_ylabel("best latency at baseline score (ms)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -1,15 +1,15 @@
 """Materialize searched networks: read the search's choices, extract them from the
-supernet as standalone models, fine-tune briefly, recalibrate BN, measure accuracy,
+supernet as standalone models, fine-tune briefly, recalibrate BN, measure score,
 save them (weights + architecture string) and export them to ONNX with a check
 that onnxruntime computes what PyTorch does.
 
 Pure functions over objects; the ``extract`` and ``baseline`` stages do the I/O.
 
-    pareto = read_pareto(Path("results/search/pareto.json"))
+    pareto = read_pareto(Path("results/classification/search/pareto.json"))
     archs = pick_subnets(pareto, ("latency", "memory"), extra=2, source="pareto.json")
     net, record = materialize(supernet, arch, data, FineTune(epochs=1, lr=0.01))
-    save_subnet(net, arch, "models/subnets/latency.pt", record)
-    diff = export_onnx(net, "models/subnets/latency.onnx", example)
+    save_subnet(net, arch, "models/classification/subnets/latency.pt", record)
+    diff = export_onnx(net, "models/classification/subnets/latency.onnx", example)
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from torch import nn
 from hwnas.arch import ArchError, ArchSpec, parse_arch
 from hwnas.errors import UserError
 from hwnas.model import build_model, fresh_model
-from hwnas.supernet import SuperNet, SupernetError, accuracy, extract_subnet, recalibrate_bn
+from hwnas.supernet import SuperNet, SupernetError, task_score, extract_subnet, recalibrate_bn
 from hwnas.training import TrainConfig, train_from_scratch
 
 CHOICES = ("latency", "memory")
@@ -90,7 +90,7 @@ def pick_subnets(pareto: dict, chosen: Sequence[str] = CHOICES, extra: int = 0,
                                f"{', '.join(pareto['chosen'])})")
         text = pareto["chosen"][name]
         if text is None:
-            why = ("no Pareto network reaches the baseline's accuracy" if name == "latency"
+            why = ("no Pareto network reaches the baseline's score" if name == "latency"
                    else "no network fits the memory budget within 1 point of the baseline")
             raise ExtractError(f"{source}: chosen.{name} is null ({why}); nothing to extract. "
                                f"Search longer (search.candidates) or drop '{name}' from "
@@ -108,14 +108,14 @@ def pick_subnets(pareto: dict, chosen: Sequence[str] = CHOICES, extra: int = 0,
 
 
 def search_record(pareto: dict, arch: ArchSpec) -> dict:
-    """The search's own figures for ``arch`` (accuracy, estimated latency/memory), or {}:
+    """The search's own figures for ``arch`` (score, estimated latency/memory), or {}:
     the baseline, the chosen networks (which need not be on the front) or the front."""
     chosen = pareto.get("chosen_scores")
     for r in [pareto["baseline"], *(chosen.values() if isinstance(chosen, dict) else ()),
               *pareto["pareto"]]:
         try:
             if parse_arch(r["arch"]) == arch:
-                return {k: r[k] for k in ("accuracy", "latency_ms", "memory_bytes") if k in r}
+                return {k: r[k] for k in ("score", "latency_ms", "memory_bytes") if k in r}
         except (ArchError, KeyError, TypeError):
             continue
     return {}
@@ -153,14 +153,14 @@ class Data:
 def materialize(supernet: SuperNet, arch: ArchSpec, data: Data, ft: FineTune,
                 seed: int = 0, log: Callable[[str], None] | None = None) -> tuple[nn.Module, dict]:
     """Extract ``arch`` from the supernet, recalibrate BN and measure the inherited test
-    accuracy, fine-tune ``ft.epochs`` epochs, recalibrate again and measure the final
-    test accuracy. Returns the model (eval mode) and its record."""
+    score, fine-tune ``ft.epochs`` epochs, recalibrate again and measure the final
+    test score. Returns the model (eval mode) and its record."""
     try:
         net = extract_subnet(supernet, arch)
     except SupernetError as err:
         raise ExtractError(f"{arch.encode()}: not in the supernet's space: {err}") from None
     recalibrate_bn(net, data.calib, ft.calib_batches)
-    inherited = accuracy(net, data.test)
+    inherited = task_score(net, data.test)
     t0 = time.perf_counter()
     if ft.epochs > 0:
         torch.manual_seed(seed)
@@ -168,43 +168,43 @@ def materialize(supernet: SuperNet, arch: ArchSpec, data: Data, ft: FineTune,
                            on_step=_progress(log, ft.epochs, data))
         recalibrate_bn(net, data.calib, ft.calib_batches)
     seconds = time.perf_counter() - t0
-    acc = accuracy(net, data.test)
-    return net.eval(), {"arch": arch.encode(), "inherited_accuracy": inherited,
-                        "accuracy": acc, **_val_accuracy(net, data), "finetune_epochs": ft.epochs,
+    acc = task_score(net, data.test)
+    return net.eval(), {"arch": arch.encode(), "inherited_score": inherited,
+                        "score": acc, **_val_score(net, data), "finetune_epochs": ft.epochs,
                         "finetune_seconds": round(seconds, 2),
                         "params": sum(p.numel() for p in net.parameters())}
 
 
-def _val_accuracy(net: nn.Module, data: Data) -> dict:
-    return {} if data.val is None else {"val_accuracy": accuracy(net, data.val)}
+def _val_score(net: nn.Module, data: Data) -> dict:
+    return {} if data.val is None else {"val_score": task_score(net, data.val)}
 
 
 def keep_better(finetuned: tuple[nn.Module, dict],
                 scratch: tuple[nn.Module, dict]) -> tuple[nn.Module, dict]:
     """Of one architecture's fine-tuned and from-scratch models, the one with the higher
-    val accuracy (a tie keeps the fine-tuned one): the choice never sees the test split.
+    val score (a tie keeps the fine-tuned one): the choice never sees the test split.
     Returns that model and the fine-tuned record updated with both recipes' figures."""
     (fnet, frec), (snet, srec) = finetuned, scratch
-    rec = {**frec, "finetuned_accuracy": frec["accuracy"], "scratch_accuracy": srec["accuracy"],
-           "scratch_val_accuracy": srec["val_accuracy"], "scratch_epochs": srec["epochs"],
+    rec = {**frec, "finetuned_score": frec["score"], "scratch_score": srec["score"],
+           "scratch_val_score": srec["val_score"], "scratch_epochs": srec["epochs"],
            "scratch_seconds": srec["train_seconds"],
-           **({"scratch_accuracy_runs": srec["accuracy_runs"]} if "accuracy_runs" in srec else {})}
-    if srec["val_accuracy"] > frec["val_accuracy"]:
-        # the saved run's own accuracy (``scratch_accuracy`` may be a mean over seeds)
+           **({"scratch_score_runs": srec["score_runs"]} if "score_runs" in srec else {})}
+    if srec["val_score"] > frec["val_score"]:
+        # the saved run's own score (``scratch_score`` may be a mean over seeds)
         return snet, {**rec, "weights": "scratch",
-                      "accuracy": srec.get("model_accuracy", srec["accuracy"])}
+                      "score": srec.get("model_score", srec["score"])}
     return fnet, {**rec, "weights": "finetuned"}
 
 
 def train_scratch(arch: ArchSpec, data: Data, cfg: TrainConfig, seed: int = 0,
                   log: Callable[[str], None] | None = None) -> tuple[nn.Module, dict]:
-    """``arch`` trained from scratch (``cfg.epochs`` epochs) and its test accuracy."""
+    """``arch`` trained from scratch (``cfg.epochs`` epochs) and its test score."""
     net = fresh_model(arch, seed, data.device)
     t0 = time.perf_counter()
     train_from_scratch(net, data.train(), cfg, on_step=_progress(log, cfg.epochs, data))
     seconds = time.perf_counter() - t0
-    acc = accuracy(net, data.test)
-    return net.eval(), {"arch": arch.encode(), "accuracy": acc, **_val_accuracy(net, data),
+    acc = task_score(net, data.test)
+    return net.eval(), {"arch": arch.encode(), "score": acc, **_val_score(net, data),
                         "epochs": cfg.epochs,
                         "train_seconds": round(seconds, 2),
                         "params": sum(p.numel() for p in net.parameters())}

@@ -12,11 +12,13 @@ LOCK_FILE = Path("dvc.lock")
 
 
 def _lock_entries(stage: str, lock: Path) -> list[dict]:
-    """dvc.lock's entries of ``stage`` (each ``stage@item`` of a ``foreach`` stage)."""
+    """dvc.lock's entries of ``stage``: itself (``search@detection``), or each
+    ``stage@item`` of a ``foreach`` stage named bare (``microbench_host``)."""
     if not lock.exists():
         return []
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages") or {}
-    return [e or {} for name, e in stages.items() if name.split("@")[0] == stage]
+    return [e or {} for name, e in stages.items()
+            if name == stage or ("@" not in stage and name.split("@")[0] == stage)]
 
 
 def dvc_lock_hashes(stage: str, lock: Path = LOCK_FILE) -> dict[str, str]:

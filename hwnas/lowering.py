@@ -156,4 +156,6 @@ def feature_map_sizes(arch: ArchSpec) -> list[tuple[int, int]]:
     return sizes
 
 
-import hwnas.tasks  # noqa: E402,F401  the tasks' heads register into HEADS and HEAD_OPS
+from hwnas import tasks as _tasks  # noqa: E402
+
+_tasks.load_heads()  # the tasks' heads register into HEADS and HEAD_OPS

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from hwnas import tasks
-from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead
+from hwnas.arch import ArchSpec, BlockSpec
 
 
 class ConvBNAct(nn.Sequential):
@@ -64,20 +64,6 @@ class ConvBlock(nn.Module):
 BLOCKS: dict[str, type[nn.Module]] = {"ibn": IBN, "fused_ibn": FusedIBN, "conv": ConvBlock}
 
 
-class ClassifierHead(nn.Module):
-    def __init__(self, cin: int, head: ClassificationHead):
-        super().__init__()
-        self.conv = ConvBNAct(cin, head.features) if head.features else nn.Identity()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(head.features or cin, head.classes)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.pool(self.conv(x)), 1))
-
-
-HEADS: dict[str, type[nn.Module]] = {"classification": ClassifierHead}
-
-
 class Network(nn.Module):
     def __init__(self, arch: ArchSpec):
         super().__init__()
@@ -86,8 +72,7 @@ class Network(nn.Module):
                               arch.stem.stride)
         self.blocks = nn.Sequential(*(BLOCKS[b.type](cin, b)
                                       for cin, b in zip(arch.channels(), arch.blocks)))
-        tasks.load_torch(arch.head.task)
-        self.head = HEADS[arch.head.task](arch.last_channels, arch.head)
+        self.head = tasks.torch_task(arch.head.task).head_module(arch.last_channels, arch.head)
 
     def forward(self, x):
         return self.head(self.blocks(self.stem(x)))

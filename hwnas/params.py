@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hwnas import layout
 from hwnas.errors import UserError, read_yaml
+from hwnas.tasks import TASKS
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -52,10 +53,11 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 Share = Annotated[float, Field(ge=0, le=1)]
 Resolution = Annotated[int, Field(ge=8, le=4096)]
 BlockType = Literal["ibn", "fused_ibn", "conv"]
-AccuracyMode = Literal["supernet", "naswot", "synflow", "grad_norm"]  # how a search scores accuracy
-ACCURACY_MODES = get_args(AccuracyMode)
+ScoreMode = Literal["supernet", "naswot", "synflow", "grad_norm"]  # how a search scores a network
+SCORE_MODES = get_args(ScoreMode)
 
 
+TaskName = Literal[tuple(TASKS)]  # type: ignore[valid-type]
 StageTable = list[Annotated[list[PosInt], Field(min_length=3, max_length=3)]]
 
 
@@ -85,7 +87,8 @@ class SpaceParams(_SpaceChoices):
 
     resolution: Resolution = 32
     in_channels: PosInt = 1
-    classes: Annotated[int, Field(ge=2)] = 10
+    classes: PosInt = 10
+    task: TaskName = "classification"
     stages: Literal[32, 224] | StageTable = 32  # [base channels, base depth, stride] per stage
 
 
@@ -170,8 +173,9 @@ class TrainEstimator(_Section):
 class Data(_Section):
     dataset: str
     resolution: Resolution
-    val_fraction: Annotated[float, Field(ge=0, lt=1)]
-    test_fraction: Annotated[float, Field(ge=0, lt=1)]
+    val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1  # a classifier's dataset is split;
+    test_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2  # a COCO root has its own splits
+    channels: Literal[1, 3] = 1  # detection: images read as grayscale or RGB
 
     @field_validator("test_fraction")
     @classmethod
@@ -200,9 +204,11 @@ class Train(_Section):
     distill_stages: NonNegFloat
     stage_regressor: bool
     teacher_weight: PosFloat
+    optimizer: Literal["sgd", "adamw"] = "sgd"
 
 
 class TrainSupernet(_Section):
+    task: TaskName = "classification"
     device: Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?)$")]
     threads: Workers | None
     calib_batches: PosInt
@@ -222,12 +228,12 @@ class EvalSupernet(_Section):
 
 
 class Search(_Section):
-    accuracy: AccuracyMode
+    score: ScoreMode
     candidates: PosInt
     population: Annotated[int, Field(ge=2)]
     max_latency_ms: PosFloat | None
     latency_budget: PosFloat | None
-    accuracy_tie: NonNegFloat | None
+    score_tie: NonNegFloat | None
     memory_budget: PosFloat | None
     calib_images: PosInt
     val_images: PosInt
@@ -250,14 +256,36 @@ class Baseline(_Section):
     seeds: PosInt
 
 
+class Targets(_Section):
+    """What the evaluation calls met: the chosen models' reductions at a score drop."""
+
+    latency_reduction: Share
+    latency_score_drop: NonNegFloat
+    memory_reduction: Share
+    memory_score_drop: NonNegFloat
+
+
 class Evaluate(_Section):
-    equal_accuracy_tolerance: NonNegFloat
+    equal_score_tolerance: NonNegFloat
+    targets: Targets
+
+
+class Scenes(_Section):
+    """The detection task's scene generator (``hwnas.tasks.detection.scenes.SceneConfig``
+    checks every field when the data stage runs)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class Params(_Section):
-    """Every section, every key: ``params.yaml`` is the whole configuration."""
+    """Every section, every key: ``params.yaml`` is the whole configuration. A task's section
+    (``detection:``) overrides the shared sections for that task's pipeline."""
 
     base: Base
+    tasks: list[TaskName] = Field(default=["classification"], min_length=1)
+    classification: dict = {}
+    detection: dict = {}
+    scenes: Scenes | None = None
     host_targets: list[Literal[layout.HOST_TARGETS]]
     references: References
     microbench: Microbench
@@ -296,13 +324,34 @@ def validate_params(params: dict, path: str | Path = PARAMS_FILE) -> dict:
     return params
 
 
-def load_params(path: str | Path = PARAMS_FILE) -> dict:
-    """The file's values, after the schema has accepted them."""
+def _merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def task_params(params: dict, task: str) -> dict:
+    """The params of ``task``'s pipeline: its section merged over the shared ones."""
+    return _merged(params, params.get(task) or {})
+
+
+def load_params(path: str | Path = PARAMS_FILE, task: str | None = None) -> dict:
+    """The file's values for ``task`` (default: the task this process works for, see
+    ``hwnas.layout.use_task``), after the schema has accepted them for every task."""
     path = Path(path)
     data = read_yaml(path, ParamsError)
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
-    return validate_params(data, path)
+    validate_params(data, path)
+    for name in get_args(TaskName):
+        if data.get(name):
+            try:
+                Params.model_validate(task_params(data, name))
+            except ValidationError as err:
+                raise ParamsError(validation_message(err, path).replace(
+                    f"{path}: ", f"{path}: {name} (merged over the shared sections): ", 1)) from None
+    return task_params(data, task or layout.current_task())
 
 
 def section(params: dict, name: str) -> dict:
@@ -319,12 +368,44 @@ def backend_section(params: dict, name: str, backend: str) -> dict:
     return p
 
 
+def enable_task(task: str, path: str | Path = PARAMS_FILE) -> bool:
+    """Add ``task`` to the file's ``tasks`` list (comments kept); False if it was there."""
+    if task not in get_args(TaskName):
+        raise ParamsError(f"--task: unknown task {task!r} (known: {', '.join(get_args(TaskName))})")
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    path = Path(path)
+    data = yaml.load(path.read_text())
+    names = data.get("tasks")
+    if names is None or task in names:
+        return False
+    names.append(task)
+    from hwnas.files import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        yaml.dump(data, f)
+    return True
+
+
+def task_arg(argv: list[str]) -> str:
+    """``--task NAME`` of a stage's command line (default: classification)."""
+    if "--task" not in argv:
+        return layout.DEFAULT_TASK
+    i = argv.index("--task")
+    name = argv[i + 1] if i + 1 < len(argv) else ""
+    if name not in get_args(TaskName):
+        raise ParamsError(f"--task: unknown task {name!r} (known: {', '.join(get_args(TaskName))})")
+    return name
+
+
 def run_stage(name: str, main: Callable[[], None]) -> None:
     """A stage's entry point: bad input (params, data, a spec, an artifact) exits 2 with
     one line naming it, and no traceback."""
     from hardware.spec import SpecError
 
     try:
+        layout.use_task(task_arg(sys.argv[1:]))
         main()
     except (UserError, SpecError) as err:
         print(f"{name}: {err}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """The supernet's proof: does it rank subnets the way training them from scratch does?
 
-For subnets at evenly spaced log-MACs (``spread_subnets``), the accuracy inherited from
+For subnets at evenly spaced log-MACs (``spread_subnets``), the score inherited from
 the supernet (extracted, BN-recalibrated) against the same architecture trained from
 scratch with the supernet's budget, the mean of several seeded runs cached per
 architecture (``scratch_results``); Kendall tau and the largest subnet's gap
@@ -28,7 +28,7 @@ from hwnas.space import SearchSpace
 def spread_subnets(space: SearchSpace, n: int, candidates: int, seed: int) -> list[ArchSpec]:
     """The smallest, the largest and ``n - 2`` random subnets nearest to evenly spaced
     log-MACs between them, picked from ``candidates`` samples: a set that covers the
-    space's size range (random samples bunch where from-scratch accuracy saturates)."""
+    space's size range (random samples bunch where from-scratch score saturates)."""
     rng = np.random.default_rng(seed)
     pool = list({a.encode(): a for a in (space.sample(rng) for _ in range(candidates))}.values())
     small, large = space.smallest(), space.largest()
@@ -42,16 +42,16 @@ def spread_subnets(space: SearchSpace, n: int, candidates: int, seed: int) -> li
 
 
 def rank_metrics(rows: list[dict]) -> dict:
-    inh = [r["inherited_acc"] for r in rows]
-    scr = [r["scratch_acc"] for r in rows]
+    inh = [r["inherited_score"] for r in rows]
+    scr = [r["scratch_score"] for r in rows]
     largest = rows[-1]
     tau = kendalltau(inh, scr).statistic
     rho = spearmanr(inh, scr).statistic
-    gap = largest["scratch_acc"] - largest["inherited_acc"]
+    gap = largest["scratch_score"] - largest["inherited_score"]
     return {"subnets": len(rows), "kendall_tau": round(float(tau), 4),
             "spearman_rho": round(float(rho), 4),
-            "largest_inherited_acc": largest["inherited_acc"],
-            "largest_scratch_acc": largest["scratch_acc"],
+            "largest_inherited_score": largest["inherited_score"],
+            "largest_scratch_score": largest["scratch_score"],
             "largest_gap_points": round(gap, 2),
             "mean_abs_gap_points": round(float(np.mean(np.abs(np.subtract(scr, inh)))), 2),
             "pass_tau": bool(tau >= 0.5), "pass_largest_gap": bool(abs(gap) <= 2.0),
@@ -62,7 +62,7 @@ def split_half_tau(rows: list[dict]) -> float | None:
     """How stable the from-scratch reference is: Kendall tau between the mean of the first
     half of each subnet's runs and the mean of the second half (None below 2 runs). A
     reference that does not agree with itself cannot score the supernet."""
-    runs = [r.get("scratch_accs") or [] for r in rows]
+    runs = [r.get("scratch_scores") or [] for r in rows]
     k = min(map(len, runs)) // 2
     if k < 1:
         return None
@@ -70,13 +70,13 @@ def split_half_tau(rows: list[dict]) -> float | None:
     return round(float(kendalltau(first, second).statistic), 4)
 
 
-def scratch_accuracy(arch: ArchSpec, ctx: TrainContext, eval_split: str = "test",
+def scratch_score(arch: ArchSpec, ctx: TrainContext, eval_split: str = "test",
                      seed: int | None = None) -> float:
     """``arch`` trained alone with the supernet's budget; ``seed`` (default: the params'
     seed) draws the initialization and batch order, the data splits stay fixed."""
     seed = ctx.params["seed"] if seed is None else seed
     data = replace(ctx.data(seed), test=ctx.loader(eval_split), val=None)
-    return train_scratch(arch, data, ctx.train, seed)[1]["accuracy"]
+    return train_scratch(arch, data, ctx.train, seed)[1]["score"]
 
 
 SANDWICH_ONLY = ("num_random", "distill", "extremes", "clip_per_subnet", "distill_stages",
@@ -99,7 +99,7 @@ def scratch_fingerprint(params: dict, eval_split: str = "test", run: int = 0) ->
 def probe_subnets(space: SearchSpace) -> list[ArchSpec]:
     """The largest subnet with every block one type and one kernel (each type x kernel),
     and the MobileNetV2-like baseline (ibn, 3x3, largest expansion, depth multiplier 1,
-    middle widths): do all block types and kernel sizes inherit sensible accuracy?"""
+    middle widths): do all block types and kernel sizes inherit sensible score?"""
     probes = [space.largest(t, k) for t in space.common_types()
               for k in sorted(set.intersection(*(set(st.kernels) for st in space.stages)))]
     if "ibn" in space.common_types() and all(3 in st.kernels for st in space.stages):
@@ -109,51 +109,84 @@ def probe_subnets(space: SearchSpace) -> list[ArchSpec]:
     return probes
 
 
+def _scratch_job(params: dict, arch: str, eval_split: str, seed: int) -> tuple[float, float]:
+    """One from-scratch run in a worker process of one thread: (score, seconds)."""
+    from hwnas.arch import parse_arch
+    from hwnas.context import train_context
+
+    ctx = train_context({**params, "threads": 1})
+    t = time.perf_counter()
+    return scratch_score(parse_arch(arch), ctx, eval_split, seed), time.perf_counter() - t
+
+
 def scratch_results(archs: list[ArchSpec], ctx: TrainContext, cache_path: Path,
-                    on_done=None, eval_split: str = "test", seeds: int = 1) -> dict[str, dict]:
-    """From-scratch accuracy per architecture string: the mean over ``seeds`` runs
+                    on_done=None, eval_split: str = "test", seeds: int = 1,
+                    workers: int = 2) -> dict[str, dict]:
+    """From-scratch score per architecture string: the mean over ``seeds`` runs
     (run ``i`` uses seed ``params.seed + i`` for initialization and batch order), each
-    trained now or read from the cache (one JSON line appended per run)."""
+    trained now or read from the cache (one JSON line appended per run). On the CPU the
+    runs go ``workers`` at a time to worker processes of one thread each; on a GPU in turn."""
+    from concurrent.futures import as_completed
+
+    from hwnas.workers import pool
+
     fps = [scratch_fingerprint(ctx.params, eval_split, i) for i in range(seeds)]
     cached: dict[tuple[str, str], dict] = {}
     for r in read_journal(cache_path):
         if r.get("fingerprint") in fps:
             cached[r["arch"], r["fingerprint"]] = r
+    todo = [(arch, i) for arch in archs for i in range(seeds) if (arch.key, fps[i]) not in cached]
+    missing = {arch.key: sum(1 for a, _ in todo if a.key == arch.key) for arch in archs}
     out = {}
-    for arch in archs:
-        key = arch.key
-        runs = []
-        for i, fp in enumerate(fps):
-            if (key, fp) not in cached:
-                t = time.perf_counter()
-                acc = scratch_accuracy(arch, ctx, eval_split, ctx.params["seed"] + i)
-                cost = static_cost(arch)
-                cached[key, fp] = {"arch": key, "fingerprint": fp, "run": i, "scratch_acc": acc,
-                                   "scratch_seconds": round(time.perf_counter() - t, 1),
-                                   "macs": cost.macs, "params": cost.params}
-                append_journal(cache_path, [cached[key, fp]])
-            runs.append(cached[key, fp])
-        accs = [r["scratch_acc"] for r in runs]
-        out[key] = {**runs[0], "run": None, "scratch_acc": round(float(np.mean(accs)), 3),
-                    "scratch_accs": accs,
-                    "scratch_seconds": round(sum(r["scratch_seconds"] for r in runs), 1)}
+
+    def finish(arch: ArchSpec) -> None:
+        runs = [cached[arch.key, fp] for fp in fps]
+        scores = [r["scratch_score"] for r in runs]
+        out[arch.key] = {**runs[0], "run": None, "scratch_score": round(float(np.mean(scores)), 3),
+                         "scratch_scores": scores,
+                         "scratch_seconds": round(sum(r["scratch_seconds"] for r in runs), 1)}
         if on_done:
-            on_done(out[key])
-    return out
+            on_done(out[arch.key])
+
+    def record(arch: ArchSpec, i: int, score: float, seconds: float) -> None:
+        cost = static_cost(arch)
+        cached[arch.key, fps[i]] = {"arch": arch.key, "fingerprint": fps[i], "run": i,
+                                    "scratch_score": score, "scratch_seconds": round(seconds, 1),
+                                    "macs": cost.macs, "params": cost.params}
+        append_journal(cache_path, [cached[arch.key, fps[i]]])
+        missing[arch.key] -= 1
+        if not missing[arch.key]:
+            finish(arch)
+
+    for arch in archs:
+        if not missing[arch.key]:
+            finish(arch)
+    seed = ctx.params["seed"]
+    if workers > 1 and ctx.device.type == "cpu" and len(todo) > 1:
+        with pool(workers) as processes:
+            jobs = {processes.submit(_scratch_job, ctx.params, arch.encode(), eval_split,
+                                   seed + i): (arch, i) for arch, i in todo}
+            for job in as_completed(jobs):
+                record(*jobs[job], *job.result())
+    else:
+        for arch, i in todo:
+            t = time.perf_counter()
+            record(arch, i, scratch_score(arch, ctx, eval_split, seed + i), time.perf_counter() - t)
+    return {arch.key: out[arch.key] for arch in archs}
 
 
 def score_subnets(supernet, archs: list[ArchSpec], probes: list[ArchSpec],
                   scratch: dict[str, dict], calib, held_out, calib_batches: int,
                   on_row=None) -> tuple[list[dict], list[dict]]:
-    """Inherited accuracy of each subnet beside its from-scratch row, and of each probe
-    (with its from-scratch accuracy where one was trained)."""
-    from hwnas.supernet import subnet_accuracy
+    """Inherited score of each subnet beside its from-scratch row, and of each probe
+    (with its from-scratch score where one was trained)."""
+    from hwnas.supernet import subnet_score
 
     rows, probe_rows = [], []
     for i, arch in enumerate(archs):
         row = scratch[arch.key]
-        inherited = subnet_accuracy(supernet, arch, calib, held_out, calib_batches)
-        rows.append({**row, "inherited_acc": inherited, "name": arch.name or f"subnet{i}"})
+        inherited = subnet_score(supernet, arch, calib, held_out, calib_batches)
+        rows.append({**row, "inherited_score": inherited, "name": arch.name or f"subnet{i}"})
         if on_row:
             on_row(i, rows[-1])
     for arch in probes:
@@ -161,17 +194,17 @@ def score_subnets(supernet, archs: list[ArchSpec], probes: list[ArchSpec],
         key = arch.key
         probe_rows.append({"name": arch.name, "arch": key, "macs": cost.macs,
                            "params": cost.params,
-                           "inherited_acc": subnet_accuracy(supernet, arch, calib, held_out,
+                           "inherited_score": subnet_score(supernet, arch, calib, held_out,
                                                             calib_batches),
-                           "scratch_acc": scratch.get(key, {}).get("scratch_acc")})
+                           "scratch_score": scratch.get(key, {}).get("scratch_score")})
     return rows, probe_rows
 
 
 def probe_metrics(probe_rows: list[dict]) -> dict:
-    """The probes' inherited accuracies: the lowest, the mean and each."""
+    """The probes' inherited scores: the lowest, the mean and each."""
     if not probe_rows:
         return {}
-    accs = [r["inherited_acc"] for r in probe_rows]
-    return {"probes_min_inherited_acc": min(accs),
-            "probes_mean_inherited_acc": round(float(np.mean(accs)), 2),
-            **{f"probe_{r['name']}_inherited_acc": r["inherited_acc"] for r in probe_rows}}
+    accs = [r["inherited_score"] for r in probe_rows]
+    return {"probes_min_inherited_score": min(accs),
+            "probes_mean_inherited_score": round(float(np.mean(accs)), 2),
+            **{f"probe_{r['name']}_inherited_score": r["inherited_score"] for r in probe_rows}}

@@ -1,8 +1,8 @@
 """Architectures trained from scratch with the baseline's budget, over paired seeds.
 
-One run's test accuracy moves by about as much as the equal-accuracy allowance, so the
-accuracy of an architecture from scratch is the mean over ``baseline.seeds`` runs
-(seeds ``base.seed`` + 0, 1, ...); the saved model is the run with the best val accuracy.
+One run's test score moves by about as much as the equal-score allowance, so the
+score of an architecture from scratch is the mean over ``baseline.seeds`` runs
+(seeds ``base.seed`` + 0, 1, ...); the saved model is the run with the best val score.
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ def scratch_run(train_params: dict, arch: str, epochs: int, seed: int,
 
 def scratch_runs(params: dict, arch, log=None):
     """``arch`` trained from scratch once per seed. Returns the model of the run with the
-    best val accuracy and a record whose ``accuracy`` is the mean test accuracy of the runs
-    (``accuracy_runs``; the returned model's own is ``model_accuracy``). On the CPU the runs
+    best val score and a record whose ``score`` is the mean test score of the runs
+    (``score_runs``; the returned model's own is ``model_score``). On the CPU the runs
     go two at a time to worker processes of one thread each (small networks gain little
     from a second thread); on a GPU they run in turn."""
     from hwnas.model import fresh_model
@@ -62,15 +62,15 @@ def scratch_runs(params: dict, arch, log=None):
             for seed, f in zip(seeds, futures):
                 runs.append(f.result())
                 if log:
-                    log(f"seed {seed}: test {runs[-1][1]['accuracy']:.1f}% "
+                    log(f"seed {seed}: test {runs[-1][1]['score']:.1f}% "
                         f"({runs[-1][1]['train_seconds']:.0f} s)")
-    vals = [r["val_accuracy"] for _, r in runs]
+    vals = [r["val_score"] for _, r in runs]
     best = vals.index(max(vals))  # the run to save: chosen on val, never on test
     state, kept = runs[best]
     net = fresh_model(arch, seeds[best], device)
     net.load_state_dict(state)
-    accs = [r["accuracy"] for _, r in runs]
+    accs = [r["score"] for _, r in runs]
     return net.eval(), {
-        **kept, "accuracy": round(statistics.fmean(accs), 3), "accuracy_runs": accs,
-        "val_accuracy_runs": vals, "model_accuracy": kept["accuracy"], "model_seed": seeds[best],
+        **kept, "score": round(statistics.fmean(accs), 3), "score_runs": accs,
+        "val_score_runs": vals, "model_score": kept["score"], "model_seed": seeds[best],
         "seeds": seeds, "train_seconds": round(sum(r["train_seconds"] for _, r in runs), 2)}

@@ -10,7 +10,7 @@ channel steps of 8 and an independent depth per stage, for comparison.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import product
 from math import ceil, floor, prod
 
@@ -56,6 +56,18 @@ class SearchSpace:
     # When set, one multiplier scales every stage's base depth (curated spaces);
     # otherwise each stage picks its own depth from ``depths``.
     depth_multipliers: tuple[float, ...] | None = None
+    # When set, the head's width (``head.features``) is searched among these; otherwise
+    # every network has ``head`` as it is.
+    head_widths: tuple[int, ...] | None = None
+
+    def head_of(self, features: int | None = None):
+        """The head at width ``features`` (None: the space's own head)."""
+        return self.head if features is None else replace(self.head, features=features)
+
+    def holds_head(self, head) -> bool:
+        return head == self.head or (self.head_widths is not None
+                                     and head.features in self.head_widths
+                                     and head == self.head_of(head.features))
 
     # ---- depth ----
 
@@ -95,15 +107,16 @@ class SearchSpace:
 
     # ---- per-stage choices <-> architectures ----
 
-    def build(self, stem: int, stages: Sequence[StagePick], name: str = "") -> ArchSpec:
+    def build(self, stem: int, stages: Sequence[StagePick], name: str = "",
+              head_width: int | None = None) -> ArchSpec:
         """The validated network of per-stage choices: each stage's stride on its first
-        block, expand 1 for conv blocks, a 3x3 stem."""
+        block, expand 1 for conv blocks, a 3x3 stem, the head at ``head_width``."""
         blocks = [BlockSpec(kind, kernel, out, stage.block_stride(j), 1 if kind == "conv" else e)
                   for stage, (out, picks) in zip(self.stages, stages, strict=True)
                   for j, (kind, kernel, e) in enumerate(picks)]
         return validate(ArchSpec(stem=StemSpec(stem, STEM_KERNEL, self.stem_stride),
-                                 blocks=tuple(blocks), head=self.head, input=self.input,
-                                 name=name))
+                                 blocks=tuple(blocks), head=self.head_of(head_width),
+                                 input=self.input, name=name))
 
     def split(self, arch: ArchSpec, prefer: tuple[int, ...] | None = None,
               choices: bool = True) -> tuple[float | None, tuple[int, ...]] | None:
@@ -143,7 +156,9 @@ class SearchSpace:
                 kernel = pick(stage.kernels)  # drawn before the expansion
                 picks.append((kind, kernel, 1 if kind == "conv" else pick(stage.expands)))
             stages.append((out, picks))
-        return self.build(pick(self.stem_channels), stages)
+        stem = pick(self.stem_channels)
+        return self.build(stem, stages, head_width=pick(self.head_widths) if self.head_widths
+                          else None)
 
     # ---- named networks of the space ----
 
@@ -182,7 +197,8 @@ class SearchSpace:
         name = "largest" if largest else "smallest"
         if block_type is not None or kernel is not None:
             name += "".join(f"_{v}" for v in (block_type, kernel and f"k{kernel}") if v)
-        return self.build(pick(self.stem_channels), stages, name=name)
+        return self.build(pick(self.stem_channels), stages, name=name,
+                          head_width=pick(self.head_widths) if self.head_widths else None)
 
     def largest(self, block_type: str | None = None, kernel: int | None = None) -> ArchSpec:
         """Deepest, widest, largest kernel and expansion; ``fused_ibn`` where allowed
@@ -206,7 +222,8 @@ class SearchSpace:
                 depth = min(self.stage_depths(stage, m))
                 stages.append((min(stage.channels),
                                [(k, min(stage.kernels), min(stage.expands))] * depth))
-            out.append(self.build(min(self.stem_channels), stages))
+            out.append(self.build(min(self.stem_channels), stages,
+                                  head_width=min(self.head_widths) if self.head_widths else None))
         return out
 
     def size(self) -> int:
@@ -216,7 +233,8 @@ class SearchSpace:
             return prod(len(s.channels) * sum(per_block(s) ** d for d in self.stage_depths(s, m))
                         for s in self.stages)
         ms = self.depth_multipliers or (None,)
-        return len(self.stem_channels) * sum(stages_total(m) for m in ms)
+        heads = len(self.head_widths or (None,))
+        return heads * len(self.stem_channels) * sum(stages_total(m) for m in ms)
 
     # ---- as data (stored with a supernet's weights so a checkpoint rebuilds alone) ----
 
@@ -224,6 +242,8 @@ class SearchSpace:
         out = asdict(self)
         if self.head.task != ClassificationHead.task:  # a classifier's head keeps its old form
             out["head"] = self.head.to_json()
+        if self.head_widths is None:  # and so does a space with a fixed head
+            del out["head_widths"]
         return out
 
     @classmethod
@@ -236,7 +256,8 @@ class SearchSpace:
                                          for k, v in s.items()})
                          for s in data["stages"]),
             head=_head(data["head"]), stem_stride=data["stem_stride"],
-            depth_multipliers=t(data.get("depth_multipliers")))
+            depth_multipliers=t(data.get("depth_multipliers")),
+            head_widths=t(data.get("head_widths")))
 
 
 def _head(data: dict):
@@ -264,6 +285,7 @@ class SpaceConfig:
     resolution: int = 32
     in_channels: int = 1
     classes: int = 10
+    task: str = "classification"  # the head's
     head_features: int = 1280
     stages: tuple[tuple[int, int, int], ...] = BASE_STAGES_32
     stem_stride: int = 1
@@ -281,11 +303,14 @@ def _space(name: str, cfg: SpaceConfig, step: int, curated: bool) -> SearchSpace
                      depths=(d,) if curated else tuple(range(1, ceil(d * 1.25) + 1)),
                      stride=s, kernels=cfg.kernels, expands=cfg.expands, types=cfg.types)
         for c, d, s in cfg.stages)
+    head = HEADS[cfg.task].for_space(cfg.head_features, cfg.classes,
+                                     cfg.stem_stride * prod(s for _, _, s in cfg.stages))
+    widths = aligned_channels(cfg.head_features, step, lo, hi)
     return SearchSpace(
         name=name, input=InputSpec(cfg.in_channels, cfg.resolution, cfg.resolution),
-        stem_channels=aligned_channels(32, step, lo, hi), stages=stages,
-        head=ClassificationHead(cfg.head_features, cfg.classes), stem_stride=cfg.stem_stride,
-        depth_multipliers=cfg.depth_multipliers if curated else None)
+        stem_channels=aligned_channels(32, step, lo, hi), stages=stages, head=head,
+        stem_stride=cfg.stem_stride, depth_multipliers=cfg.depth_multipliers if curated else None,
+        head_widths=widths if head.searched_width and cfg.head_features in widths else None)
 
 
 def curated_space(spec: HardwareSpec, cfg: SpaceConfig = SpaceConfig()) -> SearchSpace:

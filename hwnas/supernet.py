@@ -13,7 +13,7 @@ architecture is an argument of ``forward(x, arch)``; nothing is set beforehand.
 BatchNorm: each dynamic conv owns one BN of its largest width; a subnet uses the
 first channels of its affine parameters and running statistics. Running statistics
 collected while training many subnets are a mixture, so an extracted subnet needs
-``recalibrate_bn`` before its accuracy means anything. In eval mode the supernet
+``recalibrate_bn`` before its score means anything. In eval mode the supernet
 and the extracted subnet compute the same function (same weights, same statistics).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas import tasks
-from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead
+from hwnas.arch import ArchSpec, BlockSpec
 from hwnas.errors import UserError, one_line
 from hwnas.model import ConvBNAct, Network, build_model
 from hwnas.space import STEM_KERNEL, SearchSpace
@@ -154,30 +154,6 @@ DYNAMIC_BLOCKS: dict[str, type[nn.Module]] = {
     "ibn": DynamicIBN, "fused_ibn": DynamicFusedIBN, "conv": DynamicConvBlock}
 
 
-class DynamicClassifierHead(nn.Module):
-    def __init__(self, cin: int, head: ClassificationHead):
-        super().__init__()
-        self.conv = DynamicConvBN(cin, head.features) if head.features else None
-        self.fc = nn.Linear(head.features or cin, head.classes)
-
-    def forward(self, x: torch.Tensor, head: ClassificationHead) -> torch.Tensor:
-        if self.conv is not None:
-            x = self.conv(x, head.features)
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return F.linear(x, self.fc.weight[:, :x.shape[1]], self.fc.bias)
-
-    @torch.no_grad()
-    def export_to(self, target: nn.Module, cin: int, head: ClassificationHead) -> None:
-        if self.conv is not None:
-            self.conv.export_to(target.conv, cin, head.features, 1)
-        target.fc.weight.copy_(self.fc.weight[:, :target.fc.in_features])
-        target.fc.bias.copy_(self.fc.bias)
-
-
-# The elastic head of each task, keyed by ``head.task`` (a task's package adds its own).
-DYNAMIC_HEADS: dict[str, type[nn.Module]] = {"classification": DynamicClassifierHead}
-
-
 # ---- the supernet ------------------------------------------------------------------------
 
 
@@ -208,8 +184,8 @@ class SuperNet(nn.Module):
             self.mid_max.append(mids)
             cin = out
         self.stages = nn.ModuleList(stages)
-        tasks.load_torch(space.head.task)
-        self.head = DYNAMIC_HEADS[space.head.task](cin, space.head)
+        widest = space.head_of(max(space.head_widths)) if space.head_widths else space.head
+        self.head = tasks.torch_task(space.head.task).dynamic_head(cin, widest)
         # Blocks after a stage's first are residual; their last BN starts at zero so each
         # starts as the identity (BigNAS): a shallower subnet then computes nearly what the
         # deeper one does. Measured: +1.3 to +2.6 points inherited on the middle subnets.
@@ -238,8 +214,9 @@ class SuperNet(nn.Module):
         if arch.input.channels != sp.input.channels:
             raise SupernetError(f"input.channels: {arch.input.channels} != the supernet's "
                                 f"{sp.input.channels}")
-        if arch.head != sp.head:
-            raise SupernetError(f"head: {arch.head.encode()} != the supernet's {sp.head.encode()}")
+        if not sp.holds_head(arch.head):
+            raise SupernetError(f"head: {arch.head.encode()} is not among the supernet's "
+                                f"({sp.head.encode()}, widths {sp.head_widths or 'fixed'})")
         if arch.stem.out > self.stem_max:
             raise SupernetError(f"stem.out: {arch.stem.out} exceeds the supernet's {self.stem_max}")
         if arch.stem.kernel > STEM_KERNEL:
@@ -362,26 +339,24 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, max_batches: int | None =
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module | Callable, loader: Iterable) -> float:
-    """Top-1 accuracy in percent (eval mode when ``model`` is a module)."""
-    was_training = getattr(model, "training", False)
-    if isinstance(model, nn.Module):
-        model.eval()
-    correct = total = 0
-    for x, y in loader:
-        correct += int((model(x).argmax(1) == y).sum())
-        total += len(y)
-    if isinstance(model, nn.Module):
+def task_score(model: nn.Module, loader: Iterable, head=None) -> float:
+    """The task's score of ``model`` in percent (in eval mode); ``head`` defaults to the
+    model's own (``model.arch.head``)."""
+    head = head or model.arch.head
+    was_training = model.training
+    model.eval()
+    try:
+        return tasks.torch_task(head.task).score(model, loader, head)
+    finally:
         model.train(was_training)
-    return 100.0 * correct / max(1, total)
 
 
-def subnet_accuracy(supernet: SuperNet, arch: ArchSpec, calib_loader: Iterable,
+def subnet_score(supernet: SuperNet, arch: ArchSpec, calib_loader: Iterable,
                     eval_loader: Iterable, calib_batches: int | None = None) -> float:
-    """Accuracy inherited from the supernet: extract, recalibrate BN, evaluate."""
+    """Score inherited from the supernet: extract, recalibrate BN, evaluate."""
     net = extract_subnet(supernet, arch)
     recalibrate_bn(net, calib_loader, calib_batches)
-    return accuracy(net, eval_loader)
+    return task_score(net, eval_loader)
 
 
 # ---- persistence: weights + the space, loadable with ``weights_only=True`` -------------

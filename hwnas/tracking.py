@@ -155,7 +155,7 @@ def _candidate_runs(client, experiment_id: str, fingerprint: str) -> list:
 def log_candidates(df, parent_run_id: str, fingerprint: str,
                    chosen: dict[str, str | None] | None = None) -> int:
     """One child run per search candidate (params: the architecture string; metrics:
-    accuracy, latency, memory; tags: trial, git commit, the search's ``fingerprint``),
+    score, latency, memory; tags: trial, git commit, the search's ``fingerprint``),
     created in batches through the client, for the candidates no earlier run of the
     same search logged: a resumed or repeated search adds only its new ones. A run left
     unfinished by a kill, or holding another network for its trial, is replaced. Then
@@ -186,7 +186,7 @@ def log_candidates(df, parent_run_id: str, fingerprint: str,
             "pareto": str(bool(r.pareto)), "feasible": str(bool(r.feasible))})
         client.log_batch(run.info.run_id,
                          metrics=[Metric(k, float(getattr(r, k)), now, 0)
-                                  for k in ("accuracy", "latency_ms", "memory_bytes")],
+                                  for k in ("score", "latency_ms", "memory_bytes")],
                          params=[Param("arch", r.arch)])
         client.set_terminated(run.info.run_id)
         ids[int(r.trial)], tags[int(r.trial)] = run.info.run_id, None

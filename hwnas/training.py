@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from hwnas import tasks
 from hwnas.arch import ArchSpec
 
 
@@ -49,21 +49,24 @@ class TrainConfig:
     stage_regressor: bool = False
     # sandwich: weight of the largest subnet's loss (the teacher), against 1 per student
     teacher_weight: float = 1.0
+    optimizer: str = "sgd"    # sgd (Nesterov momentum) | adamw (decoupled weight decay)
 
 
 EXTREMES = ("fixed", "cycle", "random", "all")
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum; no weight decay on BN parameters, biases, kernel
+    """SGD with Nesterov momentum (or AdamW); no weight decay on BN parameters, biases, kernel
     transformations and stage maps (identity at init: decay would pull them towards zero)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         identity = "ktrans" in name or "stage_maps" in name
         (decay if p.ndim > 1 and not identity else no_decay).append(p)
-    return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                            {"params": no_decay, "weight_decay": 0.0}],
-                           lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
 
 
 def lr_at(step: int, total_steps: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
@@ -78,11 +81,6 @@ def lr_at(step: int, total_steps: int, steps_per_epoch: int, cfg: TrainConfig) -
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for g in opt.param_groups:
         g["lr"] = lr
-
-
-def distill_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
-    """KL(teacher || student), batch mean."""
-    return F.kl_div(F.log_softmax(student_logits, 1), teacher_probs, reduction="batchmean")
 
 
 def stage_distill_loss(student: list[torch.Tensor], teacher: list[torch.Tensor],
@@ -112,34 +110,34 @@ def _clip_and_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfi
 def sandwich_step(supernet: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   archs: list[ArchSpec], opt: torch.optim.Optimizer, cfg: TrainConfig) -> dict:
     """``archs[0]`` is the teacher (largest); the rest learn from its soft targets."""
+    head = supernet.space.head
+    task = tasks.torch_task(head.task)
     opt.zero_grad(set_to_none=True)
-    logits, stages = supernet.forward_stages(x, archs[0])
-    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    out, stages = supernet.forward_stages(x, archs[0])
+    loss = task.loss(out, y, head, cfg)
     (loss * cfg.teacher_weight).backward()
-    teacher, teacher_stages = F.softmax(logits.detach(), 1), [t.detach() for t in stages]
+    teacher, teacher_stages = task.soft_targets(out, head), [t.detach() for t in stages]
     student_loss = 0.0
     for arch in archs[1:]:
         out, stages = supernet.forward_stages(x, arch)
-        sl = distill_loss(out, teacher) if cfg.distill else F.cross_entropy(
-            out, y, label_smoothing=cfg.label_smoothing)
+        sl = task.distill(out, teacher, head) if cfg.distill else task.loss(out, y, head, cfg)
         if cfg.distill_stages:
             maps = supernet.stage_maps if cfg.stage_regressor else None
             sl = sl + cfg.distill_stages * stage_distill_loss(stages, teacher_stages, maps)
         sl.backward()
         student_loss += sl.item() / max(1, len(archs) - 1)
     _clip_and_step(supernet, opt, cfg, len(archs) if cfg.clip_per_subnet else 1.0)
-    return {"loss_largest": loss.item(), "loss_students": student_loss,
-            "correct_largest": int((logits.argmax(1) == y).sum())}
+    return {"loss_largest": loss.item(), "loss_students": student_loss}
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                opt: torch.optim.Optimizer, cfg: TrainConfig) -> dict:
+    head = model.arch.head
     opt.zero_grad(set_to_none=True)
-    logits = model(x)
-    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    loss = tasks.torch_task(head.task).loss(model(x), y, head, cfg)
     loss.backward()
     _clip_and_step(model, opt, cfg)
-    return {"loss": loss.item(), "correct": int((logits.argmax(1) == y).sum())}
+    return {"loss": loss.item()}
 
 
 def _random_types(supernet, arch: ArchSpec, rng: np.random.Generator) -> ArchSpec:
@@ -182,17 +180,16 @@ def supernet_epoch(supernet: nn.Module, loader: Iterable, opt: torch.optim.Optim
     supernet.train()
     n_batches = len(loader)
     sums = {"loss_largest": 0.0, "loss_students": 0.0}
-    correct = seen = 0
     for x, y in loader:
         set_lr(opt, lr_at(step, total_steps, n_batches, cfg))
         archs = sandwich_archs(supernet, rng, cfg.num_random, step, cfg.extremes)
         out = sandwich_step(supernet, x, y, archs, opt, cfg)
         for k in sums:
             sums[k] += out[k] / n_batches
-        correct, seen, step = correct + out["correct_largest"], seen + len(y), step + 1
+        step += 1
         if on_step:
             on_step(step)
-    return {**sums, "train_acc_largest": 100.0 * correct / max(1, seen)}, step
+    return sums, step
 
 
 def model_epoch(model: nn.Module, loader: Iterable, opt: torch.optim.Optimizer,
@@ -202,15 +199,13 @@ def model_epoch(model: nn.Module, loader: Iterable, opt: torch.optim.Optimizer,
     model.train()
     n_batches = len(loader)
     loss = 0.0
-    correct = seen = 0
     for x, y in loader:
         set_lr(opt, lr_at(step, total_steps, n_batches, cfg))
-        out = train_step(model, x, y, opt, cfg)
-        loss += out["loss"] / n_batches
-        correct, seen, step = correct + out["correct"], seen + len(y), step + 1
+        loss += train_step(model, x, y, opt, cfg)["loss"] / n_batches
+        step += 1
         if on_step:
             on_step(step)
-    return {"loss": loss, "train_acc": 100.0 * correct / max(1, seen)}, step
+    return {"loss": loss}, step
 
 
 def train_from_scratch(model: nn.Module, loader: Iterable, cfg: TrainConfig,
@@ -223,14 +218,14 @@ def train_from_scratch(model: nn.Module, loader: Iterable, cfg: TrainConfig,
     return model
 
 
-def extremes_val_accuracy(supernet, ctx) -> dict:
-    """Val accuracy of the largest and smallest subnets, BN-recalibrated."""
-    from hwnas.supernet import subnet_accuracy
+def extremes_val_score(supernet, ctx) -> dict:
+    """Val score of the largest and smallest subnets, BN-recalibrated."""
+    from hwnas.supernet import subnet_score
 
     calib, val = ctx.calib_loader(), ctx.loader("val")
     nb = ctx.params.get("calib_batches", 8)
-    return {"val_acc_largest": subnet_accuracy(supernet, supernet.largest(), calib, val, nb),
-            "val_acc_smallest": subnet_accuracy(supernet, supernet.smallest(), calib, val, nb)}
+    return {"val_score_largest": subnet_score(supernet, supernet.largest(), calib, val, nb),
+            "val_score_smallest": subnet_score(supernet, supernet.smallest(), calib, val, nb)}
 
 
 def supernet_fingerprint(params: dict) -> str:
@@ -290,11 +285,11 @@ def train_supernet(ctx, ckpt_path, progress: bool = True, log=None):
                                            on_step=lambda n: bar.update(task, completed=n))
             epoch_s = time.perf_counter() - t0
             elapsed += epoch_s
-            metrics.update(extremes_val_accuracy(supernet, ctx), epoch=epoch + 1,
+            metrics.update(extremes_val_score(supernet, ctx), epoch=epoch + 1,
                            epoch_seconds=epoch_s, lr=opt.param_groups[0]["lr"])
             history.append(metrics)
-            info = (f"val largest {metrics['val_acc_largest']:.1f}% "
-                    f"smallest {metrics['val_acc_smallest']:.1f}%")
+            info = (f"val largest {metrics['val_score_largest']:.1f}% "
+                    f"smallest {metrics['val_score_smallest']:.1f}%")
             bar.update(task, info=info)
             if progress:
                 bar.console.print(f"epoch {epoch + 1}/{cfg.epochs}: {epoch_s:.0f} s, "
@@ -307,8 +302,8 @@ def train_supernet(ctx, ckpt_path, progress: bool = True, log=None):
                 log(metrics, epoch + 1)
     summary = {"epochs": cfg.epochs, "train_seconds": round(elapsed, 1),
                "epoch_seconds_mean": round(elapsed / max(1, cfg.epochs), 2),
-               "val_acc_largest": history[-1]["val_acc_largest"] if history else None,
-               "val_acc_smallest": history[-1]["val_acc_smallest"] if history else None,
+               "val_score_largest": history[-1]["val_score_largest"] if history else None,
+               "val_score_smallest": history[-1]["val_score_smallest"] if history else None,
                "params": sum(p.numel() for p in supernet.parameters()),
                "space_size": float(ctx.space.size())}
     return supernet, summary

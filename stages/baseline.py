@@ -47,7 +47,7 @@ def main() -> None:
         save_subnet(net, arch, model, rec)
         files.json(layout.BASELINE / "metrics.json", rec)
         tracking.log_metrics(rec)
-    say(f"test {rec['accuracy']:.2f}% (mean of {n} run(s): {rec['accuracy_runs']}) after "
+    say(f"test {rec['score']:.2f}% (mean of {n} run(s): {rec['score_runs']}) after "
         f"{epochs} epochs, {rec['train_seconds']:.0f} s of training -> {layout.BASELINE_MODEL}")
 
 

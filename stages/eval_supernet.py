@@ -1,6 +1,6 @@
 """DVC stage ``eval_supernet``: the supernet's proof (``hwnas.proof``).
 
-For ``subnets`` architectures spread over log-MACs, inherited accuracy (extract, BN
+For ``subnets`` architectures spread over log-MACs, inherited score (extract, BN
 recalibration) against the mean of ``scratch_seeds`` from-scratch runs with the
 supernet's budget, on ``eval_split``. Writes Kendall tau, the largest subnet's gap, a
 row per subnet (``rows.json``) and the probes (``probes.json``). From-scratch runs are
@@ -47,13 +47,13 @@ def main() -> None:
         rows, probe_rows = score_subnets(
             supernet, archs, probes, scratch, calib, held_out, pt["calib_batches"],
             on_row=lambda i, r: tracking.log_metrics(
-                {"inherited_acc": r["inherited_acc"], "scratch_acc": r["scratch_acc"]}, step=i))
+                {"inherited_score": r["inherited_score"], "scratch_score": r["scratch_score"]}, step=i))
         metrics = {**rank_metrics(rows), "eval_split": split, "eval_images": len(held_out.data),
                    "scratch_seeds": pe["scratch_seeds"], **probe_metrics(probe_rows),
                    "seconds": round(time.perf_counter() - t0, 1)}
         tracking.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, str)})
-        table = [{k: r[k] for k in ("name", "arch", "macs", "params", "inherited_acc",
-                                    "scratch_acc", "scratch_accs", "scratch_seconds")}
+        table = [{k: r[k] for k in ("name", "arch", "macs", "params", "inherited_score",
+                                    "scratch_score", "scratch_scores", "scratch_seconds")}
                  for r in rows]
         with staged() as files:  # every output, or none (and the run FAILED if none)
             files.json(layout.EVAL_SUPERNET / "rows.json", table)

@@ -18,12 +18,13 @@ def say(msg: str) -> None:
 
 def main() -> None:
     from hardware.spec import load_spec
-    from hwnas import tracking
+    from hwnas import tasks, tracking
     from hwnas.estimator import Estimator
     from hwnas.evaluation.metrics import headline
     from hwnas.evaluation.plots import plot
     from hwnas.evaluation.report import report
     from hwnas.evaluation.run import BASELINES, evaluate, read_inputs
+    from hwnas.extract import load_subnet
     from hwnas.files import staged
 
     p = section(load_params(), "evaluate")
@@ -31,11 +32,18 @@ def main() -> None:
     inputs = read_inputs()
     spec = load_spec(p["hardware"])
     estimator = Estimator.load(layout.estimator_dir(spec.name), spec)
-    ev = evaluate(inputs, spec, estimator, float(p["equal_accuracy_tolerance"]), log=say)
-    metrics = ev.metrics
+    ev = evaluate(inputs, spec, estimator, float(p["equal_score_tolerance"]), log=say,
+                  targets=p["targets"])
+    task = tasks.get(layout.current_task())
+    metrics = {"task": task.name, "metric": task.metric, **ev.metrics}
+    nets = {name: load_subnet(path)[0] for name, path in (
+        ("latency model", layout.SUBNETS / "latency.pt"), ("baseline", layout.BASELINE_MODEL))
+        if path.is_file()}
+    test = tasks.torch_task(task.name).load(
+        section(load_params(), "train_supernet")["data"], p["seed"]).test
 
     out = layout.EVALUATE
-    with tracking.run("evaluate", params={**p, "accuracy_mode": metrics["accuracy_mode"]},
+    with tracking.run("evaluate", params={**p, "score_mode": metrics["score_mode"]},
                       tags=tracking.stage_tags("evaluate", spec.spec_hash())):
         flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
         flat.update({f"memory_model.{k}": v for k, v in metrics.get("memory_model", {}).items()})
@@ -43,6 +51,8 @@ def main() -> None:
         with staged() as files:  # every output, or none: the previous ones stay whole
             plot(ev.candidates, ev.base_search, ev.models, BASELINES,
                  files.path(out / "pareto.png"), metrics=metrics)
+            metrics.update(tasks.torch_task(task.name).examples(
+                nets, test, files.path(out / "examples.png")))
             files.text(out / "report.md", report(metrics, ev.models, ev.table, ev.info))
             files.json(out / "models.json", ev.models)
             files.json(out / "table.json", ev.table)
@@ -51,10 +61,10 @@ def main() -> None:
             tracking.log_metrics(flat)
         tracking.log_artifacts(out, ("report.md", "pareto.png", "metrics.json"), log=say)
     t = metrics["targets"]
-    say(f"latency -{100 * metrics['latency_reduction']:.1f}% at {metrics['accuracy_delta']:+.2f} "
+    say(f"latency -{100 * metrics['latency_reduction']:.1f}% at {metrics['score_delta']:+.2f} "
         f"points (target {'met' if t['latency_met'] else 'not met'})"
         + (f"; memory model -{100 * metrics['memory_model']['memory_reduction']:.1f}% memory at "
-           f"{metrics['memory_model']['accuracy_delta']:+.2f} points (target "
+           f"{metrics['memory_model']['score_delta']:+.2f} points (target "
            f"{'met' if t['memory_met'] else 'not met'})" if "memory_model" in metrics else "")
         + f"; {time.perf_counter() - t0:.0f} s -> {out / 'report.md'}")
 

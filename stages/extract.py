@@ -3,12 +3,12 @@
 Reads ``results/search/pareto.json`` (the ``chosen`` entries named by
 ``extract.chosen``, plus ``extract.pareto_extra`` further Pareto networks) and
 ``models/supernet.pt``. Each network is extracted from the supernet, BN-recalibrated
-(its inherited test accuracy is recorded), fine-tuned ``extract.epochs`` epochs with
+(its inherited test score is recorded), fine-tuned ``extract.epochs`` epochs with
 the supernet's optimizer and schedule at ``extract.lr``, recalibrated again and
 tested. With ``extract.baseline`` the baseline architecture goes through the same
 recipe (``baseline-finetuned``): the like-for-like comparison. With ``extract.scratch``
 the chosen networks are also trained from scratch with the baseline's budget
-(``scratch_accuracy``: the mean over ``baseline.seeds`` runs, ``hwnas.scratch.scratch_runs``):
+(``scratch_score``: the mean over ``baseline.seeds`` runs, ``hwnas.scratch.scratch_runs``):
 architecture against architecture at equal training; each
 chosen network then keeps the weights of the recipe that scores higher on the val
 split (``weights``: ``finetuned`` or ``scratch``; ``hwnas.extract.keep_better``).
@@ -48,6 +48,11 @@ def main() -> None:
     archs = pick_subnets(pareto, p["chosen"], p["pareto_extra"], source=str(layout.PARETO))
     ctx = train_context(section(params, "train_supernet"))
     supernet = load_supernet(layout.SUPERNET, ctx.device).eval()
+    for name, arch in archs.items():  # before any training: a network of another task or data
+        if not supernet.space.holds_head(arch.head):
+            raise ExtractError(f"{layout.PARETO}: chosen network {name!r}: head "
+                               f"{arch.head.encode()} does not match this task's data and "
+                               f"supernet ({supernet.space.head.encode()})")
     if p["baseline"]:
         archs["baseline-finetuned"] = pipeline_baseline(supernet.space, params).with_name("")
     seed = p["seed"]
@@ -80,7 +85,7 @@ def main() -> None:
                         params, arch, log=lambda m, n=name: say(f"  {n} from scratch: {m}"))
                 net, rec = keep_better((net, rec), scratch[key])
             else:
-                rec.update(weights="finetuned", finetuned_accuracy=rec["accuracy"])
+                rec.update(weights="finetuned", finetuned_score=rec["score"])
             save_subnet(net, arch, folder / f"{name}.pt", rec)
             diff = export_onnx(net, folder / f"{name}.onnx", check_x)
             rec.update(onnx_max_abs_diff=diff, test_images=len(ctx.splits.test))
@@ -89,17 +94,17 @@ def main() -> None:
                                    f"from PyTorch by {diff:.2e} > extract.onnx_tolerance "
                                    f"{p['onnx_tolerance']:g}")
             records[name] = rec
-            say(f"[{i}/{len(archs)}] {name}: test {rec['accuracy']:.1f}% ({rec['weights']} weights; "
-                f"inherited {rec['inherited_accuracy']:.1f}%), ONNX diff {diff:.1e}, "
+            say(f"[{i}/{len(archs)}] {name}: test {rec['score']:.1f}% ({rec['weights']} weights; "
+                f"inherited {rec['inherited_score']:.1f}%), ONNX diff {diff:.1e}, "
                 f"{time.perf_counter() - t0:.0f} s")
-            tracking.log_metrics({f"{name}.accuracy": rec["accuracy"],
-                                  f"{name}.inherited_accuracy": rec["inherited_accuracy"],
+            tracking.log_metrics({f"{name}.score": rec["score"],
+                                  f"{name}.inherited_score": rec["inherited_score"],
                                   f"{name}.onnx_max_abs_diff": diff})
         seconds = time.perf_counter() - t_start
         metrics = {"models": len(records), "seconds": round(seconds, 1),
                    "onnx_max_abs_diff": max(r["onnx_max_abs_diff"] for r in records.values()),
-                   **{f"{n}_accuracy": r["accuracy"] for n, r in records.items()},
-                   **{f"{n}_inherited_accuracy": r["inherited_accuracy"]
+                   **{f"{n}_score": r["score"] for n, r in records.items()},
+                   **{f"{n}_inherited_score": r["inherited_score"]
                       for n, r in records.items()}}
         files.json(layout.EXTRACTED, {
             "hardware": spec.name, "finetune": {"epochs": ft.epochs, "lr": ft.lr},

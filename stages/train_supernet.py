@@ -3,7 +3,7 @@
 Writes ``models/supernet.pt`` (weights + search space, ``hwnas.supernet.load_supernet``)
 and ``results/train_supernet/metrics.json``. A checkpoint after every epoch
 (``models/supernet_ckpt/``, a ``persist: true`` output) lets a killed run resume when
-params and code are unchanged. The accuracy proof is the ``eval_supernet`` stage.
+params and code are unchanged. The score proof is the ``eval_supernet`` stage.
 """
 from __future__ import annotations
 

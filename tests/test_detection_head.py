@@ -104,8 +104,10 @@ def test_targets_round_trip_through_decode():
     assert metrics.mean_average_precision(preds, targets) == {"map": 1.0, "map_50": 1.0}
     data = DetectionData(torch.full((3, 1, 32, 32), 51, dtype=torch.uint8), targets, [1, 2, 3],
                          ["a", "b", "c"], ["0", "1"], [1, 2], 32)
-    split = modules.tensor_data(data, HEAD, 0.1, 0.5)
-    assert torch.equal(split.y, y) and torch.allclose(split.x, torch.full((3, 1, 32, 32), 0.2))
+    split = modules.tensor_data(data, 0.1, 0.5, max_boxes=3)
+    assert split.y.shape == (3, 3, 5) and torch.allclose(split.x, torch.full((3, 1, 32, 32), 0.2))
+    # the packed boxes encode (inside the loss) to the same dense targets
+    assert torch.equal(modules.encode_targets(modules.unpack_targets(split.y), HEAD, 32), y)
 
 
 def test_nms_removes_duplicates():

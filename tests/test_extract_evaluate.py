@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from hardware.spec import load_spec
+from hwnas import layout
 from hwnas.arch import ArchSpec, BlockSpec, StemSpec, validate
 from hwnas.data import Loader, load_dataset
 from hwnas.evaluation import EvaluateError
@@ -77,9 +78,9 @@ def archs(space):
 
 
 def _pareto(archs, latency="fast", memory="fast") -> dict:
-    row = lambda a, acc, lat, mem: {"arch": a.encode(), "accuracy": acc,  # noqa: E731
+    row = lambda a, acc, lat, mem: {"arch": a.encode(), "score": acc,  # noqa: E731
                                     "latency_ms": lat, "memory_bytes": mem}
-    return {"hardware": SPEC, "accuracy_mode": "supernet",
+    return {"hardware": SPEC, "score_mode": "supernet",
             "baseline": row(archs["baseline"].with_name("baseline"), 70.0, 0.05, 300000),
             "chosen": {"latency": latency and archs[latency].encode(),
                        "memory": memory and archs[memory].encode()},
@@ -118,27 +119,27 @@ def test_pick_subnets_adds_distinct_pareto_networks(archs):
     picked = pick_subnets(_pareto(archs), ("latency", "memory"), extra=3)
     assert list(picked) == ["latency", "memory", "pareto-1"]
     assert picked["pareto-1"] == archs["deep"]           # "fast" is already chosen
-    assert search_record(_pareto(archs), archs["baseline"])["accuracy"] == 70.0
+    assert search_record(_pareto(archs), archs["baseline"])["score"] == 70.0
 
 
-def test_search_accuracy_of_a_chosen_network_off_the_front(archs):
-    from hwnas.evaluation.run import fill_search_accuracy
+def test_search_score_of_a_chosen_network_off_the_front(archs):
+    from hwnas.evaluation.run import fill_search_score
 
     p = _pareto(archs)
     off_front = archs["deep"].with_name("")
     p["pareto"] = p["pareto"][:1]  # "deep" is chosen but not on the front
     assert search_record(p, off_front) == {}
-    p["chosen_scores"] = {"latency": {"arch": off_front.encode(), "accuracy": 81.0,
+    p["chosen_scores"] = {"latency": {"arch": off_front.encode(), "score": 81.0,
                                       "latency_ms": 0.04, "memory_bytes": 200000}}
-    assert search_record(p, off_front)["accuracy"] == 81.0
+    assert search_record(p, off_front)["score"] == 81.0
     # evaluate fills what extract lacks from the candidates, the baseline from pareto.json
-    records = {"latency": {"arch": off_front.encode()}, "pareto-1": {"search_accuracy": 75.0},
+    records = {"latency": {"arch": off_front.encode()}, "pareto-1": {"search_score": 75.0},
                "baseline-scratch": {}}
     names = {"latency": off_front, "pareto-1": archs["fast"], "baseline-scratch": archs["baseline"]}
     cands = pd.DataFrame({"arch": [off_front.encode(), archs["fast"].encode()],
-                          "accuracy": [81.0, 99.0]})
-    fill_search_accuracy(records, names, cands, p)
-    assert [r["search_accuracy"] for r in records.values()] == [81.0, 75.0, 70.0]
+                          "score": [81.0, 99.0]})
+    fill_search_score(records, names, cands, p)
+    assert [r["search_score"] for r in records.values()] == [81.0, 75.0, 70.0]
 
 
 def test_bad_arch_string_names_the_entry(archs):
@@ -153,8 +154,8 @@ def test_bad_arch_string_names_the_entry(archs):
 
 def test_materialize_save_load_and_onnx(supernet, archs, data, tmp_path):
     net, rec = materialize(supernet, archs["fast"], data, FineTune(epochs=1, lr=0.05), seed=0)
-    assert 0.0 <= rec["inherited_accuracy"] <= 100.0 and 0.0 <= rec["accuracy"] <= 100.0
-    assert rec["accuracy"] > 20.0                       # one epoch on digits learns something
+    assert 0.0 <= rec["inherited_score"] <= 100.0 and 0.0 <= rec["score"] <= 100.0
+    assert rec["score"] > 20.0                       # one epoch on digits learns something
     assert rec["arch"] == archs["fast"].encode() and rec["params"] > 0
     save_subnet(net, archs["fast"], tmp_path / "fast.pt", rec)
     again, arch = load_subnet(tmp_path / "fast.pt")
@@ -175,28 +176,28 @@ def test_arch_outside_the_supernet_is_a_clear_error(supernet, space, data):
 
 def test_train_scratch_reports_budget(archs, data):
     net, rec = train_scratch(archs["fast"], data, data.train_config, seed=0)
-    assert rec["epochs"] == 1 and 0.0 <= rec["accuracy"] <= 100.0
-    assert 0.0 <= rec["val_accuracy"] <= 100.0
+    assert rec["epochs"] == 1 and 0.0 <= rec["score"] <= 100.0
+    assert 0.0 <= rec["val_score"] <= 100.0
     assert next(net.parameters()).device == torch.device(data.device)  # where the batches are
 
 
 def test_keep_better_chooses_on_val_never_test():
     ft, sc = object(), object()
-    frec = {"accuracy": 90.0, "val_accuracy": 95.0, "inherited_accuracy": 80.0}
-    srec = {"accuracy": 99.0, "val_accuracy": 94.0, "epochs": 9, "train_seconds": 1.0}
+    frec = {"score": 90.0, "val_score": 95.0, "inherited_score": 80.0}
+    srec = {"score": 99.0, "val_score": 94.0, "epochs": 9, "train_seconds": 1.0}
     net, rec = keep_better((ft, frec), (sc, srec))   # better on test, worse on val: not kept
-    assert net is ft and rec["weights"] == "finetuned" and rec["accuracy"] == 90.0
-    assert rec["scratch_accuracy"] == 99.0 and rec["finetuned_accuracy"] == 90.0
-    net, rec = keep_better((ft, frec), (sc, {**srec, "val_accuracy": 96.0}))
-    assert net is sc and rec["weights"] == "scratch" and rec["accuracy"] == 99.0
-    assert rec["finetuned_accuracy"] == 90.0 and rec["inherited_accuracy"] == 80.0
-    net, _ = keep_better((ft, frec), (sc, {**srec, "val_accuracy": 95.0}))  # a tie
+    assert net is ft and rec["weights"] == "finetuned" and rec["score"] == 90.0
+    assert rec["scratch_score"] == 99.0 and rec["finetuned_score"] == 90.0
+    net, rec = keep_better((ft, frec), (sc, {**srec, "val_score": 96.0}))
+    assert net is sc and rec["weights"] == "scratch" and rec["score"] == 99.0
+    assert rec["finetuned_score"] == 90.0 and rec["inherited_score"] == 80.0
+    net, _ = keep_better((ft, frec), (sc, {**srec, "val_score": 95.0}))  # a tie
     assert net is ft
-    runs = {**srec, "val_accuracy": 96.0, "accuracy": 98.5, "model_accuracy": 98.0,
-            "accuracy_runs": [98.0, 99.0]}            # several seeds: the mean and the saved run
+    runs = {**srec, "val_score": 96.0, "score": 98.5, "model_score": 98.0,
+            "score_runs": [98.0, 99.0]}            # several seeds: the mean and the saved run
     _, rec = keep_better((ft, frec), (sc, runs))
-    assert rec["accuracy"] == 98.0 and rec["scratch_accuracy"] == 98.5
-    assert rec["scratch_accuracy_runs"] == [98.0, 99.0]
+    assert rec["score"] == 98.0 and rec["scratch_score"] == 98.5
+    assert rec["scratch_score_runs"] == [98.0, 99.0]
 
 
 # ---- evaluation ---------------------------------------------------------------------------
@@ -223,46 +224,46 @@ def test_simulate_models_simulates_and_scores_the_estimator(spec, archs):
         assert rec["estimator_memory_error"] == 0.0
 
 
-def _models(spec, archs, fast_acc=97.0):
+def _models(spec, archs, fast_score=97.0):
     sims = simulate_models(archs, spec)
-    return {"latency": {**sims["fast"], "accuracy": fast_acc, "test_images": 1000},
-            "memory": {**sims["fast"], "accuracy": 96.0},
-            "baseline-scratch": {**sims["baseline"], "accuracy": 97.2},
-            "baseline-finetuned": {**sims["baseline"], "accuracy": 96.5}}
+    return {"latency": {**sims["fast"], "score": fast_score, "test_images": 1000},
+            "memory": {**sims["fast"], "score": 96.0},
+            "baseline-scratch": {**sims["baseline"], "score": 97.2},
+            "baseline-finetuned": {**sims["baseline"], "score": 96.5}}
 
 
 def test_metrics_keys_and_targets(spec, archs):
     models = _models(spec, archs)
     m = build_metrics(models, ["baseline-scratch", "baseline-finetuned"])
-    for key in ("accuracy", "baseline_accuracy", "latency_ms", "baseline_latency_ms",
+    for key in ("score", "baseline_score", "latency_ms", "baseline_latency_ms",
                 "latency_reduction", "memory_bytes", "baseline_memory_bytes",
                 "memory_reduction", "estimator_error", "energy_mj", "memory_model", "targets"):
         assert key in m, key
-    assert m["baseline_accuracy"] == 97.2 and m["baseline_accuracy_source"] == "baseline-scratch"
+    assert m["baseline_score"] == 97.2 and m["baseline_score_source"] == "baseline-scratch"
     assert m["latency_reduction"] == pytest.approx(1 - models["latency"]["latency_ms"]
                                                    / models["baseline-scratch"]["latency_ms"])
     assert 0 < m["latency_reduction"] < 1 and 0 < m["memory_reduction"] < 1
     assert m["targets"]["latency_met"] == (m["latency_reduction"] >= TARGETS["latency_reduction"])
     assert m["targets"]["memory_met"] is False          # 1.2 points below the baseline
-    assert math.isclose(m["accuracy_se"], 100 * math.sqrt(0.97 * 0.03 / 1000))
+    assert math.isclose(m["score_se"], 100 * math.sqrt(0.97 * 0.03 / 1000))
     json.dumps(m)                                        # serializable as written
-    assert m["accuracy_basis"] == "saved weights" and "model_accuracy" not in m
+    assert m["score_basis"] == "saved weights" and "model_score" not in m
     # trained from scratch too: architecture against architecture, means of paired seeds
-    models["latency"].update(scratch_accuracy=97.5, scratch_accuracy_runs=[97.4, 97.6],
-                             weights="finetuned", finetuned_accuracy=97.0)
-    models["baseline-scratch"]["accuracy_runs"] = [97.3, 97.1]
-    models["baseline-finetuned"]["accuracy"] = 97.9  # stronger, but another recipe: not used
+    models["latency"].update(scratch_score=97.5, scratch_score_runs=[97.4, 97.6],
+                             weights="finetuned", finetuned_score=97.0)
+    models["baseline-scratch"]["score_runs"] = [97.3, 97.1]
+    models["baseline-finetuned"]["score"] = 97.9  # stronger, but another recipe: not used
     m = build_metrics(models, ["baseline-scratch", "baseline-finetuned"])
-    assert m["accuracy_basis"] == "scratch" and m["baseline_accuracy_source"] == "baseline-scratch"
-    assert m["accuracy"] == 97.5 and m["model_accuracy"] == 97.0 and m["weights"] == "finetuned"
-    assert m["accuracy_delta"] == pytest.approx(0.3)
-    assert m["model_accuracy_delta"] == pytest.approx(97.0 - 97.2)  # the saved files, one run each
-    assert m["accuracy_delta_se"] == pytest.approx(0.2)  # paired diffs 0.1, 0.5: sd 0.28 / sqrt 2
+    assert m["score_basis"] == "scratch" and m["baseline_score_source"] == "baseline-scratch"
+    assert m["score"] == 97.5 and m["model_score"] == 97.0 and m["weights"] == "finetuned"
+    assert m["score_delta"] == pytest.approx(0.3)
+    assert m["model_score_delta"] == pytest.approx(97.0 - 97.2)  # the saved files, one run each
+    assert m["score_delta_se"] == pytest.approx(0.2)  # paired diffs 0.1, 0.5: sd 0.28 / sqrt 2
     assert m["targets"]["latency_met"] == (m["latency_reduction"] >= 0.5)
-    assert m["memory_model"]["accuracy"] == 96.0  # no from-scratch runs: its saved weights
+    assert m["memory_model"]["score"] == 96.0  # no from-scratch runs: its saved weights
     text = report(m, models, [], {"hardware": SPEC})
     assert "both trained from scratch" in text and "kept: **finetuned**" in text
-    worse = build_metrics(_models(spec, archs, fast_acc=96.8), ["baseline-scratch"])
+    worse = build_metrics(_models(spec, archs, fast_score=96.8), ["baseline-scratch"])
     assert worse["targets"]["latency_met"] is False      # 0.4 points below
 
 
@@ -277,13 +278,13 @@ def test_metrics_missing_model_is_named(spec, archs):
 def test_ablation_table_restricts_the_candidates(spec, space, archs):
     sims = simulate_models(archs, spec)
     cands = pd.DataFrame([
-        {"arch": archs["fast"].encode(), "accuracy": 72.0, "feasible": True,
+        {"arch": archs["fast"].encode(), "score": 72.0, "feasible": True,
          "sim_latency_ms": sims["fast"]["latency_ms"]},
-        {"arch": archs["deep"].encode(), "accuracy": 71.0, "feasible": True,
+        {"arch": archs["deep"].encode(), "score": 71.0, "feasible": True,
          "sim_latency_ms": sims["deep"]["latency_ms"]},
-        {"arch": archs["deep"].encode(), "accuracy": 99.0, "feasible": False,  # infeasible: out
+        {"arch": archs["deep"].encode(), "score": 99.0, "feasible": False,  # infeasible: out
          "sim_latency_ms": 1e-6}])
-    base = {"arch": archs["baseline"].encode(), "accuracy": 70.0,
+    base = {"arch": archs["baseline"].encode(), "score": 70.0,
             "sim_latency_ms": sims["baseline"]["latency_ms"]}
     rows = {(r["fused_ibn_search"], r["depth_multiplier_search"]): r
             for r in ablation_table(cands, base, space)}
@@ -295,8 +296,8 @@ def test_ablation_table_restricts_the_candidates(spec, space, archs):
     # the full search is at least as good as any restriction
     assert all(rows[(True, True)]["latency_reduction"] >= r["latency_reduction"]
                for r in rows.values())
-    # a stricter accuracy bar leaves only the baseline
-    strict = ablation_table(cands.assign(accuracy=60.0), base, space)
+    # a stricter score bar leaves only the baseline
+    strict = ablation_table(cands.assign(score=60.0), base, space)
     assert all(r["is_baseline"] for r in strict)
 
 
@@ -305,10 +306,10 @@ def test_ablation_table_restricts_the_candidates(spec, space, archs):
 def test_report_and_plot(tmp_path, spec, space, archs):
     models = _models(spec, archs)
     m = build_metrics(models, ["baseline-scratch", "baseline-finetuned"])
-    cands = pd.DataFrame([{"arch": a.encode(), "accuracy": 70.0 + i, "feasible": True,
+    cands = pd.DataFrame([{"arch": a.encode(), "score": 70.0 + i, "feasible": True,
                            "sim_latency_ms": models["latency"]["latency_ms"] * (1 + i)}
                           for i, a in enumerate(archs.values())])
-    base = {"arch": archs["baseline"].encode(), "accuracy": 70.0,
+    base = {"arch": archs["baseline"].encode(), "score": 70.0,
             "sim_latency_ms": models["baseline-scratch"]["latency_ms"]}
     table = ablation_table(cands, base, space)
     text = report(m, models, table, {"hardware": SPEC, "test_images": 1000, "dataset": "digits"})
@@ -337,11 +338,34 @@ def test_extract_stage_missing_or_null_input(tmp_path, monkeypatch, archs):
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(_params_yaml())
-    with pytest.raises(ExtractError, match=r"results/search/pareto.json: not found"):
+    with pytest.raises(ExtractError, match=r"results/classification/search/pareto.json: not found"):
         stage.main()
-    (tmp_path / "results/search").mkdir(parents=True)
-    (tmp_path / "results/search/pareto.json").write_text(json.dumps(_pareto(archs, latency=None)))
-    with pytest.raises(ExtractError, match=r"results/search/pareto.json: chosen.latency is null"):
+    (tmp_path / layout.SEARCH).mkdir(parents=True)
+    (tmp_path / layout.PARETO).write_text(json.dumps(_pareto(archs, latency=None)))
+    with pytest.raises(ExtractError,
+                       match=r"results/classification/search/pareto.json: chosen.latency is null"):
+        stage.main()
+
+
+def test_extract_stage_refuses_a_network_of_another_task(tmp_path, monkeypatch, archs, supernet):
+    """A detector chosen for a classifier's supernet and data: one line, before training."""
+    from dataclasses import replace
+
+    import stages.extract as stage
+    from hwnas.supernet import supernet_state
+    from hwnas.tasks.detection.head import DetectionHead
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(_params_yaml())
+    layout.SUPERNET.parent.mkdir(parents=True)
+    torch.save(supernet_state(supernet), layout.SUPERNET)
+    detector = replace(archs["fast"], head=DetectionHead(64, 1, 4))
+    (tmp_path / layout.SEARCH).mkdir(parents=True)
+    (tmp_path / layout.PARETO).write_text(json.dumps(
+        {**_pareto(archs), "chosen": {"latency": detector.encode(), "memory": detector.encode()}}))
+    monkeypatch.setattr("hwnas.extract.materialize", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ExtractError, match=r"pareto.json: chosen network 'latency': head "
+                                           r"det_f64_n1_s4 does not match"):
         stage.main()
 
 
@@ -350,13 +374,13 @@ def test_evaluate_stage_missing_input(tmp_path, monkeypatch, archs):
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(_params_yaml())
-    (tmp_path / "results/search").mkdir(parents=True)
-    (tmp_path / "results/search/pareto.json").write_text(json.dumps(_pareto(archs)))
+    (tmp_path / layout.SEARCH).mkdir(parents=True)
+    (tmp_path / layout.PARETO).write_text(json.dumps(_pareto(archs)))
     with pytest.raises(EvaluateError, match=r"candidates.parquet: not found"):
         stage.main()
-    pd.DataFrame([{"arch": archs["fast"].encode(), "accuracy": 1.0, "latency_ms": 0.1}]).to_parquet(
-        tmp_path / "results/search/candidates.parquet")
-    with pytest.raises(EvaluateError, match=r"results/extract/subnets.json: not found"):
+    pd.DataFrame([{"arch": archs["fast"].encode(), "score": 1.0, "latency_ms": 0.1}]).to_parquet(
+        tmp_path / layout.CANDIDATES)
+    with pytest.raises(EvaluateError, match=r"results/classification/extract/subnets.json: not found"):
         stage.main()
 
 
@@ -372,7 +396,7 @@ def test_stage_params_are_checked():
     assert budget_epochs(params)[0] == 3
     for section, key, bad in (("extract", "chosen", ["speed"]), ("extract", "lr", 0),
                               ("extract", "epochs", -1), ("baseline", "epochs", 0),
-                              ("baseline", "seeds", 0), ("evaluate", "equal_accuracy_tolerance", -1)):
+                              ("baseline", "seeds", 0), ("evaluate", "equal_score_tolerance", -1)):
         broken = yaml.safe_load(_params_yaml())
         broken[section][key] = bad
         with pytest.raises(ParamsError, match=f"{section}.{key}"):
@@ -392,13 +416,13 @@ def test_scratch_runs_average_seeds_in_worker_processes(archs):
                             "depth_multipliers": [0.5, 1.0, 1.5], "width_range": [0.5, 1.0]},
                   "train": {"epochs": 6, "batch_size": 64, "lr": 0.1}}}
     net, rec = scratch_runs(params, archs["fast"])
-    assert rec["seeds"] == [0, 1] and len(rec["accuracy_runs"]) == 2
-    assert rec["accuracy"] == pytest.approx(sum(rec["accuracy_runs"]) / 2, abs=1e-3)
-    best = rec["val_accuracy_runs"].index(max(rec["val_accuracy_runs"]))  # saved: best on val
-    assert rec["model_accuracy"] == rec["accuracy_runs"][best] and rec["model_seed"] == best
-    assert rec["val_accuracy"] == max(rec["val_accuracy_runs"]) and rec["epochs"] == 1
+    assert rec["seeds"] == [0, 1] and len(rec["score_runs"]) == 2
+    assert rec["score"] == pytest.approx(sum(rec["score_runs"]) / 2, abs=1e-3)
+    best = rec["val_score_runs"].index(max(rec["val_score_runs"]))  # saved: best on val
+    assert rec["model_score"] == rec["score_runs"][best] and rec["model_seed"] == best
+    assert rec["val_score"] == max(rec["val_score_runs"]) and rec["epochs"] == 1
     x = torch.zeros(2, 1, 16, 16)
     assert net(x).shape == (2, 10) and not net.training  # the saved run's model, ready to use
     params["baseline"]["seeds"] = 1                      # in-process: the same first run
     _, one = scratch_runs(params, archs["fast"])
-    assert one["accuracy_runs"] == rec["accuracy_runs"][:1]
+    assert one["score_runs"] == rec["score_runs"][:1]

@@ -19,12 +19,13 @@ import pytest
 import torch
 import yaml
 
+from hwnas import layout
 from hwnas.files import temporary
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS, CANDIDATES, POPULATION = 3, 36, 6
-CKPT = Path("models/supernet_ckpt/last.pt")
-JOURNAL = Path("results/search/journal")
+CKPT = layout.SUPERNET_CHECKPOINT  # the stages run for the default task (classification)
+JOURNAL = layout.SEARCH_JOURNAL
 TINY_SPACE = {"head_features": 32, "stem_stride": 2, "kernels": [3, 5], "expands": [1, 2],
               "stages": [[32, 1, 2], [32, 1, 1]], "depth_multipliers": [1.0, 2.0],
               "width_range": [0.5, 1.0]}
@@ -193,8 +194,8 @@ def test_train_supernet_killed_in_an_epoch_and_after_a_checkpoint(template, refe
     assert f"resuming after epoch {epoch}/{EPOCHS}" in out
     ref_ws = reference.done("train_supernet")
     assert sorted(p.name for p in ckpt.parent.iterdir()) == ["last.pt", "mlflow_run"]
-    _assert_same_weights(ws / "models/supernet.pt", ref_ws / "models/supernet.pt")
-    got, want = (json.loads((w / "results/train_supernet/metrics.json").read_text())
+    _assert_same_weights(ws / layout.SUPERNET, ref_ws / layout.SUPERNET)
+    got, want = (json.loads((w / layout.TRAIN_SUPERNET / "metrics.json").read_text())
                  for w in (ws, ref_ws))
     timing = ("train_seconds", "epoch_seconds_mean")
     assert {k: v for k, v in got.items() if k not in timing} == \
@@ -206,7 +207,7 @@ def test_train_supernet_killed_in_an_epoch_and_after_a_checkpoint(template, refe
     # the finished run holds every epoch once (those before the kill from the checkpoint),
     # the same values as the uninterrupted run
     [ref_run] = _runs(ref_ws, "train_supernet")
-    for key in ("loss_largest", "val_acc_largest", "val_acc_smallest", "lr"):
+    for key in ("loss_largest", "val_score_largest", "val_score_smallest", "lr"):
         history = _metric_history(ws, runs[-1].info.run_id, key)
         assert [s for s, _ in history] == list(range(1, EPOCHS + 1)), key
         assert history == _metric_history(ref_ws, ref_run.info.run_id, key), key
@@ -234,7 +235,8 @@ def test_search_killed_mid_search_and_while_logging_resumes_from_its_journal(
     search, and no run or candidate run is left RUNNING."""
     ws = _workspace(template, tmp_path)
     reference.start_search()
-    shutil.copy2(reference.ws / "models/supernet.pt", ws / "models/supernet.pt")
+    (ws / layout.SUPERNET).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(reference.ws / layout.SUPERNET, ws / layout.SUPERNET)
 
     proc = _start(ws, "search")  # (c)
     _kill_when(proc, lambda: _journal_lines(ws) >= POPULATION)
@@ -257,16 +259,16 @@ def test_search_killed_mid_search_and_while_logging_resumes_from_its_journal(
 
     out = _run(ws, "search")
     assert f"search: {CANDIDATES} candidates ({CANDIDATES} from the journal," in out
-    assert json.loads((ws / "results/search/metrics.json").read_text())[
+    assert json.loads((ws / layout.SEARCH / "metrics.json").read_text())[
         "resumed_candidates"] == CANDIDATES
     rows = [json.loads(line) for line in journal.read_text().splitlines()]
     assert [r["trial"] for r in rows] == list(range(CANDIDATES))
-    table = pd.read_parquet(ws / "results/search/candidates.parquet")
+    table = pd.read_parquet(ws / layout.CANDIDATES)
     assert list(table["trial"]) == list(range(CANDIDATES))  # each trial once, none lost
     ref_ws = reference.done("search")
     [ref_journal] = (ref_ws / JOURNAL).glob("*.jsonl")
     assert ref_journal.name == journal.name and ref_journal.read_bytes().startswith(kept)
-    ref = pd.read_parquet(ref_ws / "results/search/candidates.parquet")
+    ref = pd.read_parquet(ref_ws / layout.CANDIDATES)
     # a resumed NSGA-II continues from the journal reseeded by progress (evolution.search):
     # only the journaled trials are promised to equal the uninterrupted search's
     cols = [c for c in table.columns if c != "pareto"]
@@ -284,8 +286,10 @@ def test_dvc_repro_killed_after_a_checkpoint_resumes_and_ends_up_to_date(templat
     for folder in ("hardware", "hwnas", "stages"):  # the stage's deps, hashed by dvc
         shutil.copytree(ROOT / folder, ws / folder,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train_supernet"]
-    (ws / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train_supernet": stage}}))
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    # train_supernet@<task> depends on the task's data@<task> (foreach: ${tasks})
+    (ws / "dvc.yaml").write_text(yaml.safe_dump(
+        {"stages": {name: stages[name] for name in ("data", "train_supernet")}}))
     env = _env(ws, code=ws)
     dvc = [sys.executable, "-m", "dvc"]
     subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=ws, env=env, check=True)
@@ -300,7 +304,8 @@ def test_dvc_repro_killed_after_a_checkpoint_resumes_and_ends_up_to_date(templat
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     epoch = torch.load(ws / CKPT, weights_only=True)["epoch"]
-    assert epoch < EPOCHS and not (ws / "dvc.lock").exists()
+    lock = (ws / "dvc.lock").read_text() if (ws / "dvc.lock").exists() else ""
+    assert epoch < EPOCHS and f"train_supernet@{layout.current_task()}" not in lock
     ref_ws = reference.done("train_supernet")
 
     again = subprocess.run([*dvc, "repro", "train_supernet"], cwd=ws, env=env,
@@ -310,5 +315,5 @@ def test_dvc_repro_killed_after_a_checkpoint_resumes_and_ends_up_to_date(templat
     status = subprocess.run([*dvc, "status", "train_supernet"], cwd=ws, env=env,
                             capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
-    _assert_same_weights(ws / "models/supernet.pt", ref_ws / "models/supernet.pt")
+    _assert_same_weights(ws / layout.SUPERNET, ref_ws / layout.SUPERNET)
     assert "RUNNING" not in _statuses(ws)

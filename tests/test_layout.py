@@ -55,6 +55,10 @@ def project_files(module: str) -> set[Path]:
         path = _module_file(name)
         if path is not None:
             todo.extend(_imports(path) - seen)
+        if name == "hwnas.tasks":  # imported by name (``import_module``) when used
+            from hwnas.tasks import TASKS
+
+            todo.extend(m for t in TASKS.values() for m in (t.head_module, t.torch_module))
     return {p.relative_to(ROOT) for p in map(_module_file, seen) if p is not None}
 
 
@@ -90,13 +94,17 @@ def test_nothing_outside_stages_imports_stages():
 def test_dvc_outputs_are_where_the_code_writes_them():
     target = PARAMS["base"]["hardware"]
 
+    task_stages = {"data", "train_supernet", "eval_supernet", "search", "extract", "baseline", "evaluate"}
+
     def outs(stage):
+        # host stages are foreach over host_targets (cpu), task stages over tasks
+        each = layout.current_task() if stage in task_stages else "cpu"
         declared = []
         for key in ("outs", "metrics", "plots"):
             for item in DVC[stage].get("do", DVC[stage]).get(key, []):
                 path = next(iter(item)) if isinstance(item, dict) else item
                 declared.append(Path(path.replace("${base.hardware}", target)
-                                     .replace("${item}", "cpu")))
+                                     .replace("${item}", each)))
         return declared
 
     expected = {
@@ -104,6 +112,7 @@ def test_dvc_outputs_are_where_the_code_writes_them():
         "train_estimator": [layout.estimator_dir(target), layout.estimator_results(target)],
         "microbench_host": [layout.microbench_table("cpu")],
         "train_estimator_host": [layout.estimator_dir("cpu"), layout.estimator_results("cpu")],
+        "data": [layout.task_data(layout.current_task())],
         "train_supernet": [layout.SUPERNET, layout.SUPERNET_CHECKPOINT.parent,
                            layout.TRAIN_SUPERNET],
         "eval_supernet": [layout.EVAL_SUPERNET / n for n in

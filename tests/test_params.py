@@ -36,7 +36,7 @@ def test_the_repository_params_pass():
     ("train_supernet.space.stages", 32, "train_supernet.space.stages: Input should be a valid list"),
     ("train_supernet.data.val_fraction", 0.9, "train_supernet.data.test_fraction: val_fraction"),
     ("references.noise", -1, "references.noise"),
-    ("search.accuracy_tie", float("nan"), "search.accuracy_tie"),
+    ("search.score_tie", float("nan"), "search.score_tie"),
     ("microbench.spaces", [{"resolution": 32, "stages": [[32, 1, 3]]}], "stride must be 1 or 2"),
     ("base.hardware", "hardware/specs/edge-16.yaml", "base.hardware: name a spec, not a file"),
 ])

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from hwnas import layout
+
 HWNAS = str(Path(sys.executable).parent / "hwnas")
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "i1x32x32-stem_k3_c32_s1-conv_k3_c32_s1-cls_f0_n10"
@@ -387,11 +389,11 @@ IN_PROCESS = {
     "zeroshot bad runner": dict(argv=["experiment", "zeroshot", "--runner", "gpus"], words=["--runner"]),
     "zeroshot negative seed": dict(argv=["experiment", "zeroshot", "--seed", "-1"], words=["--seed"]),
     "zeroshot on an empty supernet.pt": dict(argv=["experiment", "zeroshot"], setup="supernet",
-                                             files={"models/supernet.pt": b""}, words=["supernet.pt"]),
+                                             files={str(layout.SUPERNET): b""}, words=["supernet.pt"]),
     "zeroshot on a truncated supernet.pt": dict(argv=["experiment", "zeroshot"], setup="supernet",
-                                                files={"models/supernet.pt": b"PK\x03\x04" + b"\x00" * 200},
+                                                files={str(layout.SUPERNET): b"PK\x03\x04" + b"\x00" * 200},
                                                 words=["supernet.pt", "not a readable supernet"]),
-    "curation bad accuracy": dict(argv=["experiment", "curation", "--accuracy", "oracle"], words=["--accuracy"]),
+    "curation bad score": dict(argv=["experiment", "curation", "--score", "oracle"], words=["--score"]),
     "curation 0 seeds": dict(argv=["experiment", "curation", "--seeds", "0"], words=["--seeds"]),
     "schedule without --cron": dict(argv=["schedule"], words=["--cron"]),
 }
@@ -665,35 +667,35 @@ def _first_model(key, value=None, drop=False):
 
 
 EVALUATE_INPUTS = {  # name: (file, edit, words)
-    "pareto baseline accuracy a string": ("results/search/pareto.json",
-                                          _json_edit(lambda d: d["baseline"].update(accuracy="high")),
-                                          ["pareto.json", "baseline.accuracy"]),
-    "subnets.json a list": ("results/extract/subnets.json", lambda p: p.write_text("[]"),
+    "pareto baseline score a string": (layout.PARETO,
+                                          _json_edit(lambda d: d["baseline"].update(score="high")),
+                                          ["pareto.json", "baseline.score"]),
+    "subnets.json a list": (layout.EXTRACTED, lambda p: p.write_text("[]"),
                             ["subnets.json", "JSON object"]),
-    "subnets.json without models": ("results/extract/subnets.json", _json_edit(lambda d: d.pop("models") and None),
+    "subnets.json without models": (layout.EXTRACTED, _json_edit(lambda d: d.pop("models") and None),
                                     ["subnets.json", "models: missing"]),
-    "a model without arch": ("results/extract/subnets.json", _json_edit(_first_model("arch", drop=True)),
+    "a model without arch": (layout.EXTRACTED, _json_edit(_first_model("arch", drop=True)),
                              ["subnets.json", ".arch: missing"]),
-    "a model accuracy NaN": ("results/extract/subnets.json", _json_edit(_first_model("accuracy", float("nan"))),
-                             ["subnets.json", ".accuracy", "finite"]),
-    "space not a space": ("results/extract/subnets.json", _json_edit(lambda d: d.update(space={"x": 1})),
+    "a model score NaN": (layout.EXTRACTED, _json_edit(_first_model("score", float("nan"))),
+                             ["subnets.json", ".score", "finite"]),
+    "space not a space": (layout.EXTRACTED, _json_edit(lambda d: d.update(space={"x": 1})),
                           ["subnets.json", "space", "not a search space"]),
-    "baseline metrics a list": ("results/baseline/metrics.json", lambda p: p.write_text("[1]"),
+    "baseline metrics a list": (layout.BASELINE / "metrics.json", lambda p: p.write_text("[1]"),
                                 ["baseline/metrics.json", "JSON object"]),
-    "baseline metrics without arch": ("results/baseline/metrics.json", _json_edit(lambda d: d.pop("arch") and None),
+    "baseline metrics without arch": (layout.BASELINE / "metrics.json", _json_edit(lambda d: d.pop("arch") and None),
                                       ["baseline/metrics.json", "arch: missing"]),
-    "baseline accuracy a string": ("results/baseline/metrics.json", _json_edit(lambda d: d.update(accuracy="x")),
-                                   ["baseline/metrics.json", "accuracy"]),
-    "candidates empty file": ("results/search/candidates.parquet", lambda p: p.write_bytes(b""),
+    "baseline score a string": (layout.BASELINE / "metrics.json", _json_edit(lambda d: d.update(score="x")),
+                                   ["baseline/metrics.json", "score"]),
+    "candidates empty file": (layout.CANDIDATES, lambda p: p.write_bytes(b""),
                               ["candidates.parquet", "not a readable parquet"]),
-    "candidates without arch": ("results/search/candidates.parquet", _table_edit(lambda d: d.drop(columns=["arch"])),
+    "candidates without arch": (layout.CANDIDATES, _table_edit(lambda d: d.drop(columns=["arch"])),
                                 ["candidates.parquet", "'arch'"]),
-    "candidates without rows": ("results/search/candidates.parquet", _table_edit(lambda d: d.iloc[:0]),
+    "candidates without rows": (layout.CANDIDATES, _table_edit(lambda d: d.iloc[:0]),
                                 ["candidates.parquet", "no rows"]),
-    "candidates accuracy text": ("results/search/candidates.parquet",
-                                 _table_edit(lambda d: d.assign(accuracy=d["accuracy"].astype(str))),
-                                 ["candidates.parquet", "'accuracy'"]),
-    "candidates latency NaN": ("results/search/candidates.parquet",
+    "candidates score text": (layout.CANDIDATES,
+                                 _table_edit(lambda d: d.assign(score=d["score"].astype(str))),
+                                 ["candidates.parquet", "'score'"]),
+    "candidates latency NaN": (layout.CANDIDATES,
                                _table_edit(lambda d: d.assign(latency_ms=float("nan"))),
                                ["candidates.parquet", "'latency_ms'"]),
 }
@@ -707,13 +709,13 @@ def test_bad_evaluate_inputs_are_named(name, tmp_path, monkeypatch):
     from hwnas.evaluation.run import read_inputs
     from hwnas.errors import UserError
 
-    for f in ("results/search/pareto.json", "results/extract/subnets.json", "results/baseline/metrics.json"):
+    for f in (layout.PARETO, layout.EXTRACTED, layout.BASELINE / "metrics.json"):
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / f, tmp_path / f)
-    front = json.loads((ROOT / "results/search/pareto.json").read_text())["pareto"]
-    pd.DataFrame({"arch": [e["arch"] for e in front], "accuracy": [float(e["accuracy"]) for e in front],
+    front = json.loads((ROOT / layout.PARETO).read_text())["pareto"]
+    pd.DataFrame({"arch": [e["arch"] for e in front], "score": [float(e["score"]) for e in front],
                   "latency_ms": [float(e["latency_ms"]) for e in front]}).to_parquet(
-        tmp_path / "results/search/candidates.parquet")
+        tmp_path / layout.CANDIDATES)
     monkeypatch.chdir(tmp_path)
     read_inputs()  # the copies are good
     file, edit, words = EVALUATE_INPUTS[name]

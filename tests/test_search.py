@@ -17,12 +17,12 @@ SPACE = curated_space(SPEC, CFG)
 
 
 def evaluate(archs):
-    """Latency and memory from the simulator; a size-based stand-in for accuracy
-    (the engine is under test here, not the accuracy model)."""
+    """Latency and memory from the simulator; a size-based stand-in for score
+    (the engine is under test here, not the score model)."""
     out = []
     for a in archs:
         r = simulate_arch(a, SPEC, per_kernel=False)
-        out.append({"accuracy": float(np.log(r["macs"])), "latency_ms": r["latency_ms"],
+        out.append({"score": float(np.log(r["macs"])), "latency_ms": r["latency_ms"],
                     "memory_bytes": r["memory_bytes"]})
     return out
 
@@ -92,14 +92,14 @@ def test_killed_search_resumes_without_losing_or_repeating(tmp_path):
 
 
 def test_non_dominated_minimizes_every_column():
-    # (latency, -accuracy): (3, -55) loses to (2, -60); equal rows do not beat each other
+    # (latency, -score): (3, -55) loses to (2, -60); equal rows do not beat each other
     pts = [[1, -50], [2, -60], [3, -55], [2.5, -70], [1, -50]]
     assert list(non_dominated(pts)) == [True, True, False, True, True]
 
 
 def test_pareto_mask():
     import pandas as pd
-    df = pd.DataFrame({"arch": list("abcde"), "accuracy": [0.9, 0.8, 0.9, 0.95, 0.99],
+    df = pd.DataFrame({"arch": list("abcde"), "score": [0.9, 0.8, 0.9, 0.95, 0.99],
                        "latency_ms": [1.0, 0.5, 2.0, 1.0, 0.1], "memory_bytes": [1, 1, 1, 1, 1],
                        "feasible": [True, True, True, True, False]})
     assert list(pareto_mask(df)) == [False, True, False, True, False]
@@ -116,7 +116,7 @@ def test_a_batch_of_architectures_seen_before_is_not_scored_again():
     def objective(archs):
         assert archs, "scored no networks"
         calls.append(len(archs))
-        return [{"accuracy": 1.0, "latency_ms": 1.0, "memory_bytes": 1} for _ in archs]
+        return [{"score": 1.0, "latency_ms": 1.0, "memory_bytes": 1} for _ in archs]
 
     df = search(one, objective, candidates=8, population=4, seed=0)
     assert calls == [1] and list(df["trial"]) == list(range(8))

@@ -11,7 +11,7 @@ from hwnas.simulation import simulate_arch
 from hwnas.search.evolution import Constraints
 from hwnas.search.genome import from_arch
 from hwnas.search.objectives import (SearchInputError, check_feasible, make_objective_fn,
-                                     proxy_accuracy)
+                                     proxy_score)
 from hwnas.space import SpaceConfig, curated_space
 from hwnas.search.choice import pick, summarize, tie_points
 
@@ -44,57 +44,57 @@ def test_infeasible_constraints_stop_before_searching():
 
 def test_evaluator_scores_batches_with_a_proxy():
     x, y = torch.randn(16, 1, 32, 32), torch.randint(0, 10, (16,))
-    proxy = proxy_accuracy("naswot", x, y, seed=0)
+    proxy = proxy_score("naswot", x, y, seed=0)
     rng = np.random.default_rng(0)
     archs = [SPACE.sample(rng) for _ in range(3)]
     rows = make_objective_fn(lambda batch: [proxy(a) for a in batch], estimate)(archs)
     assert [r["latency_ms"] for r in rows] == [e["latency_ms"] for e in estimate(archs)]
-    assert all(np.isfinite(r["accuracy"]) for r in rows)
-    assert proxy(archs[0]) == rows[0]["accuracy"]  # seeded: the same score again
+    assert all(np.isfinite(r["score"]) for r in rows)
+    assert proxy(archs[0]) == rows[0]["score"]  # seeded: the same score again
     with pytest.raises(SearchInputError, match="unknown proxy"):
-        proxy_accuracy("vibes", x, y, 0)
+        proxy_score("vibes", x, y, 0)
 
 
 def test_summary_figures():
-    df = pd.DataFrame({"arch": list("abcd"), "accuracy": [90.0, 91.0, 80.0, 89.5],
+    df = pd.DataFrame({"arch": list("abcd"), "score": [90.0, 91.0, 80.0, 89.5],
                        "latency_ms": [1.0, 0.4, 0.1, 0.9], "memory_bytes": [100, 60, 20, 45],
                        "feasible": True, "pareto": [False, True, True, True]})
-    base = {"accuracy": 90.0, "latency_ms": 1.0, "memory_bytes": 100}
+    base = {"score": 90.0, "latency_ms": 1.0, "memory_bytes": 100}
     s = summarize(df, base, None)
-    assert s["front_latency_reduction_at_baseline_accuracy"] == pytest.approx(0.6)
+    assert s["front_latency_reduction_at_baseline_score"] == pytest.approx(0.6)
     assert s["_fastest"] == "b" and s["_smallest"] == "d"
     assert s["memory_reduction_within_budget"] == pytest.approx(0.55)
     from hwnas.search.run import describe
     assert describe(s).startswith("Pareto front (3 networks): -60.0% estimated latency vs the "
-                                  "baseline at its supernet accuracy (90.0%) or better; chosen "
-                                  "latency model: -60.0% at 91.0% supernet accuracy.")
+                                  "baseline at its supernet score (90.0%) or better; chosen "
+                                  "latency model: -60.0% at 91.0% supernet score.")
     # with a latency budget the chosen model is the most accurate network within it
     s = summarize(df, base, None, latency_budget=0.95)
     assert s["_fastest"] == "b" and s["chosen_latency_reduction"] == pytest.approx(0.6)
-    df.loc[0, ["accuracy", "latency_ms"]] = [95.0, 0.9]
+    df.loc[0, ["score", "latency_ms"]] = [95.0, 0.9]
     assert summarize(df, base, None, latency_budget=0.95)["_fastest"] == "a"
 
 
-def test_ties_within_the_accuracy_noise_go_to_the_most_macs():
+def test_ties_within_the_score_noise_go_to_the_most_macs():
     # 95% on 500 images: one binomial standard error is 0.97 points
     assert tie_points(95.0, 500, 1.0) == pytest.approx(0.975, abs=1e-3)
     assert tie_points(95.0, 500, 0.0) == 0.0 and tie_points(95.0, 0, 2.0) == 0.0  # nothing to tie
-    df = pd.DataFrame({"arch": list("abcd"), "accuracy": [95.0, 94.2, 93.0, 94.2],
+    df = pd.DataFrame({"arch": list("abcd"), "score": [95.0, 94.2, 93.0, 94.2],
                        "macs": [1e6, 3e6, 9e6, 3e6], "latency_ms": [0.4, 0.45, 0.4, 0.3],
                        "memory_bytes": [40, 45, 30, 20], "feasible": True, "pareto": True})
     assert pick(df)["arch"] == "a"                   # no tie: the most accurate
     assert pick(df, 1.0)["arch"] == "b"              # b and d tie on MACs: the order is stable
     assert pick(df, 2.5)["arch"] == "c"              # c is within 2.5 points: most MACs
     assert pick(df.iloc[:0], 1.0) is None
-    base = {"accuracy": 90.0, "latency_ms": 1.0, "memory_bytes": 100}
+    base = {"score": 90.0, "latency_ms": 1.0, "memory_bytes": 100}
     s = summarize(df, base, None, latency_budget=0.5, tie_se=1.0, val_images=500)
     assert s["_fastest"] == "b" and s["chosen_tie_points"] == pytest.approx(0.975, abs=1e-3)
     assert summarize(df, base, None, latency_budget=0.5)["_fastest"] == "a"
 
 
-@pytest.mark.parametrize("key, value", [("accuracy", "magic"), ("candidates", 0),
+@pytest.mark.parametrize("key, value", [("score", "magic"), ("candidates", 0),
                                         ("max_latency_ms", -1), ("latency_budget", "half"),
-                                        ("accuracy_tie", -1), ("accuracy_tie", True),
+                                        ("score_tie", -1), ("score_tie", True),
                                         ("candidatez", 10)])
 def test_search_params_are_checked(key, value):
     from hwnas.params import ParamsError, load_params, validate_params
@@ -115,7 +115,7 @@ def test_multishot_fans_out_and_is_deterministic(prefect_harness):
     a = multishot(archs, data, train, seed=0, kind="threads")
     b = multishot(archs, data, train, seed=0, kind="threads")
     assert [r["arch"] for r in a] == archs
-    assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
+    assert [r["score"] for r in a] == [r["score"] for r in b]
     with pytest.raises(ValueError, match="unknown kind"):
         multishot(archs, data, train, kind="carrier-pigeon")
 

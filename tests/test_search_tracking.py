@@ -15,8 +15,8 @@ SPACE = curated_space(SPEC, SpaceConfig(head_features=64, stem_stride=2,
                                         expands=(1, 2, 4), depth_multipliers=(0.5, 1.0, 1.5),
                                         width_range=(0.5, 1.0)))
 BASELINE = SPACE.baseline([32, 64, 96])
-PARAMS = {"accuracy": "naswot", "candidates": 24, "population": 8, "seed": 0,
-          "max_latency_ms": None, "latency_budget": 0.8, "accuracy_tie": 0.0,
+PARAMS = {"score": "naswot", "candidates": 24, "population": 8, "seed": 0,
+          "max_latency_ms": None, "latency_budget": 0.8, "score_tie": 0.0,
           "memory_budget": None, "val_images": 100}
 
 
@@ -24,7 +24,7 @@ def estimate(archs):
     return [{**simulate_arch(a, SPEC, per_kernel=False), "out_of_range": []} for a in archs]
 
 
-def accuracy(archs):
+def score(archs):
     """Deterministic scores in [90, 99); the baseline scores the least."""
     return [90.0 if a.encode() == BASELINE.encode() else
             90.0 + int(hashlib.sha256(a.encode().encode()).hexdigest()[:4], 16) % 900 / 100
@@ -44,7 +44,7 @@ def _search(objective=None):
 
     ctx = SearchContext(dict(PARAMS), SPEC, __import__("pathlib").Path("no-estimator"),
                         SimpleNamespace(estimate=estimate), SPACE, BASELINE, [], ([], []))
-    return run_search(ctx, objective or make_objective_fn(accuracy, estimate))
+    return run_search(ctx, objective or make_objective_fn(score, estimate))
 
 
 def _runs():
@@ -64,7 +64,7 @@ def test_a_rerun_logs_no_candidate_again_and_tags_the_chosen(workspace):
         calls.append(len(archs))
         if len(calls) > 2:
             raise KeyboardInterrupt
-        return make_objective_fn(accuracy, estimate)(archs)
+        return make_objective_fn(score, estimate)(archs)
 
     with pytest.raises(KeyboardInterrupt):
         _search(killed_after_two_batches)

@@ -200,7 +200,7 @@ def test_training_resumes_after_a_kill_to_the_same_weights(tmp_path):
     s = train_context(_stage_params(2))
     assert len(s.loader("val+test").data) == len(s.splits.val) + len(s.splits.test)
     straight, summary = train(s, tmp_path / "a.pt", progress=False)
-    assert summary["epochs"] == 2 and summary["val_acc_largest"] > 30  # it learns digits
+    assert summary["epochs"] == 2 and summary["val_score_largest"] > 30  # it learns digits
 
     class Killed(Exception):
         pass
@@ -321,24 +321,42 @@ def test_scratch_results_average_seeds_and_cache_runs(space, tmp_path, monkeypat
         calls.append(seed)
         return 90.0 + seed
 
-    monkeypatch.setattr(ev, "scratch_accuracy", fake)
+    monkeypatch.setattr(ev, "scratch_score", fake)
     archs = [s.space.largest(), s.space.smallest()]
-    one = ev.scratch_results(archs, s, tmp_path / "c.jsonl", eval_split="val+test")
-    assert calls == [0, 0] and one[archs[0].key]["scratch_acc"] == 90.0
-    two = ev.scratch_results(archs, s, tmp_path / "c.jsonl", eval_split="val+test", seeds=2)
+    one = ev.scratch_results(archs, s, tmp_path / "c.jsonl", eval_split="val+test",
+                             workers=1)
+    assert calls == [0, 0] and one[archs[0].key]["scratch_score"] == 90.0
+    two = ev.scratch_results(archs, s, tmp_path / "c.jsonl", eval_split="val+test", seeds=2,
+                             workers=1)
     assert calls == [0, 0, 1, 1]  # run 0 came from the cache
     row = two[archs[1].key]
-    assert row["scratch_accs"] == [90.0, 91.0] and row["scratch_acc"] == 90.5
-    ev.scratch_results(archs, s, tmp_path / "c.jsonl", eval_split="test")
+    assert row["scratch_scores"] == [90.0, 91.0] and row["scratch_score"] == 90.5
+    ev.scratch_results(archs, s, tmp_path / "c.jsonl", eval_split="test", workers=1)
     assert calls[-2:] == [0, 0]  # another evaluation split is another result
 
 
 def test_split_half_tau_measures_how_stable_the_reference_is():
     from hwnas.proof import split_half_tau
 
-    steady = [{"scratch_accs": [90 + i, 90.2 + i, 90.1 + i, 89.9 + i]} for i in range(5)]
+    steady = [{"scratch_scores": [90 + i, 90.2 + i, 90.1 + i, 89.9 + i]} for i in range(5)]
     assert split_half_tau(steady) == 1.0
-    flipped = [{"scratch_accs": [90 + i, 94 - i]} for i in range(5)]
+    flipped = [{"scratch_scores": [90 + i, 94 - i]} for i in range(5)]
     assert split_half_tau(flipped) == -1.0
-    assert split_half_tau([{"scratch_accs": [90.0]}, {"scratch_accs": [91.0]}]) is None
+    assert split_half_tau([{"scratch_scores": [90.0]}, {"scratch_scores": [91.0]}]) is None
 
+
+
+def test_scratch_results_train_in_two_worker_processes(tmp_path):
+    """The proof's from-scratch runs go two at a time to workers; the journal keeps them."""
+    from hwnas.context import train_context
+    from hwnas.files import read_journal
+    from hwnas.proof import scratch_results
+
+    ctx = train_context(_stage_params(1))
+    archs = [ctx.space.smallest(), ctx.space.largest()]
+    rows = scratch_results(archs, ctx, tmp_path / "c.jsonl", workers=2)
+    assert list(rows) == [a.key for a in archs]
+    assert all(0.0 <= r["scratch_score"] <= 100.0 for r in rows.values())
+    assert len(read_journal(tmp_path / "c.jsonl")) == 2
+    again = scratch_results(archs, ctx, tmp_path / "c.jsonl", workers=2)
+    assert again == rows and len(read_journal(tmp_path / "c.jsonl")) == 2  # cached, not rerun

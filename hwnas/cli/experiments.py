@@ -11,7 +11,7 @@ from hwnas import layout
 from hwnas.cli.app import app, console
 from hwnas.cli.inputs import fail
 from hwnas.files import atomic_path, write_json
-from hwnas.params import ACCURACY_MODES, MAX_SEED, MAX_WORKERS
+from hwnas.params import SCORE_MODES, MAX_SEED, MAX_WORKERS
 
 RUNNERS = ("threads", "processes")
 experiment_app = typer.Typer(no_args_is_help=True, help="Experiments that measure the tool's claims.")
@@ -41,7 +41,7 @@ def experiment_zeroshot(
     dask_address: Annotated[Optional[str], typer.Option(
         help="Train on a Dask cluster (scheduler address) instead.")] = None,
 ):
-    """Kendall tau of NASWOT, synflow and grad_norm against trained accuracy, beside #params.
+    """Kendall tau of NASWOT, synflow and grad_norm against trained score, beside #params.
 
     The networks are trained from scratch (multishot) over a Prefect task runner."""
     from flows.multishot import multishot
@@ -60,11 +60,11 @@ def experiment_zeroshot(
                f"{dask_address or runner} x{workers})...")
     trained = multishot([a.encode() for a in archs], params["train_supernet"]["data"], train,
                         seed, runner, workers, dask_address)
-    accs = [r["accuracy"] for r in trained]
+    accs = [r["score"] for r in trained]
     taus, rows = proxy_taus(archs, accs, ctx.val[0][:64], ctx.val[1][:64], seed)
     report = {"networks": len(archs), "epochs": epochs, "kendall_tau": taus, "rows": rows}
     write_json(layout.EXPERIMENTS / "zeroshot.json", report)
-    table = Table(title=f"zero-shot proxies vs accuracy after {epochs} epochs ({len(archs)} networks)")
+    table = Table(title=f"zero-shot proxies vs score after {epochs} epochs ({len(archs)} networks)")
     table.add_column("proxy")
     table.add_column("Kendall tau", justify="right")
     for name, tau in sorted(taus.items(), key=lambda kv: -kv[1]):
@@ -78,18 +78,18 @@ def experiment_curation(
     seeds: Annotated[int, typer.Option(min=1, max=1000, help="Searches per space.")] = 5,
     candidates: Annotated[int, typer.Option(min=10, max=1_000_000, help="Evaluations per search.")] = 150,
     population: Annotated[int, typer.Option(min=4, max=100_000, help="NSGA-II population.")] = 25,
-    accuracy_mode: Annotated[str, typer.Option(
-        "--accuracy", help=" | ".join(ACCURACY_MODES))] = "supernet",
+    score_mode: Annotated[str, typer.Option(
+        "--score", help=" | ".join(SCORE_MODES))] = "supernet",
 ):
     """The same search on the curated and the uncurated space over several seeds:
-    best feasible latency at baseline accuracy against the number of evaluations."""
+    best feasible latency at baseline score against the number of evaluations."""
     from hwnas.experiments import curation_runs, curation_table, plot_curation
     from hwnas.params import load_params
     from hwnas.search.objectives import make_objective_fn
     from hwnas.space import SpaceConfig, uncurated_space
 
-    if accuracy_mode not in ACCURACY_MODES:
-        fail(f"--accuracy must be one of {', '.join(ACCURACY_MODES)}, got {accuracy_mode!r}")
+    if score_mode not in SCORE_MODES:
+        fail(f"--score must be one of {', '.join(SCORE_MODES)}, got {score_mode!r}")
     ctx = _search_context()
     params = load_params()
     sp = params["train_supernet"]["space"]
@@ -98,14 +98,14 @@ def experiment_curation(
                       **{k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
                          if isinstance(v, list) else v for k, v in sp.items()})
     spaces = {"curated": ctx.space, "uncurated": uncurated_space(cfg)}
-    scorer = ctx.scorer(accuracy_mode)
+    scorer = ctx.scorer(score_mode)
     try:
         objective_fn = make_objective_fn(scorer, ctx.estimator.estimate)
-        base_acc = objective_fn([ctx.baseline])[0]["accuracy"]
-        typer.echo(f"baseline accuracy {base_acc:.1f}; {seeds} seeds x {candidates} evaluations "
+        base_score = objective_fn([ctx.baseline])[0]["score"]
+        typer.echo(f"baseline score {base_score:.1f}; {seeds} seeds x {candidates} evaluations "
                    "per space...")
         curves = curation_runs(spaces, objective_fn, seeds=range(seeds), candidates=candidates,
-                               population=population, min_accuracy=base_acc,
+                               population=population, min_score=base_score,
                                progress=lambda name, s: typer.echo(f"  {name} seed {s} done"))
     finally:
         if hasattr(scorer, "close"):

@@ -18,14 +18,21 @@ def run(
     wait: Annotated[bool, typer.Option(help="Wait for a pipeline already running here.")] = False,
     force: Annotated[bool, typer.Option(help="Rerun the stages even if DVC finds them up to "
                                         "date (e.g. after a library upgrade).")] = False,
+    task: Annotated[str, typer.Option(help="The task's pipeline: classification or detection "
+                                      "(added to params.yaml tasks when missing).")
+                    ] = layout.DEFAULT_TASK,
 ):
     """Run the pipeline (DVC stages chained by a Prefect flow, tracked in MLflow)."""
-    from hwnas.params import ParamsError, load_params
+    from hwnas.params import ParamsError, enable_task, load_params
 
     try:
-        load_params()  # the schema refuses a bad key before Prefect or any stage starts
+        load_params(task=task if task in ("classification", "detection") else None)
+        if enable_task(task):
+            typer.echo(f"params.yaml: tasks now include {task} (its stages join dvc.yaml's "
+                       f"pipeline: dvc status and dvc repro see them)")
     except ParamsError as err:
         fail(str(err))
+    layout.use_task(task)
     tracking_store(must_exist=False, writable=True)
     from flows.stages import dvc_stages
 
@@ -42,7 +49,7 @@ def run(
             fail(str(err))
     try:
         with process_group_guard():  # a killed run takes its children with it
-            run_id = pipeline(stages=stages, wait=wait, force=force)
+            run_id = pipeline(stages=stages, wait=wait, force=force, task_name=task)
     except (PipelineBusy, ValueError) as err:
         fail(str(err))
     except Exception as err:  # a failed stage, or a bug: one line, the outputs are kept
@@ -62,20 +69,20 @@ def run(
 
 
 def headline() -> str | None:
-    """The evaluation's result in one line, from ``results/evaluate/metrics.json``."""
+    """The evaluation's result in one line, from the task's ``results/<task>/evaluate/metrics.json``."""
     import json
 
     try:
         m = json.loads((layout.EVALUATE / "metrics.json").read_text())
         line = (f"latency model -{100 * m['latency_reduction']:.1f}% simulated latency at "
-                f"{m['accuracy_delta']:+.2f} points")
+                f"{m['score_delta']:+.2f} points")
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if m.get("accuracy_delta_se") is not None:
-        line += f" (paired SE {m['accuracy_delta_se']:.2f})"
+    if m.get("score_delta_se") is not None:
+        line += f" (paired SE {m['score_delta_se']:.2f})"
     if mm := m.get("memory_model"):
         line += (f"; memory model -{100 * mm['memory_reduction']:.1f}% memory at "
-                 f"{mm['accuracy_delta']:+.2f} points")
+                 f"{mm['score_delta']:+.2f} points")
     return line
 
 

@@ -102,7 +102,8 @@ def measure_sim(samples: list[Sample], rows: pd.DataFrame, spec: HardwareSpec, r
 
 def unit_module(sample: Sample):
     """The PyTorch module of a sample's unit and its input shape (batch 1)."""
-    from hwnas.model import BLOCKS, ClassifierHead, ConvBNAct
+    from hwnas import tasks
+    from hwnas.model import BLOCKS, ConvBNAct
 
     a = sample.arch
     if sample.role == "stem":
@@ -110,7 +111,7 @@ def unit_module(sample: Sample):
                 (1, a.input.channels, a.input.height, a.input.width))
     shape = (1, a.stem.out, a.input.height, a.input.width)  # the stub stem is 1x1, stride 1
     if sample.role == "head":
-        return ClassifierHead(a.stem.out, a.head), shape
+        return tasks.torch_task(a.head.task).head_module(a.stem.out, a.head), shape
     block = a.blocks[sample.unit - 1]
     return BLOCKS[block.type](a.stem.out, block), shape
 

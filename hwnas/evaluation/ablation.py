@@ -1,4 +1,4 @@
-"""The article's table: latency reduction at equal accuracy per search setting, and
+"""The article's table: latency reduction at equal score per search setting, and
 which choices of the space (fused-IBN blocks, depth multipliers) a network uses."""
 from __future__ import annotations
 
@@ -38,15 +38,15 @@ def tag_candidates(df: pd.DataFrame, space: SearchSpace) -> pd.DataFrame:
 
 def ablation_table(candidates: pd.DataFrame, baseline: dict, space: SearchSpace,
                    tolerance: float = 0.0, latency_col: str = "sim_latency_ms") -> list[dict]:
-    """Latency reduction against the baseline at equal accuracy, per search setting.
+    """Latency reduction against the baseline at equal score, per search setting.
 
     Definition. A cell (fused-IBN search F, depth-multiplier search D) is the
     sub-space the search would have had without that choice: a candidate belongs to it
     when it has no ``fused_ibn`` block (unless F) and its per-stage depths are the
     baseline's, i.e. depth multiplier 1 (unless D). Among the cell's feasible
     candidates, plus the baseline itself (it is in every cell), those whose search
-    accuracy (the measure the search ranked by) is at least the baseline's minus
-    ``tolerance`` points are "at equal accuracy"; the cell reports the one with the
+    score (the measure the search ranked by) is at least the baseline's minus
+    ``tolerance`` points are "at equal score"; the cell reports the one with the
     lowest latency (``latency_col``: simulated) and ``1 - latency / baseline latency``.
 
     The cells restrict a single search over the full space rather than running four
@@ -56,21 +56,21 @@ def ablation_table(candidates: pd.DataFrame, baseline: dict, space: SearchSpace,
     df = tag_candidates(candidates, space)
     if "feasible" in df:
         df = df[df["feasible"].astype(bool)]
-    base_acc, base_lat = float(baseline["accuracy"]), float(baseline[latency_col])
+    base_score, base_lat = float(baseline["score"]), float(baseline[latency_col])
     rows = []
     for fused, depth in ((False, False), (True, False), (False, True), (True, True)):
         pool = df[(fused | ~df["fused"]) & (depth | ~df["depth_search"])]
-        ok = pool[pool["accuracy"] >= base_acc - tolerance]
-        best = {"arch": baseline["arch"], "accuracy": base_acc, latency_col: base_lat,
+        ok = pool[pool["score"] >= base_score - tolerance]
+        best = {"arch": baseline["arch"], "score": base_score, latency_col: base_lat,
                 "is_baseline": True}
         if len(ok):
             r = ok.loc[ok[latency_col].idxmin()]
             if float(r[latency_col]) < base_lat:
-                best = {"arch": r["arch"], "accuracy": float(r["accuracy"]),
+                best = {"arch": r["arch"], "score": float(r["score"]),
                         latency_col: float(r[latency_col]), "is_baseline": False}
         rows.append({"fused_ibn_search": fused, "depth_multiplier_search": depth,
-                     "candidates": int(len(pool)), "at_equal_accuracy": int(len(ok)),
-                     "arch": best["arch"], "accuracy": best["accuracy"],
+                     "candidates": int(len(pool)), "at_equal_score": int(len(ok)),
+                     "arch": best["arch"], "score": best["score"],
                      "latency_ms": best[latency_col], "is_baseline": best["is_baseline"],
                      "latency_reduction": 1.0 - best[latency_col] / base_lat})
     return rows

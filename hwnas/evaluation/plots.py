@@ -15,9 +15,9 @@ MARKERS = {"latency": ("D", "#2ca02c"), "memory": ("s", "#9467bd")}
 def plot(candidates: pd.DataFrame, baseline_search: dict, models: dict[str, dict],
          baseline_names: Sequence[str], path, latency_col: str = "sim_latency_ms",
          metrics: dict | None = None) -> None:
-    """Left: every search candidate at its simulated latency and search accuracy (feasible
+    """Left: every search candidate at its simulated latency and search score (feasible
     or not), the feasible front, the baseline and the evaluated models. Right: the
-    evaluated models at simulated latency and test accuracy (from scratch, the mean over
+    evaluated models at simulated latency and test score (from scratch, the mean over
     seeds, where a model was so trained; else after fine-tuning), the baseline variants
     marked, and with ``metrics`` the latency target's region (``build_metrics``)."""
     import matplotlib
@@ -27,27 +27,30 @@ def plot(candidates: pd.DataFrame, baseline_search: dict, models: dict[str, dict
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
     feasible = candidates.get("feasible", pd.Series(True, index=candidates.index)).to_numpy(bool)
-    lat, acc = candidates[latency_col].to_numpy(), candidates["accuracy"].to_numpy()
+    lat, acc = candidates[latency_col].to_numpy(), candidates["score"].to_numpy()
     ax1.scatter(lat[feasible], acc[feasible], s=7, c="#9e9e9e", label="feasible candidate")
     ax1.scatter(lat[~feasible], acc[~feasible], s=9, marker="x", c="#d0d0d0", linewidths=0.8,
                 label="infeasible (over a search budget)")
     ok = candidates[feasible]
-    mask = non_dominated(np.column_stack([ok[latency_col], -ok["accuracy"]]))
+    mask = non_dominated(np.column_stack([ok[latency_col], -ok["score"]]))
     front = ok[mask].sort_values(latency_col)
-    ax1.plot(front[latency_col], front["accuracy"], "-o", ms=3, c="#d62728",
+    ax1.plot(front[latency_col], front["score"], "-o", ms=3, c="#d62728",
              label="front of the feasible (simulated latency)")
-    ax1.scatter([baseline_search[latency_col]], [baseline_search["accuracy"]], marker="*",
+    ax1.scatter([baseline_search[latency_col]], [baseline_search["score"]], marker="*",
                 s=220, c="#1f77b4", zorder=5, label="baseline")
     for name, m in models.items():
-        if name in baseline_names or m.get("search_accuracy") is None:
+        if name in baseline_names or m.get("search_score") is None:
             continue
         marker, color = MARKERS.get(name, ("o", "#ff7f0e"))
-        ax1.scatter([m["latency_ms"]], [m["search_accuracy"]], marker=marker, s=90, c=color,
+        ax1.scatter([m["latency_ms"]], [m["search_score"]], marker=marker, s=90, c=color,
                     edgecolors="k", zorder=6)
-        ax1.annotate(name, (m["latency_ms"], m["search_accuracy"]), textcoords="offset points",
+        ax1.annotate(name, (m["latency_ms"], m["search_score"]), textcoords="offset points",
                      xytext=(7, -11), fontsize=8, fontweight="bold", color=color)
     ax1.set_xlabel("simulated latency (ms)")
-    ax1.set_ylabel("search accuracy (%, supernet, val)")
+    from hwnas import tasks
+
+    label = tasks.get((metrics or {}).get("task", "classification")).label
+    ax1.set_ylabel(f"search {label} (%, supernet, val)")
     ax1.set_title("search candidates and the evaluated networks")
     ax1.grid(alpha=0.3)
     ax1.legend(loc="lower right", fontsize=8)
@@ -55,29 +58,29 @@ def plot(candidates: pd.DataFrame, baseline_search: dict, models: dict[str, dict
     if metrics and "targets" in metrics:
         t = metrics["targets"]
         x = (1 - t["latency_reduction_min"]) * metrics["baseline_latency_ms"]
-        y = metrics["baseline_accuracy"] - t["latency_accuracy_drop_max"]
+        y = metrics["baseline_score"] - t["latency_score_drop_max"]
         ax2.axvline(x, c="k", ls="--", lw=1,
                     label=f"latency target: -{100 * t['latency_reduction_min']:g}% vs the baseline")
         ax2.axhline(y, c="#1f77b4", ls=":", lw=1,
-                    label=f"accuracy target: baseline - {t['latency_accuracy_drop_max']:g} points")
+                    label=f"score target: baseline - {t['latency_score_drop_max']:g} points")
         ax2.fill_between([0, x], y, y + 100, color="#2ca02c", alpha=0.08, lw=0,
                          label="latency target met")
     for name, m in models.items():
         is_base = name in baseline_names
-        a = m.get("scratch_accuracy", m["accuracy"])
+        a = m.get("scratch_score", m["score"])
         marker, color = (("*", "#1f77b4") if is_base else MARKERS.get(name, ("o", "#ff7f0e")))
         ax2.scatter([m["latency_ms"]], [a], marker=marker, s=220 if is_base else 90, c=color,
                     edgecolors="none" if is_base else "k", zorder=5)
         ax2.annotate(name, (m["latency_ms"], a), textcoords="offset points",
                      xytext=(7, 4), fontsize=8)
-    accs = [m.get("scratch_accuracy", m["accuracy"]) for m in models.values()]
+    accs = [m.get("scratch_score", m["score"]) for m in models.values()]
     lats = [m["latency_ms"] for m in models.values()]
     if accs:
         pad = max(0.5, 0.1 * (max(accs) - min(accs)))
         ax2.set_ylim(min(accs) - pad, max(accs) + pad)
         ax2.set_xlim(0, 1.15 * max(lats))
     ax2.set_xlabel("simulated latency (ms)")
-    ax2.set_ylabel("test accuracy (%; from scratch: mean over seeds)")
+    ax2.set_ylabel(f"test {label} (%; from scratch: mean over seeds)")
     ax2.set_title("evaluated models (baseline: stars)")
     ax2.grid(alpha=0.3)
     if metrics and "targets" in metrics:

@@ -12,30 +12,33 @@ def _num(x, fmt: str = ".4f") -> str:
 
 def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict) -> str:
     """``report.md``: what was measured, the headline, every model and the table."""
+    from hwnas import tasks
+
     t = metrics["targets"]
-    variants = ", ".join(f"{k.removeprefix('baseline_accuracy_')}: {v:.2f}"
+    task = tasks.get(metrics.get("task", "classification"))
+    variants = ", ".join(f"{k.removeprefix('baseline_score_')}: {v:.2f}"
                          for k, v in metrics.items()
-                         if k.startswith("baseline_accuracy_") and isinstance(v, (int, float)))
+                         if k.startswith("baseline_score_") and isinstance(v, (int, float)))
     lines = [
         f"# Evaluation on {info['hardware']}",
         "",
         "All latency, energy and memory figures are from the analytic simulator on the target "
         "spec (the judge); the latency estimator's relative error against it is reported "
-        "beside them. Accuracy is top-1 on the test split "
+        f"beside them. Score is {task.label} (%) on the test split "
         f"({info.get('test_images', '?')} images of {info.get('dataset', '?')}), never seen by "
         "the search (val split) or training.",
         "",
         "Reproducibility: rerun on the same machine with the same thread count, every figure "
         "here is identical; on another CPU, floating-point rounding in training differs, so "
-        "the supernet, the accuracies and possibly the chosen network differ within the "
+        "the supernet, the scores and possibly the chosen network differ within the "
         "standard errors reported.",
         "",
         "## Headline",
         "",
         "| | chosen (latency) | baseline | change |",
         "| --- | --- | --- | --- |",
-        f"| test accuracy (%) | {metrics['accuracy']:.2f} | {metrics['baseline_accuracy']:.2f} "
-        f"| {metrics['accuracy_delta']:+.2f} points |",
+        f"| test score (%) | {metrics['score']:.2f} | {metrics['baseline_score']:.2f} "
+        f"| {metrics['score_delta']:+.2f} points |",
         f"| simulated latency (ms) | {metrics['latency_ms']:.4f} | "
         f"{metrics['baseline_latency_ms']:.4f} | {_pct(-metrics['latency_reduction'])} |",
         f"| simulated energy (mJ) | {metrics['energy_mj']:.5f} | "
@@ -46,78 +49,85 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
         f"{_pct(metrics['baseline_estimator_error'])} | |",
         "",
     ]
-    if metrics.get("accuracy_basis") == "scratch":
-        runs = metrics.get("accuracy_runs") or []
-        lines += ["", f"Accuracy compares architectures: the chosen network and the baseline "
-                      f"both trained from scratch with the same budget, the mean test accuracy "
+    if metrics.get("score_basis") == "scratch":
+        runs = metrics.get("score_runs") or []
+        lines += ["", f"Score compares architectures: the chosen network and the baseline "
+                      f"both trained from scratch with the same budget, the mean test score "
                       f"over paired seeds (chosen {runs}, baseline "
-                      f"{metrics.get('baseline_accuracy_runs', [])}). "
+                      f"{metrics.get('baseline_score_runs', [])}). "
                       f"{info.get('baseline_budget', '')}"]
     else:
-        lines += ["", f"Baseline accuracy is the stronger of its variants ({variants}; used: "
-                      f"{metrics['baseline_accuracy_source']}). {info.get('baseline_budget', '')}"]
+        lines += ["", f"Baseline score is the stronger of its variants ({variants}; used: "
+                      f"{metrics['baseline_score_source']}). {info.get('baseline_budget', '')}"]
     if "weights" in metrics:
         lines += ["", f"The saved model keeps the weights that score higher on the val split: "
-                      f"fine-tuned from the supernet ({metrics['accuracy_finetuned']:.2f}% test) "
+                      f"fine-tuned from the supernet ({metrics['score_finetuned']:.2f}% test) "
                       f"or the from-scratch run best on val; kept: **{metrics['weights']}** "
-                      f"({_num(metrics.get('model_accuracy'), '.2f')}% test"
-                  + (f", {metrics['model_accuracy_delta']:+.2f} points against the saved "
-                     f"baseline" if "model_accuracy_delta" in metrics else "") + ")."]
-    if "accuracy_se" in metrics:
-        lines += ["", f"Standard error of one test accuracy here: about "
-                      f"{metrics['accuracy_se']:.2f} points (binomial over the test images)."
-                  + (f" Over the paired runs (same seeds) the accuracy change has a standard "
-                     f"error of {metrics['accuracy_delta_se']:.2f} points."
-                     if "accuracy_delta_se" in metrics else "")]
+                      f"({_num(metrics.get('model_score'), '.2f')}% test"
+                  + (f", {metrics['model_score_delta']:+.2f} points against the saved "
+                     f"baseline" if "model_score_delta" in metrics else "") + ")."]
+    if "score_se" in metrics:
+        lines += ["", f"Standard error of one test score here: about "
+                      f"{metrics['score_se']:.2f} points (binomial over the test images)."
+                  + (f" Over the paired runs (same seeds) the score change has a standard "
+                     f"error of {metrics['score_delta_se']:.2f} points."
+                     if "score_delta_se" in metrics else "")]
     mm = metrics.get("memory_model")
     if mm:
         lines += ["", "## Memory-budget model", "",
-                  "| test accuracy (%) | change | memory (bytes) | memory reduction | "
+                  "| test score (%) | change | memory (bytes) | memory reduction | "
                   "latency (ms) | latency reduction |",
                   "| --- | --- | --- | --- | --- | --- |",
-                  f"| {mm['accuracy']:.2f} | {mm['accuracy_delta']:+.2f} points | "
+                  f"| {mm['score']:.2f} | {mm['score_delta']:+.2f} points | "
                   f"{mm['memory_bytes']:,} | {_pct(mm['memory_reduction'])} | "
                   f"{mm['latency_ms']:.4f} | {_pct(mm['latency_reduction'])} |"]
     lines += ["", "## Targets", "",
-              f"- latency: reduction >= {_pct(t['latency_reduction_min'])} at accuracy >= baseline "
-              f"- {t['latency_accuracy_drop_max']} points: "
+              f"- latency: reduction >= {_pct(t['latency_reduction_min'])} at score >= baseline "
+              f"- {t['latency_score_drop_max']} points: "
               f"**{'met' if t['latency_met'] else 'not met'}** "
-              f"({_pct(metrics['latency_reduction'])}, {metrics['accuracy_delta']:+.2f} points)"]
+              f"({_pct(metrics['latency_reduction'])}, {metrics['score_delta']:+.2f} points)"]
     if mm:
-        lines.append(f"- memory: reduction >= {_pct(t['memory_reduction_min'])} at accuracy >= "
-                     f"baseline - {t['memory_accuracy_drop_max']} points: "
+        lines.append(f"- memory: reduction >= {_pct(t['memory_reduction_min'])} at score >= "
+                     f"baseline - {t['memory_score_drop_max']} points: "
                      f"**{'met' if t['memory_met'] else 'not met'}** "
-                     f"({_pct(mm['memory_reduction'])}, {mm['accuracy_delta']:+.2f} points)")
+                     f"({_pct(mm['memory_reduction'])}, {mm['score_delta']:+.2f} points)")
     lines += ["", "## Every evaluated model", "",
-              "| model | test acc (%) | search acc (%) | inherited acc (%) | from scratch acc (%) "
+              "| model | test score (%) | search score (%) | inherited score (%) | from scratch (%) "
               "| latency (ms) | energy (mJ) | memory (bytes) | est. latency error "
               "| ONNX max abs diff |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, m in models.items():
-        # the saved weights' own accuracy; from scratch: the mean over seeds where there are runs
-        saved = m.get("model_accuracy", m["accuracy"])
-        scratch = m.get("scratch_accuracy", m["accuracy"] if "accuracy_runs" in m else None)
-        lines.append(f"| {name} | {saved:.2f} | {_num(m.get('search_accuracy'), '.2f')} | "
-                     f"{_num(m.get('inherited_accuracy'), '.2f')} | "
+        # the saved weights' own score; from scratch: the mean over seeds where there are runs
+        saved = m.get("model_score", m["score"])
+        scratch = m.get("scratch_score", m["score"] if "score_runs" in m else None)
+        lines.append(f"| {name} | {saved:.2f} | {_num(m.get('search_score'), '.2f')} | "
+                     f"{_num(m.get('inherited_score'), '.2f')} | "
                      f"{_num(scratch, '.2f')} | {m['latency_ms']:.4f} | "
                      f"{m['energy_mj']:.5f} | {m['memory_bytes']:,} | "
                      f"{_pct(m.get('estimator_error'))} | {_num(m.get('onnx_max_abs_diff'), '.1e')} |")
-    lines += ["", "Test acc: the saved weights on the test split. Search acc: the supernet's "
-                  "accuracy for the architecture on the val split, which the search ranked by. "
-                  "Inherited acc: the network extracted from the supernet, BN-recalibrated, on "
-                  "the test split, before fine-tuning. From scratch: the mean over seeds.",
+    lines += ["", "Test score: the saved weights on the test split. Search score: the "
+                  "supernet's score for the architecture on the val split, which the search "
+                  "ranked by. Inherited score: the network extracted from the supernet, "
+                  "BN-recalibrated, on the test split, before fine-tuning. From scratch: the "
+                  "mean over seeds.",
               "", "Architectures:", ""]
     lines += [f"- `{name}`: `{m['arch']}`" for name, m in models.items()]
-    lines += ["", "## Latency reduction at equal accuracy, by search setting", "",
-              "| fused-IBN search | depth-multiplier search | candidates | at equal accuracy | "
+    lines += ["", "## Latency reduction at equal score, by search setting", "",
+              "| fused-IBN search | depth-multiplier search | candidates | at equal score | "
               "latency (ms) | latency reduction |", "| --- | --- | --- | --- | --- | --- |"]
     for r in table:
         yn = lambda b: "yes" if b else "no"  # noqa: E731
         lines.append(f"| {yn(r['fused_ibn_search'])} | {yn(r['depth_multiplier_search'])} | "
-                     f"{r['candidates']} | {r['at_equal_accuracy']} | {r['latency_ms']:.4f} | "
+                     f"{r['candidates']} | {r['at_equal_score']} | {r['latency_ms']:.4f} | "
                      f"{_pct(r['latency_reduction'])}{' (baseline)' if r['is_baseline'] else ''} |")
     lines += ["", info.get("table_definition", ""), "",
-              "![accuracy vs simulated latency](pareto.png)", ""]
+              "![score vs simulated latency](pareto.png)", "",
+              "## Test examples", "", "![test examples](examples.png)", ""]
+    if host := metrics.get("host_postprocess_ms"):
+        lines += ["Host post-processing (not accelerator work, not in the simulated latency): "
+                  "sigmoid, top-k, box decoding and class-wise NMS run on the host CPU after "
+                  "the network, measured here per test image in eager PyTorch on this host's CPU: "
+                  + ", ".join(f"{k} {v:.2f} ms" for k, v in host.items()) + ".", ""]
     lines += [f"- {note}" for note in info.get("notes", ())]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -127,9 +137,9 @@ def table_definition(tolerance: float) -> str:
             "the sub-space that search setting allows (no fused-IBN block when fused-IBN "
             "search is off; the baseline's per-stage depths, i.e. depth multiplier 1, when "
             "depth-multiplier search is off), adds the baseline, keeps those whose search "
-            f"accuracy (supernet, val split) is at least the baseline's"
+            f"score (supernet, val split) is at least the baseline's"
             f"{f' minus {tolerance:g} points' if tolerance else ''}, and reports the lowest "
             "simulated latency among them against the baseline's. The cells come from one "
             "search of the full space, not four searches, so restricted cells hold fewer "
-            "candidates and understate a dedicated search; accuracy here is the search's "
-            "estimate, not the fine-tuned test accuracy.")
+            "candidates and understate a dedicated search; score here is the search's "
+            "estimate, not the fine-tuned test score.")

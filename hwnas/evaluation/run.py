@@ -45,16 +45,16 @@ def _schemas() -> dict:
 
     class Model(Loose):  # a trained network's record
         arch: str
-        accuracy: float
-        accuracy_runs: Optional[list[float]] = None
+        score: float
+        score_runs: Optional[list[float]] = None
 
     class Scored(Loose):  # the search's baseline
         arch: str
-        accuracy: float
+        score: float
 
     class Pareto(Loose):
         baseline: Scored
-        accuracy_mode: Optional[str] = None
+        score_mode: Optional[str] = None
 
     class Data(Loose):
         dataset: str
@@ -98,7 +98,7 @@ def _read_json(path: Path, stage: str, schema) -> dict:
     return _checked(data, schema, path)
 
 
-CANDIDATE_COLUMNS = {"arch": "text", "accuracy": "number", "latency_ms": "number"}
+CANDIDATE_COLUMNS = {"arch": "text", "score": "number", "latency_ms": "number"}
 
 
 def read_inputs() -> Inputs:
@@ -124,23 +124,25 @@ class Evaluation:
     base_search: dict          # the baseline as the search scored it
 
 
-def fill_search_accuracy(records: dict[str, dict], archs: dict, candidates: pd.DataFrame,
+def fill_search_score(records: dict[str, dict], archs: dict, candidates: pd.DataFrame,
                          pareto: dict) -> None:
-    """``search_accuracy`` (the supernet's, on the val split) of every record that lacks it,
+    """``search_score`` (the supernet's, on the val split) of every record that lacks it,
     by architecture: from the search's candidates or its baseline. (Extract records it only
     for the networks pareto.json scores; a chosen network need not be on the front.)"""
     from hwnas.arch import parse_arch
 
     scored = {parse_arch(a).key: float(acc) for a, acc in
-              zip(candidates["arch"], candidates["accuracy"])}
-    scored.setdefault(parse_arch(pareto["baseline"]["arch"]).key, pareto["baseline"]["accuracy"])
+              zip(candidates["arch"], candidates["score"])}
+    scored.setdefault(parse_arch(pareto["baseline"]["arch"]).key, pareto["baseline"]["score"])
     for name, rec in records.items():
-        if rec.get("search_accuracy") is None and archs[name].key in scored:
-            rec["search_accuracy"] = scored[archs[name].key]
+        if rec.get("search_score") is None and archs[name].key in scored:
+            rec["search_score"] = scored[archs[name].key]
 
 
-def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print) -> Evaluation:
+def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print,
+             targets: dict | None = None) -> Evaluation:
     """Simulate every model on ``spec``, with the estimator's error on each."""
+    task = layout.current_task()
     from hwnas.arch import parse_arch
     from hwnas.evaluation.ablation import ablation_table
     from hwnas.evaluation.metrics import build_metrics, simulate_latencies, simulate_models
@@ -153,7 +155,7 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print) -> Ev
         raise EvaluateError(f"{layout.EXTRACTED}: extracted for {extracted['hardware']}, but "
                             f"base.hardware is {spec.name}; rerun extract")
     space = SearchSpace.from_json(extracted["space"])
-    # every model by name: test accuracy from extract/baseline, figures from the simulator
+    # every model by name: test score from extract/baseline, figures from the simulator
     records = {n: dict(r) for n, r in extracted["models"].items()}
     records["baseline-scratch"] = dict(scratch)
     base_search_arch = parse_arch(pareto["baseline"]["arch"]).key
@@ -162,7 +164,7 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print) -> Ev
                             f"{records['baseline-scratch']['arch']}, but {layout.PARETO} has "
                             f"the baseline {base_search_arch}; rerun the stale stage")
     archs = {n: parse_arch(r["arch"]) for n, r in records.items()}
-    fill_search_accuracy(records, archs, candidates, pareto)
+    fill_search_score(records, archs, candidates, pareto)
     log(f"simulating {len(archs)} models and {candidates['arch'].nunique()} candidates "
         f"on {spec.name}")
     sims = simulate_models(archs, spec, estimator.estimate)
@@ -173,11 +175,12 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print) -> Ev
     metrics = build_metrics(models, [b for b in BASELINES if b in models],
                             latency_name="latency" if "latency" in models else
                             next(n for n in models if n not in BASELINES),
-                            memory_name="memory" if "memory" in models else None)
+                            memory_name="memory" if "memory" in models else None,
+                            **({"targets": targets} if targets else {}))
 
     lat = simulate_latencies(list(candidates["arch"]) + [pareto["baseline"]["arch"]], spec)
     candidates = candidates.assign(sim_latency_ms=candidates["arch"].map(lat))
-    base_search = {"arch": base_search_arch, "accuracy": pareto["baseline"]["accuracy"],
+    base_search = {"arch": base_search_arch, "score": pareto["baseline"]["score"],
                    "sim_latency_ms": lat[pareto["baseline"]["arch"]]}
     table = ablation_table(candidates, base_search, space, tolerance)
     metrics["table"] = {f"fused_{'yes' if r['fused_ibn_search'] else 'no'}"
@@ -186,7 +189,7 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print) -> Ev
     cand_err = (candidates["latency_ms"] / candidates["sim_latency_ms"] - 1).abs()
     metrics.update(candidates_estimator_error_median=float(cand_err.median()),
                    candidates_estimator_error_p90=float(cand_err.quantile(0.9)),
-                   hardware=spec.name, accuracy_mode=pareto.get("accuracy_mode"))
+                   hardware=spec.name, score_mode=pareto.get("score_mode"))
     info = {"hardware": spec.name, "dataset": extracted["data"]["dataset"],
             "test_images": extracted["data"]["test"],
             "baseline_budget": (f"From scratch: {scratch.get('budget', '?')}. Fine-tuned: "
@@ -195,12 +198,13 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print) -> Ev
                                 f"{extracted['finetune']['lr']:g}, like the chosen models."),
             "table_definition": table_definition(tolerance),
             "notes": [
-                f"Search accuracy mode: {pareto.get('accuracy_mode')}; the search ranks by "
-                f"supernet (inherited) accuracy on the val split, which is not the final test "
-                f"accuracy after fine-tuning.",
+                f"Search score mode: {pareto.get('score_mode')}; the search ranks by "
+                f"supernet (inherited) score on the val split, which is not the final test "
+                f"score after fine-tuning.",
                 f"Estimator on all {len(candidates)} candidates: median latency error "
                 f"{100 * metrics['candidates_estimator_error_median']:.1f}%, 90th percentile "
                 f"{100 * metrics['candidates_estimator_error_p90']:.1f}%.",
-                "Reproduce: `dvc repro evaluate` (or `python -m stages.extract`, "
-                "`python -m stages.baseline`, `python -m stages.evaluate`)."]}
+                f"Reproduce: `dvc repro evaluate@{task}` (or `python -m stages.extract --task "
+                f"{task}`, then `stages.baseline`, then `stages.evaluate`, each with "
+                f"`--task {task}`)."]}
     return Evaluation(metrics, models, table, info, candidates, base_search)

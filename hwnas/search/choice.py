@@ -1,6 +1,6 @@
 """Which candidates a finished search hands on: the latency model (the best network
-within the latency budget at baseline accuracy) and the memory model (the best within
-the memory budget), with supernet accuracies within noise of each other counted as tied."""
+within the latency budget at baseline score) and the memory model (the best within
+the memory budget), with supernet scores within noise of each other counted as tied."""
 from __future__ import annotations
 
 import math
@@ -8,71 +8,71 @@ import math
 import pandas as pd
 
 
-def tie_points(accuracy: float, images: int, standard_errors: float) -> float:
-    """How far below ``accuracy`` (%) a candidate still counts as tied with it:
-    ``standard_errors`` binomial standard errors of an accuracy measured on ``images``."""
+def tie_points(score: float, images: int, standard_errors: float) -> float:
+    """How far below ``score`` (%) a candidate still counts as tied with it:
+    ``standard_errors`` binomial standard errors of a score measured on ``images``."""
     if images <= 0 or standard_errors <= 0:  # no measurement to be noisy about: no tie
         return 0.0
-    a = min(max(accuracy / 100.0, 0.0), 1.0)
+    a = min(max(score / 100.0, 0.0), 1.0)
     return standard_errors * 100.0 * math.sqrt(a * (1.0 - a) / images)
 
 
 def pick(rows: pd.DataFrame, tie: float = 0.0) -> pd.Series | None:
     """The most accurate row, or with ``tie`` > 0 the row with the most MACs among those
-    within ``tie`` points of the best (then the more accurate). The supernet's accuracy
+    within ``tie`` points of the best (then the more accurate). The supernet's score
     cannot tell such networks apart, while the accelerator runs them within the same
-    budget and, trained from scratch, accuracy rises with MACs (``eval_supernet``)."""
+    budget and, trained from scratch, score rises with MACs (``eval_supernet``)."""
     if not len(rows):
         return None
     if tie <= 0 or "macs" not in rows:
-        return rows.loc[rows["accuracy"].idxmax()]
-    tied = rows[rows["accuracy"] >= rows["accuracy"].max() - tie]
-    return tied.sort_values(["macs", "accuracy"], ascending=False).iloc[0]
+        return rows.loc[rows["score"].idxmax()]
+    tied = rows[rows["score"] >= rows["score"].max() - tie]
+    return tied.sort_values(["macs", "score"], ascending=False).iloc[0]
 
 
 def summarize(df: pd.DataFrame, base: dict, budget: float | None,
               latency_budget: float | None = None, tie_se: float = 0.0,
               val_images: int = 0) -> dict:
-    """The search's headline figures: latency saved at baseline accuracy, and the
+    """The search's headline figures: latency saved at baseline score, and the
     best network within half (or ``budget`` of) the baseline's memory. The chosen
     latency model is the best network (``pick``) within ``latency_budget`` of the
-    baseline's latency when one is set, else the fastest at baseline accuracy; ties
-    span ``tie_se`` standard errors of an accuracy on ``val_images`` (0: none)."""
+    baseline's latency when one is set, else the fastest at baseline score; ties
+    span ``tie_se`` standard errors of a score on ``val_images`` (0: none)."""
     front = df[df["pareto"]]
-    at_acc = front[front["accuracy"] >= base["accuracy"]]
-    fastest = at_acc.loc[at_acc["latency_ms"].idxmin()] if len(at_acc) else None
+    at_score = front[front["score"] >= base["score"]]
+    fastest = at_score.loc[at_score["latency_ms"].idxmin()] if len(at_score) else None
     chosen, tie = fastest, 0.0
     if latency_budget:
         within = df[(df["latency_ms"] <= latency_budget * base["latency_ms"])
-                    & (df["accuracy"] >= base["accuracy"])]
-        tie = tie_points(within["accuracy"].max(), val_images, tie_se) if len(within) else 0.0
+                    & (df["score"] >= base["score"])]
+        tie = tie_points(within["score"].max(), val_images, tie_se) if len(within) else 0.0
         chosen = pick(within, tie)
     share = budget or 0.5
     fits = df[(df["memory_bytes"] <= share * base["memory_bytes"])
-              & (df["accuracy"] >= base["accuracy"] - 1.0)]
-    small_tie = tie_points(fits["accuracy"].max(), val_images, tie_se) if len(fits) else 0.0
+              & (df["score"] >= base["score"] - 1.0)]
+    small_tie = tie_points(fits["score"].max(), val_images, tie_se) if len(fits) else 0.0
     small = pick(fits, small_tie)
     return {
         "candidates": int(len(df)), "unique_architectures": int(df["arch"].nunique()),
         "pareto_size": int(len(front)), "feasible": int(df["feasible"].sum()),
-        "baseline_accuracy": base["accuracy"], "baseline_latency_ms": base["latency_ms"],
+        "baseline_score": base["score"], "baseline_latency_ms": base["latency_ms"],
         "baseline_memory_bytes": base["memory_bytes"],
-        "best_latency_ms_at_baseline_accuracy": None if fastest is None else float(fastest["latency_ms"]),
-        # the front's fastest network at (supernet) baseline accuracy, estimated latency: the
+        "best_latency_ms_at_baseline_score": None if fastest is None else float(fastest["latency_ms"]),
+        # the front's fastest network at (supernet) baseline score, estimated latency: the
         # front's reach, not the chosen network (chosen_latency_reduction) nor evaluate's headline
-        "front_latency_reduction_at_baseline_accuracy":
+        "front_latency_reduction_at_baseline_score":
             None if fastest is None else 1 - float(fastest["latency_ms"]) / base["latency_ms"],
-        "accuracy_of_fastest": None if fastest is None else float(fastest["accuracy"]),
+        "score_of_fastest": None if fastest is None else float(fastest["score"]),
         "latency_budget_share": latency_budget,
         "chosen_latency_reduction":
             None if chosen is None else 1 - float(chosen["latency_ms"]) / base["latency_ms"],
-        "chosen_accuracy": None if chosen is None else float(chosen["accuracy"]),
+        "chosen_score": None if chosen is None else float(chosen["score"]),
         "chosen_tie_points": round(tie, 3),
         "memory_budget_share": share,
         "memory_budget_fit": small is not None,
         "memory_reduction_within_budget":
             None if small is None else 1 - float(small["memory_bytes"]) / base["memory_bytes"],
-        "accuracy_within_budget": None if small is None else float(small["accuracy"]),
+        "score_within_budget": None if small is None else float(small["score"]),
         "memory_tie_points": round(small_tie, 3),
         "out_of_range_candidates":
             int((df["out_of_range"] > 0).sum()) if "out_of_range" in df else 0,

@@ -1,6 +1,6 @@
 """Multi-objective evolution over a search space with Optuna's NSGA-II.
 
-Objectives: maximize accuracy, minimize latency and memory; hard constraints on
+Objectives: maximize score, minimize latency and memory; hard constraints on
 latency and memory go through NSGA-II's ``constraints_func`` (a candidate that
 breaks one is dominated by every feasible one). Optuna supplies the algorithm,
 crossover, mutation, seeding and a persistent study (sqlite) for resume. What we
@@ -25,9 +25,9 @@ from hwnas.files import append_journal, read_journal
 from hwnas.search.genome import genes, to_arch
 from hwnas.space import SearchSpace
 
-# the objectives of a batch: one dict per arch with at least accuracy, latency_ms, memory_bytes
+# the objectives of a batch: one dict per arch with at least score, latency_ms, memory_bytes
 ObjectiveFn = Callable[[Sequence[ArchSpec]], list[dict]]
-OBJECTIVES = ("accuracy", "latency_ms", "memory_bytes")
+OBJECTIVES = ("score", "latency_ms", "memory_bytes")
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def pareto_mask(df: pd.DataFrame) -> np.ndarray:
     mask = np.zeros(len(df), dtype=bool)
     feasible = df[df["feasible"]].drop_duplicates("arch")
     mask[feasible.index] = non_dominated(np.column_stack(
-        [-feasible["accuracy"], feasible["latency_ms"], feasible["memory_bytes"]]))
+        [-feasible["score"], feasible["latency_ms"], feasible["memory_bytes"]]))
     return mask
 
 

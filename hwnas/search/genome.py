@@ -28,6 +28,8 @@ def genes(space: SearchSpace) -> dict[str, tuple]:
             out[f"s{i}.b{j}.type"] = stage.types
             out[f"s{i}.b{j}.kernel"] = stage.kernels
             out[f"s{i}.b{j}.expand"] = stage.expands
+    if space.head_widths:
+        out["head"] = space.head_widths
     return out
 
 
@@ -42,7 +44,7 @@ def to_arch(space: SearchSpace, genome: Genome) -> ArchSpec:
         depth = genome[f"s{i}.depth"] if m is None else space.stage_depths(stage, m)[0]
         stages.append((genome[f"s{i}.out"], [(genome[f"s{i}.b{j}.type"], genome[f"s{i}.b{j}.kernel"],
                                               genome[f"s{i}.b{j}.expand"]) for j in range(depth)]))
-    return space.build(genome["stem"], stages)
+    return space.build(genome["stem"], stages, head_width=genome.get("head"))
 
 
 def from_arch(space: SearchSpace, arch: ArchSpec) -> Genome:
@@ -58,6 +60,8 @@ def from_arch(space: SearchSpace, arch: ArchSpec) -> Genome:
         genome[name] = value
 
     put("stem", arch.stem.out)
+    if space.head_widths:
+        put("head", arch.head.features)
     # the split ignores widths and types so that the gene checks below name the culprit
     fit = space.split(arch, choices=False)
     if fit is None:
@@ -76,7 +80,7 @@ def from_arch(space: SearchSpace, arch: ArchSpec) -> Genome:
         pos += n
     if m is not None:
         genome["depth"] = m
-    if to_arch(space, genome).blocks != arch.blocks:
+    if to_arch(space, genome).blocks != arch.blocks or not space.holds_head(arch.head):
         raise ValueError("the architecture's stages do not line up with the space's stages")
     return genome
 

@@ -1,4 +1,4 @@
-"""What a search candidate is scored on: accuracy (inherited from the supernet, or
+"""What a search candidate is scored on: score (inherited from the supernet, or
 a zero-shot proxy) and latency and memory from the estimator, in batches."""
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from hwnas.model import build_model
 from hwnas.search.evolution import Constraints, ObjectiveFn
 from hwnas.search.zeroshot import PROXIES
 from hwnas.space import SearchSpace
-from hwnas.supernet import SuperNet, accuracy, extract_subnet, recalibrate_bn
+from hwnas.supernet import SuperNet, task_score, extract_subnet, recalibrate_bn
 
-AccuracyFn = Callable[[ArchSpec], float]
+ScoreFn = Callable[[ArchSpec], float]
 
 
 class SearchInputError(UserError):
@@ -39,17 +39,17 @@ def check_feasible(space: SearchSpace, estimate, constraints: Constraints) -> No
             f"smallest corner of the space needs {mem:.0f} bytes")
 
 
-def supernet_accuracy(supernet: SuperNet, calib: list[torch.Tensor],
-                      val: tuple[torch.Tensor, torch.Tensor]) -> AccuracyFn:
-    """Accuracy (%) inherited from the supernet after BN recalibration on ``calib``."""
+def supernet_score(supernet: SuperNet, calib: list[torch.Tensor],
+                      val: tuple[torch.Tensor, torch.Tensor]) -> ScoreFn:
+    """Score (%) inherited from the supernet after BN recalibration on ``calib``."""
     def score(arch: ArchSpec) -> float:
         net = extract_subnet(supernet, arch)
         recalibrate_bn(net, calib)
-        return accuracy(net, [val])
+        return task_score(net, [val])
     return score
 
 
-_worker_score: AccuracyFn | None = None
+_worker_score: ScoreFn | None = None
 
 
 def _init_worker(supernet_path: str, calib: list[torch.Tensor],
@@ -58,15 +58,15 @@ def _init_worker(supernet_path: str, calib: list[torch.Tensor],
     from hwnas.supernet import load_supernet
 
     torch.set_num_threads(1)
-    _worker_score = supernet_accuracy(load_supernet(supernet_path).eval(), calib, val)
+    _worker_score = supernet_score(load_supernet(supernet_path).eval(), calib, val)
 
 
 def _score_in_worker(arch: ArchSpec) -> float:
     return _worker_score(arch)
 
 
-class ParallelSupernetAccuracy:
-    """Inherited accuracy over a pool of worker processes, one supernet each: the
+class ParallelSupernetScore:
+    """Inherited score over a pool of worker processes, one supernet each: the
     subnets are small, so one core per subnet beats two threads on one subnet."""
 
     def __init__(self, supernet_path, calib, val, workers: int = 2):
@@ -81,10 +81,10 @@ class ParallelSupernetAccuracy:
         self.pool.shutdown()
 
 
-def proxy_accuracy(name: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> AccuracyFn:
+def proxy_score(name: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> ScoreFn:
     """A zero-shot proxy score of the freshly initialised network (seeded)."""
     if name not in PROXIES:
-        raise SearchInputError(f"search.accuracy: unknown proxy {name!r} "
+        raise SearchInputError(f"search.score: unknown proxy {name!r} "
                                f"(known: supernet, {', '.join(PROXIES)})")
     proxy = PROXIES[name]
 
@@ -94,14 +94,14 @@ def proxy_accuracy(name: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> Ac
     return score
 
 
-def make_objective_fn(accuracy_batch: Callable[[Sequence[ArchSpec]], list[float]],
+def make_objective_fn(score_batch: Callable[[Sequence[ArchSpec]], list[float]],
                       estimate) -> ObjectiveFn:
-    """Accuracy and cost of a whole batch (latency and memory in one estimator call)."""
+    """Score and cost of a whole batch (latency and memory in one estimator call)."""
     def objective(archs: Sequence[ArchSpec]) -> list[dict]:
         costs = estimate(list(archs))
-        accs = accuracy_batch(list(archs))
+        accs = score_batch(list(archs))
         # a kernel kind the estimator has no model for: never feasible, never chosen
-        return [{"accuracy": float(acc),
+        return [{"score": float(acc),
                  "latency_ms": float("inf") if c["latency_ms"] is None else c["latency_ms"],
                  "memory_bytes": c["memory_bytes"], "macs": c["macs"],
                  "out_of_range": len(c["out_of_range"])} for acc, c in zip(accs, costs)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ class SearchResult:
 
 def fingerprint(p: dict, *inputs: Path) -> str:
     """Params, input file digests, the scoring code and the torch version: a journal only
-    resumes the same search (the choice among its candidates, ``accuracy_tie``, does not
+    resumes the same search (the choice among its candidates, ``score_tie``, does not
     change the search; a fixed scorer or another torch does)."""
     import hwnas.arch
     import hwnas.estimator.decompose
@@ -37,14 +38,16 @@ def fingerprint(p: dict, *inputs: Path) -> str:
     import hwnas.search.zeroshot
     import hwnas.space
     import hwnas.supernet
+    from hwnas import tasks
     from hwnas.checkpoint import code_fingerprint
 
-    keep = {k: v for k, v in p.items() if k != "accuracy_tie"}
+    keep = {k: v for k, v in p.items() if k != "score_tie"}
+    scorers = [import_module(t.torch_module) for t in tasks.TASKS.values()]  # each task's score
     h = hashlib.sha256(code_fingerprint(keep, hwnas.arch, hwnas.lowering, hwnas.space,
                                         hwnas.supernet, hwnas.estimator.decompose,
                                         hwnas.estimator.model, hwnas.search.evolution,
                                         hwnas.search.genome, hwnas.search.objectives,
-                                        hwnas.search.zeroshot).encode())
+                                        hwnas.search.zeroshot, *scorers).encode())
     for path in inputs:
         h.update(path.read_bytes() if path.is_file() else b"")
     return h.hexdigest()[:16]
@@ -64,15 +67,15 @@ class SearchContext:
     val: tuple
 
     def scorer(self, mode: str | None = None, workers: int | None = None):
-        """A batch accuracy function: the supernet over worker processes, or a proxy."""
-        from hwnas.search.objectives import ParallelSupernetAccuracy, proxy_accuracy
+        """A batch score function: the supernet over worker processes, or a proxy."""
+        from hwnas.search.objectives import ParallelSupernetScore, proxy_score
 
         p = self.params
-        mode = mode or p["accuracy"]
+        mode = mode or p["score"]
         if mode == "supernet":
-            return ParallelSupernetAccuracy(layout.SUPERNET, self.calib, self.val,
+            return ParallelSupernetScore(layout.SUPERNET, self.calib, self.val,
                                             workers or p["workers"])
-        proxy = proxy_accuracy(mode, self.val[0][:64], self.val[1][:64], p["seed"])
+        proxy = proxy_score(mode, self.val[0][:64], self.val[1][:64], p["seed"])
         return lambda archs: [proxy(a) for a in archs]
 
 
@@ -80,8 +83,8 @@ def load_search_context(params: dict) -> SearchContext:
     import torch
 
     from hardware.spec import load_spec
+    from hwnas import tasks
     from hwnas.context import pipeline_baseline
-    from hwnas.data import load_dataset
     from hwnas.estimator import Estimator
     from hwnas.supernet import load_supernet
 
@@ -91,8 +94,7 @@ def load_search_context(params: dict) -> SearchContext:
     est_dir = layout.estimator_dir(spec.name)
     estimator = Estimator.load(est_dir, spec)
     space = load_supernet(layout.SUPERNET).space
-    splits = load_dataset(data["dataset"], data["resolution"], p["seed"], data["val_fraction"],
-                          data["test_fraction"])
+    splits = tasks.torch_task(space.head.task).load(data, p["seed"])
     g = torch.Generator().manual_seed(p["seed"])
     calib_idx = torch.randperm(len(splits.train.y), generator=g)[:p["calib_images"]]
     return SearchContext(p, spec, est_dir, estimator, space, pipeline_baseline(space, params),
@@ -147,21 +149,21 @@ def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
                     seed=p["seed"], constraints=constraints, journal=journal, seeds=[baseline],
                     on_batch=lambda n, _rows: bar.update(task, completed=n))
         seconds = time.perf_counter() - t0
-        # a proxy score is not an accuracy on val_images: no binomial tie for it
-        tie_se = (p.get("accuracy_tie") or 0.0) if p["accuracy"] == "supernet" else 0.0
+        # a proxy score is not a score on val_images: no binomial tie for it
+        tie_se = (p.get("score_tie") or 0.0) if p["score"] == "supernet" else 0.0
         summary = summarize(df, base, budget, lat_budget, tie_se, p["val_images"])
         fastest, smallest = summary.pop("_fastest"), summary.pop("_smallest")
         summary.update(search_seconds=round(seconds, 1), resumed_candidates=resumed,
-                       accuracy_mode=p["accuracy"])
+                       score_mode=p["score"])
         chosen = {"latency": fastest, "memory": smallest}
         tracking.log_metrics(summary)  # before the candidates: a kill while they log keeps it
         logged = tracking.log_candidates(df, active.info.run_id, fp, chosen)
         tracking.log_metrics({"candidate_runs_logged": logged})
 
     front = df[df["pareto"]].sort_values("latency_ms")
-    cols = ["arch", "accuracy", "latency_ms", "memory_bytes"]
+    cols = ["arch", "score", "latency_ms", "memory_bytes"]
     first = df.drop_duplicates("arch")[cols]
-    pareto = {"hardware": spec.name, "accuracy_mode": p["accuracy"],
+    pareto = {"hardware": spec.name, "score_mode": p["score"],
               "baseline": {"arch": baseline.encode(), **{k: base[k] for k in cols[1:]}},
               "chosen": chosen,
               # the chosen networks' search scores: a chosen network need not be on the front
@@ -175,26 +177,26 @@ def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
 
 def describe(summary: dict) -> str:
     """The search's latency figures in words, as percentages: search estimates (estimator
-    latency, supernet accuracy on the val split), not the evaluated headline."""
-    front = summary.get("front_latency_reduction_at_baseline_accuracy")
+    latency, supernet score on the val split), not the evaluated headline."""
+    front = summary.get("front_latency_reduction_at_baseline_score")
     chosen = summary.get("chosen_latency_reduction")
     budget = summary.get("latency_budget_share")
     within = f", within the {100 * budget:g}% latency budget" if budget else ""
-    base = f"{summary['baseline_accuracy']:.1f}%"
+    base = f"{summary['baseline_score']:.1f}%"
     return (f"Pareto front ({summary['pareto_size']} networks): "
             + (f"{-100 * front:+.1f}% estimated latency vs the baseline at its supernet "
-               f"accuracy ({base}) or better" if front is not None
-               else f"no network reaches the baseline's supernet accuracy ({base})")
+               f"score ({base}) or better" if front is not None
+               else f"no network reaches the baseline's supernet score ({base})")
             + "; chosen latency model: "
-            + (f"{-100 * chosen:+.1f}% at {summary['chosen_accuracy']:.1f}% supernet "
-               f"accuracy{within}" if chosen is not None
-               else f"none at the baseline's accuracy{within}")
+            + (f"{-100 * chosen:+.1f}% at {summary['chosen_score']:.1f}% supernet "
+               f"score{within}" if chosen is not None
+               else f"none at the baseline's score{within}")
             + f". Search estimates; the evaluated headline is in "
               f"{layout.EVALUATE / 'report.md'}")
 
 
 def plot(result: SearchResult, path: Path) -> None:
-    """``pareto.png``: every candidate (feasible or not) by supernet accuracy against estimated
+    """``pareto.png``: every candidate (feasible or not) by supernet score against estimated
     latency (left) and memory (right), the 3-objective front, the baseline, the budgets and
     the chosen networks with the rule that chose each (a caption under the panels)."""
     import matplotlib
@@ -211,22 +213,22 @@ def plot(result: SearchResult, path: Path) -> None:
     style = {"latency": ("D", "#2ca02c"), "memory": ("s", "#9467bd")}
     share = {"latency": s.get("latency_budget_share"), "memory": s.get("memory_budget_share")}
     ties = {"latency": s.get("chosen_tie_points") or 0.0, "memory": s.get("memory_tie_points") or 0.0}
-    floor = {"latency": base["accuracy"], "memory": base["accuracy"] - 1.0}
+    floor = {"latency": base["score"], "memory": base["score"] - 1.0}
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 6.6), sharey=True)
     for ax, col, unit, scale, kind in ((axes[0], "latency_ms", "ms", 1.0, "latency"),
                                        (axes[1], "memory_bytes", "kB", 1e-3, "memory")):
         x = df[col] * scale
         ok = df["feasible"].to_numpy()
-        ax.scatter(x[ok], df["accuracy"][ok], s=8, c="#9e9e9e", label="feasible candidate")
-        ax.scatter(x[~ok], df["accuracy"][~ok], s=10, marker="x", c="#d0d0d0", linewidths=0.8,
+        ax.scatter(x[ok], df["score"][ok], s=8, c="#9e9e9e", label="feasible candidate")
+        ax.scatter(x[~ok], df["score"][~ok], s=10, marker="x", c="#d0d0d0", linewidths=0.8,
                    label="infeasible (breaks a hard constraint)")
         front = df[df["pareto"]]
-        ax.scatter(front[col] * scale, front["accuracy"], s=20, c="#d62728", zorder=3,
-                   label="Pareto front (accuracy, latency, memory)")
-        ax.scatter([base[col] * scale], [base["accuracy"]], marker="*", s=220, c="#1f77b4",
+        ax.scatter(front[col] * scale, front["score"], s=20, c="#d62728", zorder=3,
+                   label="Pareto front (score, latency, memory)")
+        ax.scatter([base[col] * scale], [base["score"]], marker="*", s=220, c="#1f77b4",
                    zorder=5, label="MobileNetV2-like baseline")
-        # where the chosen network of this panel had to be: under the budget, accuracy floor
+        # where the chosen network of this panel had to be: under the budget, score floor
         limit = share[kind] * base[col] if share[kind] else None
         hard = limits.get(f"max_{col}")
         if hard:
@@ -238,20 +240,20 @@ def plot(result: SearchResult, path: Path) -> None:
             ax.axvline(limit * scale, c="#555555", ls=":", lw=1.2,
                        label=f"{kind} choice: <= {100 * share[kind]:g}% of the baseline")
         ax.axhline(floor[kind], c="#1f77b4", ls=":", lw=1,
-                   label="baseline accuracy" + (" - 1 point" if kind == "memory" else ""))
+                   label="baseline score" + (" - 1 point" if kind == "memory" else ""))
         if kind in rows and ties[kind] > 0 and limit:
-            pool = df[(df[col] <= limit) & (df["accuracy"] >= floor[kind])]
-            top = pool["accuracy"].max()
+            pool = df[(df[col] <= limit) & (df["score"] >= floor[kind])]
+            top = pool["score"].max()
             ax.fill_between([x.min(), limit * scale], top - ties[kind], top, color=style[kind][1],
                             alpha=0.12, lw=0, label=f"tied with the best under it "
                                                     f"({ties[kind]:.1f} points)")
         for name, r in rows.items():
             marker, color = style.get(name, ("o", "k"))
-            ax.scatter([r[col] * scale], [r["accuracy"]], marker=marker, s=110, c=color,
+            ax.scatter([r[col] * scale], [r["score"]], marker=marker, s=110, c=color,
                        edgecolors="k", zorder=6, label=f"chosen: {name}")
             same = [n for n, o in rows.items() if o["arch"] == r["arch"]]
             if name == same[0]:  # one label for a network chosen twice
-                ax.annotate(", ".join(same), (r[col] * scale, r["accuracy"]), xytext=(8, -12),
+                ax.annotate(", ".join(same), (r[col] * scale, r["score"]), xytext=(8, -12),
                             textcoords="offset points", fontsize=9, fontweight="bold",
                             color=color)
         ax.set_xscale("log")
@@ -261,14 +263,16 @@ def plot(result: SearchResult, path: Path) -> None:
         ax.set_xlabel(f"estimated {kind} ({unit}, log scale)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=7.5)
-    axes[0].set_ylabel("search accuracy (%, supernet, val split)")
-    axes[0].set_title("accuracy vs estimated latency")
-    axes[1].set_title("accuracy vs estimated memory")
-    lat_rule = ("latency: among networks under the latency budget at the baseline's accuracy "
+    from hwnas import tasks
+
+    axes[0].set_ylabel(f"search {tasks.get(layout.current_task()).label} (%, supernet, val split)")
+    axes[0].set_title("score vs estimated latency")
+    axes[1].set_title("score vs estimated memory")
+    lat_rule = ("latency: among networks under the latency budget at the baseline's score "
                 "or better" if share["latency"] else
-                "latency: the fastest Pareto network at the baseline's accuracy or better")
+                "latency: the fastest Pareto network at the baseline's score or better")
     mem_rule = (f"memory: among all candidates, feasible or not, within "
-                f"{100 * share['memory']:g}% of the baseline's memory at its accuracy - 1 point "
+                f"{100 * share['memory']:g}% of the baseline's memory at its score - 1 point "
                 "or better")
     tie = ("; of those within the shaded band (supernet noise) of the best, the most MACs wins "
            "(else the most accurate)" if any(ties.values()) else "; the most accurate")

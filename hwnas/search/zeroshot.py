@@ -1,5 +1,5 @@
 """Zero-shot proxies: trainability scores of an untrained network, as cheap
-stand-ins for accuracy. Each is reported beside the parameter count, the
+stand-ins for score. Each is reported beside the parameter count, the
 baseline a proxy must beat to be worth using.
 
 - NASWOT (Mellor et al. 2021): log-determinant of the Hamming-similarity kernel of
@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 
 def naswot(model: nn.Module, x: torch.Tensor) -> float:
@@ -53,9 +52,14 @@ def synflow(model: nn.Module, x: torch.Tensor) -> float:
 
 
 def grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The gradient's norm under the task's loss (a fresh network, one batch)."""
+    from hwnas import tasks
+    from hwnas.training import TrainConfig
+
     net = copy.deepcopy(model).train()
     net.zero_grad()
-    F.cross_entropy(net(x), y).backward()
+    head = net.arch.head
+    tasks.torch_task(head.task).loss(net(x), y, head, TrainConfig(label_smoothing=0.0)).backward()
     with torch.no_grad():
         return float(sum(p.grad.norm() ** 2 for p in net.parameters() if p.grad is not None) ** 0.5)
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from hwnas import tasks
 from hwnas.arch import MAX_CHANNELS, MAX_CLASSES, ArchError, _fields, check_int, register_head
 from hwnas.lowering import HEAD_OPS, OpSpec
 
@@ -42,9 +41,15 @@ MAX_STRIDE = 64
 class DetectionHead:
     task: ClassVar[str] = "detection"
     code: ClassVar[str] = "det"
+    searched_width: ClassVar[bool] = True  # a space searches the first conv's width
     features: int = 64  # the KxK conv's width
     classes: int = 1  # heatmap channels (1: presence)
     stride: int = 8  # the backbone's total stride the head expects
+
+    @classmethod
+    def for_space(cls, features: int, classes: int, stride: int) -> "DetectionHead":
+        """The head of a search space whose stem and stages downsample by ``stride``."""
+        return cls(features, classes, stride)
 
     @classmethod
     def from_json(cls, data: dict, where: str) -> "DetectionHead":
@@ -97,4 +102,3 @@ def detection_ops(head: DetectionHead, in_c: int) -> tuple[OpSpec, ...]:
 
 
 HEAD_OPS[DetectionHead.task] = detection_ops
-tasks.TORCH_MODULES[DetectionHead.task] = "hwnas.tasks.detection.modules"

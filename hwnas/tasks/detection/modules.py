@@ -2,12 +2,13 @@
 
 Loss and decode use ``torchvision.ops`` only (no hand-written IoU or NMS):
 
-- **Targets** (``encode_targets``): built once per dataset as one dense tensor per image,
-  ``[classes + 4, H, W]`` at the head's stride: channels ``:classes`` the 0/1 heatmap, the last 4
-  the assigned box (xyxy, pixels; 0 where no object is assigned). So a split is a plain
-  ``hwnas.data.TensorData(x, y)`` and the ``Loader`` batches it like a classification split
-  (no translation augmentation: it would move the pixels and not the boxes); ``tensor_data``
-  makes that split from a ``DetectionData``.
+- **Labels** (``pack_targets``): a split's ``y`` is each image's boxes as one tensor
+  ``[N, M, 5]`` (label, x1, y1, x2, y2; label -1 pads to the split's most boxes), so the
+  ``Loader`` batches, shuffles and joins splits as it does a classifier's labels (no
+  translation augmentation: it would move the pixels and not the boxes).
+- **Targets** (``encode_targets``, inside the loss): one dense tensor per image,
+  ``[classes + 4, H, W]`` at the head's stride: channels ``:classes`` the 0/1 heatmap, the
+  last 4 the assigned box (xyxy, pixels; 0 where no object is assigned).
   Assignment (FCOS with centre sampling): a cell is positive for a box when its centre lies
   inside the box and within ``CENTER_RADIUS`` strides of the box's centre; the cell holding the
   box's centre always is (small boxes keep one positive); a cell claimed by several boxes goes
@@ -15,6 +16,7 @@ Loss and decode use ``torchvision.ops`` only (no hand-written IoU or NMS):
 - **Loss** (``detection_loss``): ``torchvision.ops.sigmoid_focal_loss`` over every cell and
   class (alpha 0.25, gamma 2) + ``torchvision.ops.generalized_box_iou_loss`` on the positive
   cells, both summed and divided by the number of positives (FCOS's normalization).
+- **Score** (``Detection.score``): mAP@0.5 of the decoded boxes against the packed ones.
 - **Decode** (``decode``, the host's post-processing): sigmoid, top-k over classes x cells,
   l/t/r/b -> xyxy at each cell's centre, score threshold, ``torchvision.ops.batched_nms`` per
   class, at most ``max_detections`` per image.
@@ -22,16 +24,18 @@ Loss and decode use ``torchvision.ops`` only (no hand-written IoU or NMS):
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, box_area, generalized_box_iou_loss, sigmoid_focal_loss
 
-from hwnas.data import TensorData
-from hwnas.model import HEADS, ConvBNAct
-from hwnas.supernet import DYNAMIC_HEADS, DynamicConvBN
-from hwnas.tasks.detection.coco import DetectionData
+from hwnas.data import Splits, TensorData
+from hwnas.model import ConvBNAct
+from hwnas.supernet import DynamicConvBN
+from hwnas.tasks.detection import coco, metrics
+from hwnas.tasks.detection.coco import DatasetError, DetectionData
 from hwnas.tasks.detection.head import HEAD_KERNEL, DetectionHead
 
 CENTER_RADIUS = 1.5  # strides; FCOS's centre sampling
@@ -61,8 +65,9 @@ class DetectionHeadModule(nn.Module):
 
 
 class DynamicDetectionHead(nn.Module):
-    """The supernet's elastic head: the first conv takes any number of input channels up to
-    the widest (sliced, as ``DynamicClassifierHead`` does); same interface."""
+    """The supernet's elastic head, built at the widest ``head``: the first conv takes any
+    number of input channels and gives ``head.features`` of its own (the first ones, sliced
+    as ``DynamicConvBN`` does), which the prediction conv reads; same interface."""
 
     def __init__(self, cin: int, head: DetectionHead):
         super().__init__()
@@ -71,16 +76,14 @@ class DynamicDetectionHead(nn.Module):
         _init_pred(self.pred, head.classes)
 
     def forward(self, x: torch.Tensor, head: DetectionHead) -> torch.Tensor:
-        return self.pred(self.conv(x, head.features, HEAD_KERNEL))
+        h = self.conv(x, head.features, HEAD_KERNEL)
+        return F.conv2d(h, self.pred.weight[:, :head.features], self.pred.bias)
 
     @torch.no_grad()
     def export_to(self, target: nn.Module, cin: int, head: DetectionHead) -> None:
         self.conv.export_to(target.conv, cin, head.features, HEAD_KERNEL)
-        target.pred.load_state_dict(self.pred.state_dict())
-
-
-HEADS[DetectionHead.task] = DetectionHeadModule
-DYNAMIC_HEADS[DetectionHead.task] = DynamicDetectionHead
+        target.pred.weight.copy_(self.pred.weight[:, :head.features])
+        target.pred.bias.copy_(self.pred.bias)
 
 
 # ---- geometry -----------------------------------------------------------------------------
@@ -145,10 +148,31 @@ def encode_targets(targets: list[dict[str, torch.Tensor]], head: DetectionHead,
     return torch.stack([encode_image(t["boxes"], t["labels"], head, resolution) for t in targets])
 
 
-def tensor_data(data: DetectionData, head: DetectionHead, mean: float, std: float) -> TensorData:
-    """A split as the ``Loader``'s (x, y): images as normalized float32, dense targets."""
+def pack_targets(targets: list[dict[str, torch.Tensor]], max_boxes: int) -> torch.Tensor:
+    """Per-image boxes as one tensor ``[N, max_boxes, 5]`` (label, x1, y1, x2, y2; label -1
+    pads), so a split's labels batch, shuffle and concatenate like a classifier's."""
+    out = torch.zeros(len(targets), max_boxes, 5)
+    out[..., 0] = -1
+    for i, t in enumerate(targets):
+        k = len(t["labels"])
+        out[i, :k, 0] = t["labels"].float()
+        out[i, :k, 1:] = t["boxes"].reshape(-1, 4)
+    return out
+
+
+def unpack_targets(y: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """``pack_targets``'s inverse."""
+    out = []
+    for rows in y:
+        rows = rows[rows[:, 0] >= 0]
+        out.append({"boxes": rows[:, 1:], "labels": rows[:, 0].long()})
+    return out
+
+
+def tensor_data(data: DetectionData, mean: float, std: float, max_boxes: int) -> TensorData:
+    """A split as the ``Loader``'s (x, y): images as normalized float32, packed boxes."""
     x = (data.images.float() / 255 - mean) / std
-    return TensorData(x, encode_targets(data.targets, head, data.resolution))
+    return TensorData(x, pack_targets(data.targets, max_boxes))
 
 
 # ---- loss -----------------------------------------------------------------------------------
@@ -201,3 +225,108 @@ def decode(out: torch.Tensor, head: DetectionHead, top_k: int = 100, score_thres
         chosen = batched_nms(b, s, lab, iou_threshold)[:max_detections]
         results.append({"boxes": b[chosen], "scores": s[chosen], "labels": lab[chosen]})
     return results
+
+
+# ---- the task's hooks (``hwnas.tasks.TorchTask``) ---------------------------------------------
+
+
+def load_splits(root: Path, resolution: int, channels: int = 1) -> Splits:
+    """A COCO root with ``train/``, ``val/`` and ``test/`` folders (each ``instances.json`` +
+    ``images/``, as ``hwnas scenes`` writes them), every split checked before any training."""
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder (a COCO root with train/, val/ and test/ "
+                           f"folders; hwnas scenes writes one)")
+    parts = {s: coco.load_split(root / s, resolution, channels) for s in ("train", "val", "test")}
+    for name, part in parts.items():
+        if part.categories != parts["train"].categories:
+            raise DatasetError(f"{root / name / 'instances.json'}: categories "
+                               f"{part.categories} differ from the train split's "
+                               f"{parts['train'].categories}")
+    images = parts["train"].images.float() / 255
+    mean, std = float(images.mean()), float(images.std()) or 1.0
+    most = max(1, *(len(t["labels"]) for p in parts.values() for t in p.targets))
+    data = {s: tensor_data(p, mean, std, most) for s, p in parts.items()}
+    return Splits(name=str(root), **data, classes=len(parts["train"].categories),
+                  channels=channels, resolution=resolution, mean=mean, std=std)
+
+
+@torch.no_grad()
+def predict(model, loader, head: DetectionHead) -> tuple[list[dict], list[dict]]:
+    """Decoded predictions (host post-processing included) and the targets, in loader order."""
+    preds, targets = [], []
+    for x, y in loader:
+        preds += decode(model(x), head)
+        targets += unpack_targets(y)
+    return preds, targets
+
+
+class Detection:
+    head_module = DetectionHeadModule
+    dynamic_head = DynamicDetectionHead
+
+    def load(self, data: dict, seed: int) -> Splits:
+        return load_splits(Path(data["dataset"]), data["resolution"], data.get("channels", 1))
+
+    def loss(self, out, y, head, cfg) -> torch.Tensor:
+        dense = encode_targets(unpack_targets(y.cpu()), head, out.shape[-1] * head.stride)
+        return detection_loss(out, dense.to(out.device), head)[0]
+
+    def soft_targets(self, out, head) -> torch.Tensor:
+        return out.detach()
+
+    def distill(self, out, soft, head) -> torch.Tensor:
+        """The teacher's heatmap probabilities as soft labels (binary cross-entropy) and its
+        box distances where it sees an object (L1 in strides, weighted by its confidence)."""
+        c = head.classes
+        prob = soft[:, :c].sigmoid()
+        weight = prob.amax(1, keepdim=True)
+        norm = weight.sum().clamp_min(1.0)
+        cls = F.binary_cross_entropy_with_logits(out[:, :c], prob, reduction="sum") / norm
+        box = (weight * (F.softplus(out[:, c:]) - F.softplus(soft[:, c:])).abs()).sum() / norm
+        return cls + box
+
+    def score(self, model, loader, head) -> float:
+        """mAP@0.5 in percent (COCO's evaluation through torchmetrics)."""
+        return 100.0 * metrics.mean_average_precision(*predict(model, loader, head))["map_50"]
+
+    @torch.no_grad()
+    def examples(self, nets: dict[str, nn.Module], data, path, count: int = 6,
+                 shown_score: float = 0.3) -> dict:
+        """Test scenes with each network's boxes (red, score >= ``shown_score``) over the
+        true ones (green), one row per network; and the host's post-processing time."""
+        import time
+
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Rectangle
+
+        x, truth = data.x[:count], unpack_targets(data.y[:count])
+        fig, axes = plt.subplots(len(nets), count, figsize=(2 * count, 2.2 * len(nets)),
+                                 squeeze=False)
+        host = {}
+        for row, (name, net) in zip(axes, nets.items()):
+            head = net.arch.head
+            out = net.eval()(data.x)
+            start = time.perf_counter()
+            preds = decode(out, head)
+            host[name] = 1000 * (time.perf_counter() - start) / len(out)
+            for ax, image, pred, t in zip(row, x, preds, truth):
+                ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray")
+                for box in t["boxes"].tolist():
+                    ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1],
+                                           fill=False, color="lime", lw=1.2, ls="--"))
+                for box, score in zip(pred["boxes"].tolist(), pred["scores"].tolist()):
+                    if score >= shown_score:
+                        ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1],
+                                               fill=False, color="red", lw=1.2))
+                        ax.text(box[0], box[1] - 1, f"{score:.2f}", color="red", fontsize=6)
+                ax.set_xticks([]), ax.set_yticks([])
+            row[0].set_ylabel(name, fontsize=9)
+        fig.suptitle(f"test scenes: true boxes (green, dashed), predicted (red, score >= "
+                     f"{shown_score})", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return {"host_postprocess_ms": {k: round(v, 3) for k, v in host.items()}}
+
+
+TASK = Detection()
