@@ -27,7 +27,8 @@ def main() -> None:
     from hwnas.extract import load_subnet
     from hwnas.files import staged
 
-    p = section(load_params(), "evaluate")
+    params = load_params()
+    p = section(params, "evaluate")
     t0 = time.perf_counter()
     inputs = read_inputs()
     spec = load_spec(p["hardware"])
@@ -39,8 +40,7 @@ def main() -> None:
     nets = {name: load_subnet(path)[0] for name, path in (
         ("latency model", layout.SUBNETS / "latency.pt"), ("baseline", layout.BASELINE_MODEL))
         if path.is_file()}
-    test = tasks.torch_task(task.name).load(
-        section(load_params(), "train_supernet")["data"], p["seed"]).test
+    test = tasks.torch_task(task.name).load(params["train_supernet"]["data"], p["seed"]).test
 
     out = layout.EVALUATE
     with tracking.run("evaluate", params={**p, "score_mode": metrics["score_mode"]},

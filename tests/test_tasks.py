@@ -236,3 +236,11 @@ def test_committed_evaluation_speaks_of_the_tasks_score(task):
     assert all(k in metrics for k in keys), [k for k in keys if k not in metrics]
     assert metrics["task"] == task and metrics["metric"] == tasks.get(task).metric
     assert not any("accuracy" in k for k in metrics if k != "presence_accuracy")
+
+
+def test_run_refuses_an_unknown_task_before_touching_params(tmp_path):
+    params = (ROOT / "params.yaml").read_text()
+    proc = subprocess.run([sys.executable, "-m", "hwnas.cli", "run", "--task", "segmentation"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "--task: unknown task 'segmentation'" in proc.stderr
+    assert "Traceback" not in proc.stderr and (ROOT / "params.yaml").read_text() == params

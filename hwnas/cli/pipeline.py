@@ -24,9 +24,12 @@ def run(
 ):
     """Run the pipeline (DVC stages chained by a Prefect flow, tracked in MLflow)."""
     from hwnas.params import ParamsError, enable_task, load_params
+    from hwnas.tasks import TASKS
 
+    if task not in TASKS:
+        fail(f"--task: unknown task {task!r} (known: {', '.join(TASKS)})")
     try:
-        load_params(task=task if task in ("classification", "detection") else None)
+        load_params(task=task)
         if enable_task(task):
             typer.echo(f"params.yaml: tasks now include {task} (its stages join dvc.yaml's "
                        f"pipeline: dvc status and dvc repro see them)")
