@@ -6,7 +6,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install run test test-slow bench
+.PHONY: install run test test-slow test-servers bench
 
 $(BIN)/hwnas: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: install
 
 test-slow: install
 	$(BIN)/pytest -q -m slow
+
+test-servers: install  # each test starts its servers on 127.0.0.1 and stops them
+	$(BIN)/pytest -q -m servers
 
 bench: install
 	$(BIN)/python bench/bench_simulator.py

@@ -63,7 +63,11 @@ def train_candidates(archs: list[str], data: dict, train: dict, seed: int = 0) -
 
 
 def task_runner(kind: str = "threads", workers: int = 2, dask_address: str | None = None):
-    """Where candidates train: ``threads``, ``processes``, or a Dask cluster."""
+    """Where candidates train: ``threads``, ``processes``, or a Dask cluster (``dask_address``
+    or else ``HWNAS_CLUSTER``, as every fan-out: ``hwnas.workers``)."""
+    from hwnas.workers import cluster_address
+
+    dask_address = dask_address or cluster_address()
     if dask_address:
         from prefect_dask import DaskTaskRunner
 

@@ -63,9 +63,9 @@ def _tuples(d: dict) -> dict:
             else v for k, v in d.items()}
 
 
-def train_context(params: dict) -> TrainContext:
+def train_context(params: dict, splits: Splits | None = None) -> TrainContext:
     """Dataset, curated search space and recipe from the ``train_supernet`` section
-    (merged under ``base``)."""
+    (merged under ``base``); ``splits`` when the data is already loaded."""
     device = torch.device(params.get("device", "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ParamsError("params.yaml: train_supernet.device: 'cuda', but no CUDA device is "
@@ -76,8 +76,38 @@ def train_context(params: dict) -> TrainContext:
     if task != "classification" and params["train"].get("max_shift"):
         raise ParamsError(f"params.yaml: train_supernet.train.max_shift: must be 0 for {task} "
                           f"(a shift moves the pixels, not the labels)")
-    splits = tasks.torch_task(task).load(params["data"], params["seed"])
+    splits = splits or tasks.torch_task(task).load(params["data"], params["seed"])
     cfg = SpaceConfig(resolution=splits.resolution, in_channels=splits.channels,
                       classes=splits.classes, task=task, **_tuples(params["space"]))
     space = curated_space(load_spec(params["hardware"]), cfg)
-    return TrainContext(params, splits, space, TrainConfig(**params["train"]), device)
+    return TrainContext(params, splits, space, TrainConfig(**recipe(params)), device)
+
+
+def recipe(params: dict) -> dict:
+    """The ``train_supernet`` section's ``train``, with ``cuda``'s overrides on a GPU."""
+    gpu = (params.get("cuda") or {}) if params.get("device", "cpu").startswith("cuda") else {}
+    return {**params["train"], **{k: v for k, v in gpu.items() if v is not None}}
+
+
+# ---- the context in worker processes (``hwnas.workers.Fanout``) ---------------------------
+
+_worker_context: TrainContext | None = None
+
+
+def _set_worker_context(params: dict, splits: Splits) -> None:
+    global _worker_context
+    _worker_context = train_context({**params, "threads": 1}, splits)
+
+
+def worker_context() -> TrainContext:
+    """The context ``context_fanout`` sent this worker (one thread)."""
+    if _worker_context is None:
+        raise RuntimeError("worker_context: called outside a context_fanout worker")
+    return _worker_context
+
+
+def context_fanout(ctx: TrainContext, workers: int):
+    """A ``Fanout`` whose workers hold ``ctx`` (params and data, sent once per worker)."""
+    from hwnas.workers import Fanout
+
+    return Fanout(workers, _set_worker_context, (ctx.params, ctx.splits))

@@ -236,15 +236,20 @@ def load_dataset(name: str = "mnist", resolution: int = 32, seed: int = 0,
 # ---- iteration --------------------------------------------------------------------------
 
 
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to ``max_shift`` pixels (edge pixels repeat), in one gather."""
+def draw_shifts(n: int, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Offsets (dy, dx) into the ``max_shift``-padded image, one pair per image (dy drawn first)."""
+    return torch.stack([torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+                        for _ in range(2)])
+
+
+def random_shift(x: torch.Tensor, max_shift: int, shifts: torch.Tensor) -> torch.Tensor:
+    """Translate each image by ``shifts`` (``draw_shifts``; edge pixels repeat), in one gather."""
     if max_shift <= 0:
         return x
     n, _, h, w = x.shape
     s = max_shift
     padded = F.pad(x, (s, s, s, s), mode="replicate")
-    dy = torch.randint(0, 2 * s + 1, (n,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * s + 1, (n,), generator=generator).to(x.device)
+    dy, dx = shifts
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
     batch = torch.arange(n, device=x.device)[:, None, None, None]
@@ -272,12 +277,20 @@ class Loader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.data)
         order = (torch.randperm(n, generator=self.generator) if self.shuffle
-                 else torch.arange(n)).to(self.device)
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+                 else torch.arange(n))
+        sizes = [len(order[i * self.batch_size:(i + 1) * self.batch_size])
+                 for i in range(len(self))]
+        # the epoch's shifts drawn up front, batch by batch as before: one copy to the
+        # device per epoch, not a copy (and a wait for the GPU) per batch
+        shifts = (torch.cat([draw_shifts(k, self.max_shift, self.generator) for k in sizes], 1)
+                  .to(self.device) if self.max_shift and sizes else None)
+        order, start = order.to(self.device), 0
+        for k in sizes:
+            idx = order[start:start + k]
             x = self._x[idx]
-            if self.max_shift:
-                x = random_shift(x, self.max_shift, self.generator)
+            if shifts is not None:
+                x = random_shift(x, self.max_shift, shifts[:, start:start + k])
+            start += k
             yield x, self._y[idx]
 
     def state_dict(self) -> dict:

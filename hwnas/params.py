@@ -205,6 +205,17 @@ class Train(_Section):
     stage_regressor: bool
     teacher_weight: PosFloat
     optimizer: Literal["sgd", "adamw"] = "sgd"
+    bf16: bool = False
+
+
+class CudaRecipe(_Section):
+    """Overrides of ``train`` where ``device`` is cuda: the recipe on a GPU."""
+
+    epochs: PosInt | None = None
+    batch_size: PosInt | None = None
+    lr: PosFloat | None = None
+    warmup_epochs: NonNegFloat | None = None
+    bf16: bool | None = None
 
 
 class TrainSupernet(_Section):
@@ -216,6 +227,7 @@ class TrainSupernet(_Section):
     data: Data
     space: TrainSpaceParams
     train: Train
+    cuda: CudaRecipe = CudaRecipe()
 
 
 class EvalSupernet(_Section):

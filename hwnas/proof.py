@@ -109,12 +109,12 @@ def probe_subnets(space: SearchSpace) -> list[ArchSpec]:
     return probes
 
 
-def _scratch_job(params: dict, arch: str, eval_split: str, seed: int) -> tuple[float, float]:
-    """One from-scratch run in a worker process of one thread: (score, seconds)."""
+def _scratch_job(arch: str, eval_split: str, seed: int) -> tuple[float, float]:
+    """One from-scratch run in a worker of one thread: (score, seconds)."""
     from hwnas.arch import parse_arch
-    from hwnas.context import train_context
+    from hwnas.context import worker_context
 
-    ctx = train_context({**params, "threads": 1})
+    ctx = worker_context()
     t = time.perf_counter()
     return scratch_score(parse_arch(arch), ctx, eval_split, seed), time.perf_counter() - t
 
@@ -125,10 +125,9 @@ def scratch_results(archs: list[ArchSpec], ctx: TrainContext, cache_path: Path,
     """From-scratch score per architecture string: the mean over ``seeds`` runs
     (run ``i`` uses seed ``params.seed + i`` for initialization and batch order), each
     trained now or read from the cache (one JSON line appended per run). On the CPU the
-    runs go ``workers`` at a time to worker processes of one thread each; on a GPU in turn."""
-    from concurrent.futures import as_completed
-
-    from hwnas.workers import pool
+    runs go to ``workers`` workers of one thread each (``hwnas.workers.Fanout``); on a
+    GPU in turn."""
+    from hwnas.context import context_fanout
 
     fps = [scratch_fingerprint(ctx.params, eval_split, i) for i in range(seeds)]
     cached: dict[tuple[str, str], dict] = {}
@@ -163,11 +162,10 @@ def scratch_results(archs: list[ArchSpec], ctx: TrainContext, cache_path: Path,
             finish(arch)
     seed = ctx.params["seed"]
     if workers > 1 and ctx.device.type == "cpu" and len(todo) > 1:
-        with pool(workers) as processes:
-            jobs = {processes.submit(_scratch_job, ctx.params, arch.encode(), eval_split,
-                                   seed + i): (arch, i) for arch, i in todo}
-            for job in as_completed(jobs):
-                record(*jobs[job], *job.result())
+        with context_fanout(ctx, workers) as fanout:
+            jobs = [(arch.encode(), eval_split, seed + i) for arch, i in todo]
+            for k, (score, seconds) in fanout.each(_scratch_job, jobs):
+                record(*todo[k], score, seconds)
     else:
         for arch, i in todo:
             t = time.perf_counter()

@@ -18,56 +18,58 @@ def budget_epochs(params: dict) -> tuple[int, str]:
     p = section(params, "baseline")
     if p["epochs"] is not None:
         return p["epochs"], f"baseline.epochs = {p['epochs']} epochs (set explicitly)"
-    sup = int(params["train_supernet"]["train"]["epochs"])
+    from hwnas.context import recipe
+
+    sup = int(recipe(section(params, "train_supernet"))["epochs"])
     ft = int(params["extract"]["epochs"])
     return sup + ft, (f"{sup + ft} epochs: the chosen model's {sup} epochs of supernet training "
                       f"+ {ft} of fine-tuning")
 
 
-def scratch_run(train_params: dict, arch: str, epochs: int, seed: int,
-                threads: int | None = None, log=None) -> tuple[dict, dict]:
-    """One from-scratch run (in a worker process when ``threads`` is set): the trained
-    weights (on the CPU) and the run's record."""
+def scratch_run(ctx, arch: str, epochs: int, seed: int, log=None) -> tuple[dict, dict]:
+    """One from-scratch run: the trained weights (on the CPU) and the run's record."""
     from hwnas.arch import parse_arch
-    from hwnas.context import train_context
     from hwnas.extract import train_scratch
 
-    ctx = train_context({**train_params, **({"threads": threads} if threads else {})})
     net, rec = train_scratch(parse_arch(arch), ctx.data(seed), replace(ctx.train, epochs=epochs),
                              seed, log)
     return {k: v.cpu() for k, v in net.state_dict().items()}, rec
+
+
+def _scratch_in_worker(arch: str, epochs: int, seed: int) -> tuple[dict, dict]:
+    from hwnas.context import worker_context
+
+    return scratch_run(worker_context(), arch, epochs, seed)
 
 
 def scratch_runs(params: dict, arch, log=None):
     """``arch`` trained from scratch once per seed. Returns the model of the run with the
     best val score and a record whose ``score`` is the mean test score of the runs
     (``score_runs``; the returned model's own is ``model_score``). On the CPU the runs
-    go two at a time to worker processes of one thread each (small networks gain little
-    from a second thread); on a GPU they run in turn."""
+    go two at a time to workers of one thread each (small networks gain little from a
+    second thread; ``hwnas.workers.Fanout``); on a GPU they run in turn."""
+    from hwnas.context import context_fanout, train_context
     from hwnas.model import fresh_model
-    from hwnas.workers import pool
 
     p = section(params, "baseline")
     epochs, _ = budget_epochs(params)
-    train_params = section(params, "train_supernet")
+    ctx = train_context(section(params, "train_supernet"))
     seeds = [p["seed"] + i for i in range(p["seeds"])]
-    job = (train_params, arch.encode(), epochs)
-    device = train_params["device"]
-    if len(seeds) == 1 or device != "cpu":
-        runs = [scratch_run(*job, seed, log=log) for seed in seeds]
+    if len(seeds) == 1 or ctx.device.type != "cpu":
+        runs = [scratch_run(ctx, arch.encode(), epochs, seed, log=log) for seed in seeds]
     else:
-        with pool(2) as workers:
-            futures = [workers.submit(scratch_run, *job, seed, 1) for seed in seeds]
-            runs = []
-            for seed, f in zip(seeds, futures):
-                runs.append(f.result())
+        runs = [None] * len(seeds)
+        with context_fanout(ctx, 2) as fanout:
+            jobs = [(arch.encode(), epochs, seed) for seed in seeds]
+            for i, run in fanout.each(_scratch_in_worker, jobs):
+                runs[i] = run
                 if log:
-                    log(f"seed {seed}: test {runs[-1][1]['score']:.1f}% "
-                        f"({runs[-1][1]['train_seconds']:.0f} s)")
+                    log(f"seed {seeds[i]}: test {run[1]['score']:.1f}% "
+                        f"({run[1]['train_seconds']:.0f} s)")
     vals = [r["val_score"] for _, r in runs]
     best = vals.index(max(vals))  # the run to save: chosen on val, never on test
     state, kept = runs[best]
-    net = fresh_model(arch, seeds[best], device)
+    net = fresh_model(arch, seeds[best], ctx.device)
     net.load_state_dict(state)
     accs = [r["score"] for _, r in runs]
     return net.eval(), {

@@ -367,6 +367,13 @@ def supernet_state(supernet: SuperNet) -> dict:
             "kernel_transform": supernet.kernel_transform}
 
 
+def supernet_from_state(state: dict) -> SuperNet:
+    """The supernet ``supernet_state`` describes."""
+    net = SuperNet(SearchSpace.from_json(state["space"]), state.get("kernel_transform", False))
+    net.load_state_dict(state["state_dict"])
+    return net
+
+
 def load_supernet(path, map_location: str | torch.device = "cpu") -> SuperNet:
     """Rebuild a supernet from a file written by the ``train_supernet`` stage."""
     if not Path(path).is_file():
@@ -374,9 +381,8 @@ def load_supernet(path, map_location: str | torch.device = "cpu") -> SuperNet:
     try:  # a truncated or foreign file: torch raises any of these, naming no file
         with warnings.catch_warnings():  # and may warn first (an odd pickle protocol)
             warnings.simplefilter("ignore", UserWarning)
-            data = torch.load(path, map_location=map_location, weights_only=True)
-        net = SuperNet(SearchSpace.from_json(data["space"]), data.get("kernel_transform", False))
-        net.load_state_dict(data["state_dict"])
+            net = supernet_from_state(torch.load(path, map_location=map_location,
+                                                 weights_only=True))
     except (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError, AttributeError,
             pickle.UnpicklingError) as err:
         raise SupernetError(f"{path}: not a readable supernet file ({type(err).__name__}: "

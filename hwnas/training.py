@@ -8,6 +8,7 @@ budget" means the same epochs, batches, augmentation and learning rates.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -50,6 +51,7 @@ class TrainConfig:
     # sandwich: weight of the largest subnet's loss (the teacher), against 1 per student
     teacher_weight: float = 1.0
     optimizer: str = "sgd"    # sgd (Nesterov momentum) | adamw (decoupled weight decay)
+    bf16: bool = False        # CUDA only: forward passes under bf16 autocast
 
 
 EXTREMES = ("fixed", "cycle", "random", "all")
@@ -99,6 +101,13 @@ def stage_distill_loss(student: list[torch.Tensor], teacher: list[torch.Tensor],
     return loss
 
 
+def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when ``cfg.bf16``; elsewhere nothing (CPU runs stay fp32)."""
+    if cfg.bf16 and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def _clip_and_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig,
                    scale: float = 1.0) -> None:
     if cfg.grad_clip:
@@ -109,35 +118,41 @@ def _clip_and_step(model: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfi
 
 def sandwich_step(supernet: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   archs: list[ArchSpec], opt: torch.optim.Optimizer, cfg: TrainConfig) -> dict:
-    """``archs[0]`` is the teacher (largest); the rest learn from its soft targets."""
+    """``archs[0]`` is the teacher (largest); the rest learn from its soft targets.
+    Returns the losses as tensors: reading them waits for the device, so the epoch reads
+    them once, not every step."""
     head = supernet.space.head
     task = tasks.torch_task(head.task)
     opt.zero_grad(set_to_none=True)
-    out, stages = supernet.forward_stages(x, archs[0])
-    loss = task.loss(out, y, head, cfg)
+    with autocast(cfg, x.device):
+        out, stages = supernet.forward_stages(x, archs[0])
+        loss = task.loss(out, y, head, cfg)
     (loss * cfg.teacher_weight).backward()
     teacher, teacher_stages = task.soft_targets(out, head), [t.detach() for t in stages]
-    student_loss = 0.0
+    student_loss = torch.zeros((), device=x.device)
     for arch in archs[1:]:
-        out, stages = supernet.forward_stages(x, arch)
-        sl = task.distill(out, teacher, head) if cfg.distill else task.loss(out, y, head, cfg)
-        if cfg.distill_stages:
-            maps = supernet.stage_maps if cfg.stage_regressor else None
-            sl = sl + cfg.distill_stages * stage_distill_loss(stages, teacher_stages, maps)
+        with autocast(cfg, x.device):
+            out, stages = supernet.forward_stages(x, arch)
+            sl = task.distill(out, teacher, head) if cfg.distill else task.loss(out, y, head, cfg)
+            if cfg.distill_stages:
+                maps = supernet.stage_maps if cfg.stage_regressor else None
+                sl = sl + cfg.distill_stages * stage_distill_loss(stages, teacher_stages, maps)
         sl.backward()
-        student_loss += sl.item() / max(1, len(archs) - 1)
+        student_loss += sl.detach() / max(1, len(archs) - 1)
     _clip_and_step(supernet, opt, cfg, len(archs) if cfg.clip_per_subnet else 1.0)
-    return {"loss_largest": loss.item(), "loss_students": student_loss}
+    return {"loss_largest": loss.detach(), "loss_students": student_loss}
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                opt: torch.optim.Optimizer, cfg: TrainConfig) -> dict:
+    """One step; the loss comes back as a tensor (see ``sandwich_step``)."""
     head = model.arch.head
     opt.zero_grad(set_to_none=True)
-    loss = tasks.torch_task(head.task).loss(model(x), y, head, cfg)
+    with autocast(cfg, x.device):
+        loss = tasks.torch_task(head.task).loss(model(x), y, head, cfg)
     loss.backward()
     _clip_and_step(model, opt, cfg)
-    return {"loss": loss.item()}
+    return {"loss": loss.detach()}
 
 
 def _random_types(supernet, arch: ArchSpec, rng: np.random.Generator) -> ArchSpec:
@@ -179,7 +194,7 @@ def supernet_epoch(supernet: nn.Module, loader: Iterable, opt: torch.optim.Optim
     """One epoch of sandwich training from global step ``step``; returns (metrics, next step)."""
     supernet.train()
     n_batches = len(loader)
-    sums = {"loss_largest": 0.0, "loss_students": 0.0}
+    sums = {"loss_largest": 0.0, "loss_students": 0.0}  # tensors after the first step
     for x, y in loader:
         set_lr(opt, lr_at(step, total_steps, n_batches, cfg))
         archs = sandwich_archs(supernet, rng, cfg.num_random, step, cfg.extremes)
@@ -189,7 +204,7 @@ def supernet_epoch(supernet: nn.Module, loader: Iterable, opt: torch.optim.Optim
         step += 1
         if on_step:
             on_step(step)
-    return sums, step
+    return {k: float(v) for k, v in sums.items()}, step
 
 
 def model_epoch(model: nn.Module, loader: Iterable, opt: torch.optim.Optimizer,
@@ -205,7 +220,7 @@ def model_epoch(model: nn.Module, loader: Iterable, opt: torch.optim.Optimizer,
         step += 1
         if on_step:
             on_step(step)
-    return {"loss": loss}, step
+    return {"loss": float(loss)}, step
 
 
 def train_from_scratch(model: nn.Module, loader: Iterable, cfg: TrainConfig,

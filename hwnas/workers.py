@@ -1,8 +1,47 @@
-"""Worker processes that never outlive their parent: a SIGKILL of the parent reaches no
-worker (no shutdown is sent), and a spawned worker would wait for work forever."""
+"""Where independent work runs: local worker processes, or a Dask cluster.
+
+``Fanout`` is the one way the search's candidate scoring, the from-scratch runs
+(baseline, the supernet's proof) and any other batch of independent calls leave the
+main process. By default it spawns local processes that never outlive their parent (a
+SIGKILL of the parent reaches no worker, and a spawned worker would otherwise wait for
+work forever). When ``HWNAS_CLUSTER`` names a Dask scheduler (``tcp://HOST:8786``) the
+same functions run on that cluster's workers instead. Where work runs is no parameter:
+the functions and their inputs are the same, so the results are too, and no DVC stage
+goes stale. The cluster's workers need this package installed, as here.
+
+``setup(*setup_args)`` runs once in each worker before its tasks (on a cluster, as a
+worker plugin: a worker that joins or restarts later runs it too), so large shared
+inputs such as the supernet's weights and the data travel once per worker, not per task.
+"""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from hwnas.errors import UserError, one_line
+
+CLUSTER_ENV = "HWNAS_CLUSTER"
+CONNECT_TIMEOUT_S = 10
+
+
+class ClusterError(UserError):
+    """The Dask cluster named by ``HWNAS_CLUSTER`` does not answer, or went away."""
+
+
+def cluster_address() -> str | None:
+    """The Dask scheduler ``HWNAS_CLUSTER`` names, or None (local processes)."""
+    return os.environ.get(CLUSTER_ENV, "").strip() or None
+
+
+def connect(address: str):
+    """A ``distributed.Client`` of the scheduler at ``address``; ClusterError if none answers."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=f"{CONNECT_TIMEOUT_S}s", set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as err:
+        raise ClusterError(f"{CLUSTER_ENV}={address}: no Dask scheduler answers there "
+                           f"({one_line(str(err), 120)})") from None
 
 
 def pool(workers: int, initializer=None, initargs: tuple = ()):
@@ -26,3 +65,84 @@ def _start(parent: int, initializer, initargs: tuple) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
     if initializer is not None:
         initializer(*initargs)
+
+
+def _setup_plugin(setup: Callable, setup_args: tuple):
+    from distributed import WorkerPlugin
+
+    class Setup(WorkerPlugin):
+        def __init__(self) -> None:
+            self.setup_fn, self.args = setup, setup_args
+
+        def setup(self, worker) -> None:
+            self.setup_fn(*self.args)
+
+    return Setup()
+
+
+# what a cluster that goes away mid-run raises (the client's connection closes, its
+# futures are cancelled); a task's own error is not among them and stays as it was
+def _lost_errors() -> tuple[type[BaseException], ...]:
+    from concurrent.futures import CancelledError
+
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+
+    return CancelledError, FutureCancelledError, CommClosedError, OSError, TimeoutError
+
+
+class Fanout:
+    """Local processes (``workers`` of them) or the cluster of ``HWNAS_CLUSTER``."""
+
+    def __init__(self, workers: int, setup: Callable | None = None, setup_args: tuple = ()):
+        self.address = cluster_address()
+        self._client = None
+        if self.address is None:
+            self.executor = pool(workers, setup, setup_args)
+            return
+        self._client = connect(self.address)
+        if setup is not None:
+            self._client.register_plugin(_setup_plugin(setup, setup_args),
+                                         name=f"hwnas-setup-{os.getpid()}-{id(self)}")
+        self.executor = self._client.get_executor(pure=False)
+
+    @property
+    def where(self) -> str:
+        return f"the Dask cluster at {self.address}" if self.address else "local processes"
+
+    def map(self, fn: Callable, args: Sequence[tuple]) -> list:
+        """``[fn(*a) for a in args]``, in order."""
+        out: list = [None] * len(args)
+        for i, result in self.each(fn, args):
+            out[i] = result
+        return out
+
+    def each(self, fn: Callable, args: Iterable[tuple]) -> Iterator[tuple[int, object]]:
+        """``(i, fn(*args[i]))`` as each finishes."""
+        from concurrent.futures import as_completed
+
+        lost = _lost_errors() if self.address else ()
+        try:
+            futures = {self.executor.submit(fn, *a): i for i, a in enumerate(args)}
+            for f in as_completed(futures):
+                yield futures[f], f.result()
+        except lost as err:
+            raise ClusterError(f"{CLUSTER_ENV}={self.address}: the cluster went away mid-run "
+                               f"({type(err).__name__}: {one_line(str(err), 100)}); what "
+                               f"finished is kept") from None
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self.executor.shutdown(wait=False)
+                self._client.close(timeout=CONNECT_TIMEOUT_S)
+            except _lost_errors():
+                pass  # a cluster already gone has nothing left to close
+        else:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Fanout:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

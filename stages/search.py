@@ -20,6 +20,8 @@ def main() -> None:
     ctx = load_search_context(load_params())
     check_space(ctx.space)
     scorer = ctx.scorer()
+    if hasattr(scorer, "fanout"):
+        print(f"search: scoring candidates on {scorer.fanout.where}")
     try:
         result = run_search(ctx, make_objective_fn(scorer, ctx.estimator.estimate))
     finally:

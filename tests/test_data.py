@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from hwnas.data import DataError, Loader, fit_resolution, load_dataset, random_shift
+from hwnas.data import DataError, Loader, draw_shifts, fit_resolution, load_dataset, random_shift
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_loader_is_seeded_and_shift_keeps_shape(digits):
     loader = Loader(digits.train, 64, shuffle=True, seed=3, drop_last=True)
     assert len(loader) == 1259 // 64
     x = torch.arange(16.0).reshape(1, 1, 4, 4)
-    shifted = random_shift(x, 1, torch.Generator().manual_seed(0))
+    shifted = random_shift(x, 1, draw_shifts(1, 1, torch.Generator().manual_seed(0)))
     assert shifted.shape == x.shape
 
 

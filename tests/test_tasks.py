@@ -120,7 +120,7 @@ def test_detection_trains_scores_and_extracts(detection_ctx):
     x, y = next(iter(ctx.loader("train", train=True)))
     archs = sandwich_archs(supernet, np.random.default_rng(0), 1, 0, ctx.train.extremes)
     out = sandwich_step(supernet, x, y, archs, opt, ctx.train)
-    assert np.isfinite(out["loss_largest"]) and np.isfinite(out["loss_students"])
+    assert np.isfinite(float(out["loss_largest"])) and np.isfinite(float(out["loss_students"]))
     arch = supernet.smallest()
     inherited = subnet_score(supernet, arch, ctx.calib_loader(), ctx.loader("val"), 1)
     assert 0.0 <= inherited <= 100.0

@@ -21,10 +21,23 @@ def run(
     task: Annotated[str, typer.Option(help="The task's pipeline: classification or detection "
                                       "(added to params.yaml tasks when missing).")
                     ] = layout.DEFAULT_TASK,
+    cluster: Annotated[Optional[str], typer.Option(
+        help="Fan independent work (search scoring, from-scratch runs) out over the Dask "
+             "cluster of this scheduler (tcp://HOST:8786); default: $HWNAS_CLUSTER, else "
+             "local processes. Changes no result.")] = None,
 ):
     """Run the pipeline (DVC stages chained by a Prefect flow, tracked in MLflow)."""
     from hwnas.params import ParamsError, enable_task, load_params
     from hwnas.tasks import TASKS
+    from hwnas.workers import CLUSTER_ENV, ClusterError, cluster_address, connect
+
+    if cluster:
+        os.environ[CLUSTER_ENV] = cluster  # the stages' processes inherit it
+    if address := cluster_address():
+        try:
+            connect(address).close()
+        except ClusterError as err:
+            fail(str(err))
 
     if task not in TASKS:
         fail(f"--task: unknown task {task!r} (known: {', '.join(TASKS)})")

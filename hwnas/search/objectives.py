@@ -52,13 +52,13 @@ def supernet_score(supernet: SuperNet, calib: list[torch.Tensor],
 _worker_score: ScoreFn | None = None
 
 
-def _init_worker(supernet_path: str, calib: list[torch.Tensor],
+def _init_worker(state: dict, calib: list[torch.Tensor],
                  val: tuple[torch.Tensor, torch.Tensor]) -> None:
     global _worker_score
-    from hwnas.supernet import load_supernet
+    from hwnas.supernet import supernet_from_state
 
     torch.set_num_threads(1)
-    _worker_score = supernet_score(load_supernet(supernet_path).eval(), calib, val)
+    _worker_score = supernet_score(supernet_from_state(state).eval(), calib, val)
 
 
 def _score_in_worker(arch: ArchSpec) -> float:
@@ -66,19 +66,22 @@ def _score_in_worker(arch: ArchSpec) -> float:
 
 
 class ParallelSupernetScore:
-    """Inherited score over a pool of worker processes, one supernet each: the
-    subnets are small, so one core per subnet beats two threads on one subnet."""
+    """Inherited score over workers (``hwnas.workers.Fanout``: local processes or a Dask
+    cluster), one supernet each, sent once: the subnets are small, so one core per
+    subnet beats two threads on one subnet."""
 
     def __init__(self, supernet_path, calib, val, workers: int = 2):
-        from hwnas.workers import pool
+        from hwnas.supernet import load_supernet, supernet_state
+        from hwnas.workers import Fanout
 
-        self.pool = pool(workers, _init_worker, (str(supernet_path), calib, val))
+        state = supernet_state(load_supernet(supernet_path))
+        self.fanout = Fanout(workers, _init_worker, (state, calib, val))
 
     def __call__(self, archs: Sequence[ArchSpec]) -> list[float]:
-        return list(self.pool.map(_score_in_worker, archs))
+        return self.fanout.map(_score_in_worker, [(a,) for a in archs])
 
     def close(self) -> None:
-        self.pool.shutdown()
+        self.fanout.close()
 
 
 def proxy_score(name: str, x: torch.Tensor, y: torch.Tensor, seed: int) -> ScoreFn:

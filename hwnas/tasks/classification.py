@@ -66,11 +66,11 @@ class Classification:
 
     @torch.no_grad()
     def score(self, model, loader, head) -> float:
-        correct = total = 0
+        correct, total = 0, 0  # counted on the device, read once
         for x, y in loader:
-            correct += int((model(x).argmax(1) == y).sum())
+            correct = correct + (model(x).argmax(1) == y).sum()
             total += len(y)
-        return 100.0 * correct / max(1, total)
+        return 100.0 * int(correct) / max(1, total)
 
     @torch.no_grad()
     def examples(self, nets: dict[str, nn.Module], data, path, count: int = 10) -> dict:
