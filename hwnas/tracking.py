@@ -19,6 +19,48 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
 
 
+# MLflow retries a failed HTTP call for about 4 minutes (7 retries, backoff factor 2) and
+# waits 120 s for an answer: a tracking server gone mid-run held each call that long. Ours,
+# unless the environment sets them: 3 retries within about 7 s, 30 s for an answer.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+def _no_answer(uri: str, timeout: float = 5) -> str | None:
+    """Why no server accepts a connection at the http(s) ``uri`` now; None if one does."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(uri)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return None
+    except (OSError, ValueError) as err:
+        return str(getattr(err, "strerror", None) or err)
+
+
+def unreachable(err: BaseException | None = None):
+    """A ``UserError`` (one line naming the server) when ``err`` came from a tracking server
+    that has gone away: it refuses connections now, or ``err`` is MLflow's timeout.
+    None otherwise (an SQLite store, or a server that answers). Once the server is found
+    gone, this process's further MLflow calls (ending its runs on the way out) fail at once
+    instead of retrying."""
+    from hwnas.errors import UserError, one_line
+
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    reason = _no_answer(uri)
+    if reason is None and err is not None and "failed with timeout exception" in str(err):
+        reason = f"no answer within {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT')} s"
+    if reason is None:
+        return None
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    return UserError(f"MLflow tracking server {uri}: unreachable ({one_line(reason, 120)})")
+
+
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
@@ -28,22 +70,14 @@ def check_store(must_exist: bool = False, writable: bool = True) -> str | None:
     retries: an SQLite file must be a readable database (and writable with ``writable``);
     a server must accept a connection within seconds. Returns the SQLite path (None for
     a server)."""
-    import socket
     from pathlib import Path
-    from urllib.parse import urlsplit
 
     from hwnas.errors import UserError
 
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
-        url = urlsplit(uri)
-        try:
-            port = url.port or (443 if url.scheme == "https" else 80)
-            with socket.create_connection((url.hostname or "", port), timeout=5):
-                pass
-        except (OSError, ValueError) as err:
-            raise UserError(f"MLFLOW_TRACKING_URI {uri}: no MLflow server answers "
-                            f"({getattr(err, 'strerror', None) or err})") from None
+        if reason := _no_answer(uri):
+            raise UserError(f"MLFLOW_TRACKING_URI {uri}: no MLflow server answers ({reason})")
         return None
     if not uri.startswith("sqlite:///"):
         return None
@@ -77,6 +111,8 @@ def git_commit(cwd: str | None = None) -> str:
 
 
 def _mlflow():
+    for key, value in HTTP_DEFAULTS.items():  # before MLflow's first call (its children inherit)
+        os.environ.setdefault(key, value)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="sqlalchemy")
     import mlflow
 
@@ -90,7 +126,8 @@ def run(name: str, params: dict | None = None, tags: dict | None = None,
     """An MLflow run tagged with the git commit (plus ``tags``); params logged
     flat. The run ends FAILED if the body raises. Outside any active run it nests
     under the pipeline's stage run when the flow started this process. A store that
-    cannot be used is a ``UserError`` naming it, before the body runs."""
+    cannot be used is a ``UserError`` naming it, before the body runs; a tracking server
+    gone while it runs, a ``UserError`` naming the server (``unreachable``)."""
     from hwnas.errors import UserError, one_line
 
     store = check_store()
@@ -104,10 +141,22 @@ def run(name: str, params: dict | None = None, tags: dict | None = None,
     except Exception as err:  # MlflowException, SQLAlchemy's errors (a locked database)...
         raise UserError(f"{store or tracking_uri()}: cannot start an MLflow run: "
                         f"{one_line(getattr(err, 'message', None) or err, 200)}") from None
-    with started as active:
-        if params:
-            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        yield active
+    try:  # a server gone mid-run: one line naming it, not MLflow's traceback
+        with started as active:
+            try:
+                if params:
+                    mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+                yield active
+            except Exception as err:
+                if not isinstance(err, UserError):
+                    unreachable(err)  # if gone, ending the run below fails at once
+                raise
+    except UserError:
+        raise
+    except Exception as err:
+        if gone := unreachable(err):
+            raise gone from None
+        raise
 
 
 def stage_tags(stage: str, spec_hash: str | None = None) -> dict[str, str]:

@@ -35,8 +35,13 @@ def cluster_address() -> str | None:
 
 def connect(address: str):
     """A ``distributed.Client`` of the scheduler at ``address``; ClusterError if none answers."""
+    import logging
+
     from distributed import Client
 
+    # the client logs a lost scheduler with tracebacks; the fan-out reports it in one line
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("distributed")]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         return Client(address, timeout=f"{CONNECT_TIMEOUT_S}s", set_as_default=False)
     except (OSError, TimeoutError, ValueError) as err:
@@ -85,10 +90,11 @@ def _setup_plugin(setup: Callable, setup_args: tuple):
 def _lost_errors() -> tuple[type[BaseException], ...]:
     from concurrent.futures import CancelledError
 
-    from distributed.client import FutureCancelledError
+    from distributed.client import ClosedClientError, FutureCancelledError
     from distributed.comm.core import CommClosedError
 
-    return CancelledError, FutureCancelledError, CommClosedError, OSError, TimeoutError
+    return (CancelledError, FutureCancelledError, ClosedClientError, CommClosedError, OSError,
+            TimeoutError)
 
 
 class Fanout:
@@ -127,9 +133,10 @@ class Fanout:
             for f in as_completed(futures):
                 yield futures[f], f.result()
         except lost as err:
+            detail = one_line(str(err), 100)
             raise ClusterError(f"{CLUSTER_ENV}={self.address}: the cluster went away mid-run "
-                               f"({type(err).__name__}: {one_line(str(err), 100)}); what "
-                               f"finished is kept") from None
+                               f"({type(err).__name__}{': ' + detail if detail else ''}); "
+                               f"the work finished is kept, a rerun resumes") from None
 
     def close(self) -> None:
         if self._client is not None:

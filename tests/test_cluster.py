@@ -5,6 +5,7 @@ an address where no scheduler answers is one clear line."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,7 +18,7 @@ import pandas as pd
 import pytest
 
 from hwnas import layout
-from test_kill_resume import ROOT, _env, _run, _start, _finish, template  # noqa: F401
+from test_kill_resume import ROOT, _env, _run, _finish, template  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]  # .ci/run runs them: make test-servers
 
@@ -36,11 +37,26 @@ def _dask(*args: str, log: Path) -> subprocess.Popen:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
+    """The process and its group (a worker's nanny and its child), SIGKILL if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=20)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _scheduler_and_workers(workers: int, logs: Path) -> tuple[str, list[subprocess.Popen]]:
+    """``dask scheduler`` and ``workers`` one-thread ``dask worker`` processes on 127.0.0.1."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    procs = [_dask("scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                   "--no-dashboard", log=logs / "scheduler.log")]
+    procs += [_dask("worker", address, "--nthreads", "1", "--no-dashboard", "--memory-limit", "0",
+                    "--name", f"w{i}", log=logs / f"worker{i}.log") for i in range(workers)]
+    return address, procs
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +64,8 @@ def cluster(tmp_path_factory):
     """A scheduler and two one-thread workers; yields (address, client)."""
     from distributed import Client
 
-    logs = tmp_path_factory.mktemp("dask")
-    address = f"tcp://127.0.0.1:{free_port()}"
-    procs = [_dask("scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
-                   "--no-dashboard", log=logs / "scheduler.log")]
+    address, procs = _scheduler_and_workers(2, tmp_path_factory.mktemp("dask"))
     try:
-        for i in range(2):
-            procs.append(_dask("worker", address, "--nthreads", "1", "--no-dashboard",
-                               "--memory-limit", "0", "--name", f"w{i}",
-                               log=logs / f"worker{i}.log"))
         client = Client(address, timeout="60s", set_as_default=False)
         client.wait_for_workers(2, timeout=120)
         yield address, client
@@ -66,36 +75,46 @@ def cluster(tmp_path_factory):
             _stop(p)
 
 
+def _trained_workspace(source: Path, ws: Path, workers: int) -> Path:
+    """A copy of ``source`` with ``search.workers`` set and the supernet trained."""
+    import yaml
+
+    shutil.copytree(source, ws)
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["search"]["workers"] = workers
+    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+    _run(ws, "train_supernet")
+    return ws
+
+
+def _search_on(ws: Path, address: str) -> subprocess.Popen:
+    """The search stage on the cluster at ``address``, returned once it journaled candidates."""
+    with (ws / "search.log").open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "stages.search"], cwd=ws,
+                                env={**_env(ws), "HWNAS_CLUSTER": address},
+                                stdout=log, stderr=subprocess.STDOUT)
+    journal = ws / layout.SEARCH_JOURNAL
+    deadline = time.monotonic() + 180
+    while not (journal.exists() and any(journal.glob("*.jsonl"))):
+        assert proc.poll() is None, (ws / "search.log").read_text()[-2000:]
+        assert time.monotonic() < deadline, "no candidate journaled in 180 s"
+        time.sleep(0.05)
+    return proc
+
+
 def _candidates(ws: Path) -> pd.DataFrame:
     df = pd.read_parquet(ws / layout.CANDIDATES)
     return df[["arch", "score", "latency_ms"]].sort_values("arch").reset_index(drop=True)
 
 
-def test_search_on_the_cluster_equals_local_and_survives_a_killed_worker(template, tmp_path,
+def test_search_on_the_cluster_equals_local_and_survives_a_killed_worker(template, tmp_path,  # noqa: F811
                                                                           cluster):
-    import yaml
-
     address, client = cluster
-    ws = tmp_path / "local"
-    shutil.copytree(template, ws)
-    params = yaml.safe_load((ws / "params.yaml").read_text())
-    params["search"]["workers"] = 2
-    (ws / "params.yaml").write_text(yaml.safe_dump(params))
-    _run(ws, "train_supernet")
+    ws = _trained_workspace(template, tmp_path / "local", workers=2)
     remote = tmp_path / "remote"
     shutil.copytree(ws, remote)
     _run(ws, "search")
-
-    env = {**_env(remote), "HWNAS_CLUSTER": address}
-    with (remote / "search.log").open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "stages.search"], cwd=remote, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    journal = remote / layout.SEARCH_JOURNAL
-    deadline = time.monotonic() + 120
-    while not (journal.exists() and any(journal.glob("*.jsonl"))):  # the first candidates scored
-        assert proc.poll() is None, (remote / "search.log").read_text()[-2000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    proc = _search_on(remote, address)
     pids = list(client.run(os.getpid).values())
     os.kill(pids[0], signal.SIGKILL)  # its nanny starts another; its tasks rerun
     out = _finish(remote, "search", proc)
@@ -107,7 +126,7 @@ def test_search_on_the_cluster_equals_local_and_survives_a_killed_worker(templat
     client.wait_for_workers(2, timeout=60)  # the killed worker came back
 
 
-def test_an_address_without_a_scheduler_is_one_clear_line(template, tmp_path, monkeypatch):
+def test_an_address_without_a_scheduler_is_one_clear_line(template, tmp_path, monkeypatch):  # noqa: F811
     from hwnas.workers import ClusterError, Fanout
 
     dead = f"tcp://127.0.0.1:{free_port()}"
@@ -122,3 +141,25 @@ def test_an_address_without_a_scheduler_is_one_clear_line(template, tmp_path, mo
     assert proc.stderr.strip().splitlines() == [
         f"error: HWNAS_CLUSTER={dead}: no Dask scheduler answers there "
         f"{proc.stderr.split('there ', 1)[1].strip()}"]
+
+
+def test_a_cluster_gone_mid_search_is_one_line_and_the_journal_resumes_it(template, tmp_path):  # noqa: F811
+    """The scheduler killed mid-search: the stage ends with one line naming the cluster; the
+    candidates scored so far are in the journal, and a rerun (here on local processes)
+    scores only the rest."""
+    ws = _trained_workspace(template, tmp_path / "ws", workers=1)
+    address, procs = _scheduler_and_workers(1, tmp_path)
+    try:
+        proc = _search_on(ws, address)
+        _stop(procs[0])  # the scheduler goes away
+        assert proc.wait(timeout=120) != 0
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+    out = (ws / "search.log").read_text()
+    assert "Traceback" not in out, out[-3000:]
+    assert f"HWNAS_CLUSTER={address}: the cluster went away mid-run" in out, out[-2000:]
+    assert not (ws / layout.CANDIDATES).exists()  # no partial output
+    rerun = _run(ws, "search")
+    resumed = re.search(r"\((\d+) from the journal", rerun)
+    assert resumed and int(resumed.group(1)) > 0, rerun[-2000:]

@@ -71,6 +71,11 @@ def run(
     except Exception as err:  # a failed stage, or a bug: one line, the outputs are kept
         if os.environ.get("HWNAS_TRACEBACK"):
             raise
+        from hwnas.tracking import unreachable
+
+        if gone := unreachable(err):  # the tracking server went away mid-run
+            typer.echo(f"error: {gone}; the stages' outputs are kept", err=True)
+            raise typer.Exit(1)
         what = "" if isinstance(err, RuntimeError) else f"{type(err).__name__}: "
         typer.echo(f"error: {what}{err} (HWNAS_TRACEBACK=1 shows where)", err=True)
         raise typer.Exit(1)
@@ -162,7 +167,9 @@ def lineage(run_id: Annotated[str, typer.Argument(help="An MLflow run id.")]):
     try:
         lines = describe(run_id)
     except MlflowException as err:
-        fail(f"run {run_id}: {err.message}")
+        from hwnas.tracking import unreachable
+
+        fail(str(gone) if (gone := unreachable(err)) else f"run {run_id}: {err.message}")
     except (SQLAlchemyError, OSError) as err:  # a damaged or read-only store past the header
         fail(f"{store or 'the MLflow store'}: cannot read run {run_id}: {one_line(err, 160)}")
     for line in lines:
