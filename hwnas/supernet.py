@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwnas import tasks
+from hwnas import distributed, tasks
 from hwnas.arch import ArchSpec, BlockSpec
 from hwnas.errors import UserError, one_line
 from hwnas.model import ConvBNAct, Network, build_model
@@ -83,8 +83,12 @@ class DynamicConvBN(nn.Module):
         if self.training:
             bn.num_batches_tracked.add_(1)
             factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-        y = F.batch_norm(y, bn.running_mean[:cout], bn.running_var[:cout], bn.weight[:cout],
-                         bn.bias[:cout], self.training, factor, bn.eps)
+        if self.training and distributed.active():  # torchrun: the global batch's statistics
+            y = distributed.batch_norm(y, bn.running_mean[:cout], bn.running_var[:cout],
+                                       bn.weight[:cout], bn.bias[:cout], factor, bn.eps)
+        else:
+            y = F.batch_norm(y, bn.running_mean[:cout], bn.running_var[:cout], bn.weight[:cout],
+                             bn.bias[:cout], self.training, factor, bn.eps)
         return F.relu(y) if self.act else y
 
     @torch.no_grad()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwnas import tasks
+from hwnas import distributed, tasks
 from hwnas.arch import ArchSpec
 
 
@@ -97,7 +97,13 @@ def stage_distill_loss(student: list[torch.Tensor], teacher: list[torch.Tensor],
                    for s, m in zip(student, maps, strict=True)]
     for s, t in zip(student, teacher, strict=True):
         t = t[:, :s.shape[1]]
-        loss = loss + (s - t).pow(2).mean() / t.pow(2).mean().clamp_min(1e-6)
+        if distributed.active():  # the ratio of the global batch's means, as one process has it
+            err, ref = distributed.global_sum(torch.stack([(s - t).pow(2).sum(),
+                                                           t.pow(2).sum()]))
+            n = s.numel() * distributed.world()
+            loss = loss + (err / n) / (ref / n).clamp_min(1e-6)
+        else:
+            loss = loss + (s - t).pow(2).mean() / t.pow(2).mean().clamp_min(1e-6)
     return loss
 
 
@@ -139,6 +145,8 @@ def sandwich_step(supernet: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 sl = sl + cfg.distill_stages * stage_distill_loss(stages, teacher_stages, maps)
         sl.backward()
         student_loss += sl.detach() / max(1, len(archs) - 1)
+    if distributed.active():  # every rank steps on the global batch's gradient
+        distributed.all_reduce_grads(supernet)
     _clip_and_step(supernet, opt, cfg, len(archs) if cfg.clip_per_subnet else 1.0)
     return {"loss_largest": loss.detach(), "loss_students": student_loss}
 
@@ -196,6 +204,8 @@ def supernet_epoch(supernet: nn.Module, loader: Iterable, opt: torch.optim.Optim
     n_batches = len(loader)
     sums = {"loss_largest": 0.0, "loss_students": 0.0}  # tensors after the first step
     for x, y in loader:
+        if distributed.active():  # every rank drew the same global batch: train on its rows
+            x, y = distributed.shard(x), distributed.shard(y)
         set_lr(opt, lr_at(step, total_steps, n_batches, cfg))
         archs = sandwich_archs(supernet, rng, cfg.num_random, step, cfg.extremes)
         out = sandwich_step(supernet, x, y, archs, opt, cfg)
@@ -204,6 +214,8 @@ def supernet_epoch(supernet: nn.Module, loader: Iterable, opt: torch.optim.Optim
         step += 1
         if on_step:
             on_step(step)
+    if distributed.active() and n_batches:  # each rank's losses are its shard's
+        sums = {k: distributed.mean_over_ranks(v) for k, v in sums.items()}
     return {k: float(v) for k, v in sums.items()}, step
 
 
@@ -246,18 +258,51 @@ def extremes_val_score(supernet, ctx) -> dict:
 def supernet_fingerprint(params: dict) -> str:
     """A supernet checkpoint resumes only with the same params and supernet/training code."""
     import hwnas.context
+    import hwnas.distributed
     import hwnas.space
     import hwnas.supernet
     import hwnas.training
     from hwnas.checkpoint import code_fingerprint
 
-    return code_fingerprint(params, hwnas.supernet, hwnas.training, hwnas.space, hwnas.context)
+    return code_fingerprint(params, hwnas.supernet, hwnas.training, hwnas.space, hwnas.context,
+                            hwnas.distributed)
 
 
 def train_supernet(ctx, ckpt_path, progress: bool = True, log=None):
     """Train (or resume) the supernet of ``ctx`` (a ``hwnas.context.TrainContext``),
     checkpointing after every epoch to ``ckpt_path``. ``log(metrics, epoch)`` receives
-    each epoch's metrics. Returns the supernet and the final summary."""
+    each epoch's metrics. Returns the supernet and the final summary.
+
+    Launched by ``torchrun`` over several processes, it trains data-parallel
+    (``hwnas.distributed``): each rank takes its share of every global batch of
+    ``train.batch_size``; rank 0 alone shows progress, logs and writes the checkpoint;
+    every rank resumes from it and returns the same supernet."""
+    if distributed.world() > 1:
+        _check_data_parallel(ctx)
+    device, started = distributed.init(ctx.device)
+    if device != ctx.device:  # cuda:LOCAL_RANK
+        ctx = replace(ctx, device=device)
+    lead = distributed.rank() == 0
+    try:
+        return _train_supernet(ctx, ckpt_path, progress and lead, log if lead else None)
+    finally:
+        if started:
+            torch.distributed.destroy_process_group()
+
+
+def _check_data_parallel(ctx) -> None:
+    from hwnas.errors import UserError
+
+    task, world = ctx.space.head.task, distributed.world()
+    if not getattr(tasks.torch_task(task), "data_parallel", False):
+        raise UserError(f"task {task}: its loss is not exact over several processes; train "
+                        f"its supernet in one process (not under torchrun)")
+    if ctx.train.batch_size % world:
+        raise UserError(f"train_supernet.train.batch_size: {ctx.train.batch_size} is not a "
+                        f"multiple of the {world} processes torchrun started")
+
+
+def _train_supernet(ctx, ckpt_path, progress: bool, log):
     import json
     import time
 
@@ -275,7 +320,9 @@ def train_supernet(ctx, ckpt_path, progress: bool = True, log=None):
     loader = ctx.loader("train", train=True, seed=seed)
     rng = np.random.default_rng(seed)
     start_epoch, step, history, elapsed = 0, 0, [], 0.0
-    ckpt = load_checkpoint(ckpt_path, fp, ctx.device, log=lambda m: print(f"train_supernet: {m}"))
+    lead = distributed.rank() == 0  # every rank resumes; rank 0 alone says so
+    ckpt = load_checkpoint(ckpt_path, fp, ctx.device,
+                           log=lambda m: lead and print(f"train_supernet: {m}"))
     if ckpt is not None:
         supernet.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -283,7 +330,9 @@ def train_supernet(ctx, ckpt_path, progress: bool = True, log=None):
         rng.bit_generator.state = json.loads(ckpt["rng"])
         start_epoch, step, history = ckpt["epoch"], ckpt["step"], json.loads(ckpt["history"])
         elapsed = ckpt["train_seconds"]
-        print(f"train_supernet: resuming after epoch {start_epoch}/{cfg.epochs} from {ckpt_path}")
+        if lead:
+            print(f"train_supernet: resuming after epoch {start_epoch}/{cfg.epochs} "
+                  f"from {ckpt_path}")
         if log:  # the resumed run's curve is whole, not only the epochs it trains
             for metrics in history:
                 log(metrics, metrics["epoch"])
@@ -300,6 +349,8 @@ def train_supernet(ctx, ckpt_path, progress: bool = True, log=None):
                                            on_step=lambda n: bar.update(task, completed=n))
             epoch_s = time.perf_counter() - t0
             elapsed += epoch_s
+            # on every rank: the same weights give the same scores (extracted subnets run
+            # no collectives), and each rank's history stays whole
             metrics.update(extremes_val_score(supernet, ctx), epoch=epoch + 1,
                            epoch_seconds=epoch_s, lr=opt.param_groups[0]["lr"])
             history.append(metrics)
@@ -309,10 +360,14 @@ def train_supernet(ctx, ckpt_path, progress: bool = True, log=None):
             if progress:
                 bar.console.print(f"epoch {epoch + 1}/{cfg.epochs}: {epoch_s:.0f} s, "
                                   f"loss {metrics['loss_largest']:.3f}, {info}")
-            save_atomic({"fingerprint": fp, "epoch": epoch + 1, "step": step,
-                         "model": supernet.state_dict(), "optimizer": opt.state_dict(),
-                         "loader": loader.state_dict(), "rng": json.dumps(rng.bit_generator.state),
-                         "history": json.dumps(history), "train_seconds": elapsed}, ckpt_path)
+            if lead:  # the ranks' states are the same: one writer
+                save_atomic({"fingerprint": fp, "epoch": epoch + 1, "step": step,
+                             "model": supernet.state_dict(), "optimizer": opt.state_dict(),
+                             "loader": loader.state_dict(),
+                             "rng": json.dumps(rng.bit_generator.state),
+                             "history": json.dumps(history), "train_seconds": elapsed},
+                            ckpt_path)
+            distributed.barrier()  # the others wait until the checkpoint is whole
             if log:
                 log(metrics, epoch + 1)
     summary = {"epochs": cfg.epochs, "train_seconds": round(elapsed, 1),

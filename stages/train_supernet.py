@@ -4,6 +4,9 @@ Writes ``models/supernet.pt`` (weights + search space, ``hwnas.supernet.load_sup
 and ``results/train_supernet/metrics.json``. A checkpoint after every epoch
 (``models/supernet_ckpt/``, a ``persist: true`` output) lets a killed run resume when
 params and code are unchanged. The score proof is the ``eval_supernet`` stage.
+
+Under ``torchrun --nproc_per_node N -m stages.train_supernet`` it trains data-parallel
+over N processes (``hwnas.distributed``); rank 0 alone tracks the run and writes outputs.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from hwnas.params import load_params, run_stage, section
 
 
 def main() -> None:
-    from hwnas import tracking
+    from hwnas import distributed, tracking
     import torch
 
     from hwnas.checkpoint import claim_run
@@ -25,6 +28,9 @@ def main() -> None:
 
     p = section(load_params(), "train_supernet")
     ctx = train_context(p)
+    if distributed.rank() != 0:  # torchrun's other ranks train alongside; rank 0 records
+        train_supernet(ctx, layout.SUPERNET_CHECKPOINT, progress=False)
+        return
     flat = {**{k: v for k, v in p.items() if not isinstance(v, dict)},
             **{f"{sec}.{k}": v for sec in ("data", "space", "train") for k, v in p[sec].items()}}
     with tracking.run("train_supernet", flat, tags={"stage": "train_supernet",

@@ -49,6 +49,9 @@ class DynamicClassifierHead(nn.Module):
 class Classification:
     head_module = ClassifierHead
     dynamic_head = DynamicClassifierHead
+    # per-sample means (cross-entropy, KL): equal shards' gradients average to the global
+    # batch's, so torchrun may train it data-parallel (``hwnas.distributed``)
+    data_parallel = True
 
     def load(self, data: dict, seed: int) -> Splits:
         return load_dataset(data["dataset"], data["resolution"], seed, data["val_fraction"],

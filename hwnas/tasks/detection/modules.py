@@ -263,6 +263,10 @@ def predict(model, loader, head: DetectionHead) -> tuple[list[dict], list[dict]]
 class Detection:
     head_module = DetectionHeadModule
     dynamic_head = DynamicDetectionHead
+    # not data_parallel: the losses divide by the batch's positives (and the teacher's
+    # confidence), so a shard's gradients do not average to the global batch's; torchrun
+    # training refuses it (``hwnas.training.train_supernet``)
+    data_parallel = False
 
     def load(self, data: dict, seed: int) -> Splits:
         return load_splits(Path(data["dataset"]), data["resolution"], data.get("channels", 1))
