@@ -27,7 +27,8 @@ from hwnas.arch import parse_arch  # noqa: E402
 from hwnas.evaluation.metrics import paired_se  # noqa: E402
 from hwnas.extract import read_pareto  # noqa: E402
 from hwnas.lowering import static_cost  # noqa: E402
-from hwnas.params import load_params  # noqa: E402
+from hwnas.context import train_context  # noqa: E402
+from hwnas.params import load_params, section  # noqa: E402
 from hwnas.scratch import scratch_runs  # noqa: E402
 from hwnas.search.choice import summarize  # noqa: E402
 
@@ -68,11 +69,12 @@ def main() -> None:
     params["baseline"] = {**params["baseline"], "seeds": args.seeds}
     search = params["search"]
     runs: dict[str, list[float]] = {}  # architecture -> from-scratch test scores
+    ctx = train_context(section(params, "train_supernet"))
 
     def trained(arch: str) -> list[float]:
         key = parse_arch(arch).key  # the baseline row carries a name
         if key not in runs:
-            runs[key] = scratch_runs(params, parse_arch(key))[1]["score_runs"]
+            runs[key] = scratch_runs(params, ctx, parse_arch(key))[1]["score_runs"]
         return runs[key]
 
     done = layout.BASELINE / "metrics.json"

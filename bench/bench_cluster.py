@@ -37,11 +37,15 @@ def _dask(*args: str) -> subprocess.Popen:
 
 def _stop(procs: list[subprocess.Popen]) -> None:
     for p in reversed(procs):
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(p.pid, signal.SIGKILL)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(p.pid, sig)
+                p.wait(timeout=20)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
 
 
 def timed_scoring(archs, calib, val, workers: int) -> tuple[float, list[float]]:

@@ -76,7 +76,8 @@ def train_context(params: dict, splits: Splits | None = None) -> TrainContext:
     if task != "classification" and params["train"].get("max_shift"):
         raise ParamsError(f"params.yaml: train_supernet.train.max_shift: must be 0 for {task} "
                           f"(a shift moves the pixels, not the labels)")
-    splits = splits or tasks.torch_task(task).load(params["data"], params["seed"])
+    if splits is None:
+        splits = tasks.torch_task(task).load(params["data"], params["seed"])
     cfg = SpaceConfig(resolution=splits.resolution, in_channels=splits.channels,
                       classes=splits.classes, task=task, **_tuples(params["space"]))
     space = curated_space(load_spec(params["hardware"]), cfg)
@@ -91,23 +92,16 @@ def recipe(params: dict) -> dict:
 
 # ---- the context in worker processes (``hwnas.workers.Fanout``) ---------------------------
 
-_worker_context: TrainContext | None = None
 
-
-def _set_worker_context(params: dict, splits: Splits) -> None:
-    global _worker_context
-    _worker_context = train_context({**params, "threads": 1}, splits)
-
-
-def worker_context() -> TrainContext:
-    """The context ``context_fanout`` sent this worker (one thread)."""
-    if _worker_context is None:
-        raise RuntimeError("worker_context: called outside a context_fanout worker")
-    return _worker_context
+def _one_thread(ctx: TrainContext) -> TrainContext:
+    """A worker's copy of the context: one torch thread (the workers share the cores)."""
+    torch.set_num_threads(1)
+    return ctx
 
 
 def context_fanout(ctx: TrainContext, workers: int):
-    """A ``Fanout`` whose workers hold ``ctx`` (params and data, sent once per worker)."""
+    """A ``Fanout`` whose tasks get ``ctx`` first (built here and sent once per worker: a
+    worker needs neither the data files nor a spec file)."""
     from hwnas.workers import Fanout
 
-    return Fanout(workers, _set_worker_context, (ctx.params, ctx.splits))
+    return Fanout(workers, _one_thread, (ctx,))

@@ -87,7 +87,9 @@ def scratch_fingerprint(params: dict, eval_split: str = "test", run: int = 0) ->
     """What a from-scratch result depends on: seed, data, the training budget (not the
     sandwich-only knobs, so changing the supernet's sampling keeps the cached runs) and
     the split it is evaluated on."""
-    train = {k: v for k, v in params["train"].items() if k not in SANDWICH_ONLY}
+    from hwnas.context import recipe
+
+    train = {k: v for k, v in recipe(params).items() if k not in SANDWICH_ONLY}
     keep = {"seed": params["seed"], "data": params["data"], "train": train}
     if eval_split != "test":
         keep["eval_split"] = eval_split
@@ -109,12 +111,11 @@ def probe_subnets(space: SearchSpace) -> list[ArchSpec]:
     return probes
 
 
-def _scratch_job(arch: str, eval_split: str, seed: int) -> tuple[float, float]:
-    """One from-scratch run in a worker of one thread: (score, seconds)."""
+def _scratch_job(ctx: TrainContext, arch: str, eval_split: str, seed: int
+                 ) -> tuple[float, float]:
+    """One from-scratch run in a worker: (score, seconds)."""
     from hwnas.arch import parse_arch
-    from hwnas.context import worker_context
 
-    ctx = worker_context()
     t = time.perf_counter()
     return scratch_score(parse_arch(arch), ctx, eval_split, seed), time.perf_counter() - t
 

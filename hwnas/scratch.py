@@ -36,24 +36,18 @@ def scratch_run(ctx, arch: str, epochs: int, seed: int, log=None) -> tuple[dict,
     return {k: v.cpu() for k, v in net.state_dict().items()}, rec
 
 
-def _scratch_in_worker(arch: str, epochs: int, seed: int) -> tuple[dict, dict]:
-    from hwnas.context import worker_context
-
-    return scratch_run(worker_context(), arch, epochs, seed)
-
-
-def scratch_runs(params: dict, arch, log=None):
-    """``arch`` trained from scratch once per seed. Returns the model of the run with the
-    best val score and a record whose ``score`` is the mean test score of the runs
-    (``score_runs``; the returned model's own is ``model_score``). On the CPU the runs
-    go two at a time to workers of one thread each (small networks gain little from a
-    second thread; ``hwnas.workers.Fanout``); on a GPU they run in turn."""
-    from hwnas.context import context_fanout, train_context
+def scratch_runs(params: dict, ctx, arch, log=None):
+    """``arch`` trained from scratch once per seed (``ctx``: the ``train_supernet``
+    section's ``TrainContext``). Returns the model of the run with the best val score and
+    a record whose ``score`` is the mean test score of the runs (``score_runs``; the
+    returned model's own is ``model_score``). On the CPU the runs go to two workers of one
+    thread each (small networks gain little from a second thread; ``hwnas.workers.Fanout``:
+    local processes or a Dask cluster); on a GPU they run in turn."""
+    from hwnas.context import context_fanout
     from hwnas.model import fresh_model
 
     p = section(params, "baseline")
     epochs, _ = budget_epochs(params)
-    ctx = train_context(section(params, "train_supernet"))
     seeds = [p["seed"] + i for i in range(p["seeds"])]
     if len(seeds) == 1 or ctx.device.type != "cpu":
         runs = [scratch_run(ctx, arch.encode(), epochs, seed, log=log) for seed in seeds]
@@ -61,7 +55,7 @@ def scratch_runs(params: dict, arch, log=None):
         runs = [None] * len(seeds)
         with context_fanout(ctx, 2) as fanout:
             jobs = [(arch.encode(), epochs, seed) for seed in seeds]
-            for i, run in fanout.each(_scratch_in_worker, jobs):
+            for i, run in fanout.each(scratch_run, jobs):
                 runs[i] = run
                 if log:
                     log(f"seed {seeds[i]}: test {run[1]['score']:.1f}% "

@@ -264,7 +264,10 @@ def supernet_fingerprint(params: dict) -> str:
     import hwnas.training
     from hwnas.checkpoint import code_fingerprint
 
-    return code_fingerprint(params, hwnas.supernet, hwnas.training, hwnas.space, hwnas.context,
+    # the recipe trained (``cuda``'s overrides on a GPU), not the section's two recipes
+    trained = {**{k: v for k, v in params.items() if k != "cuda"},
+               "train": hwnas.context.recipe(params)}
+    return code_fingerprint(trained, hwnas.supernet, hwnas.training, hwnas.space, hwnas.context,
                             hwnas.distributed)
 
 

@@ -39,7 +39,7 @@ def main() -> None:
                       tags=tracking.stage_tags("baseline", load_spec(p["hardware"]).spec_hash())), \
             staged() as files:
         folder = files.dir(layout.BASELINE_MODEL.parent)
-        net, rec = scratch_runs(params, arch, log=lambda m: say(f"  {m}"))
+        net, rec = scratch_runs(params, ctx, arch, log=lambda m: say(f"  {m}"))
         model = folder / layout.BASELINE_MODEL.name
         diff = export_onnx(net, model.with_suffix(".onnx"), ctx.splits.test.x[:64])
         rec.update(budget=budget, test_images=len(ctx.splits.test), onnx_max_abs_diff=diff,

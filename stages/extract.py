@@ -82,7 +82,7 @@ def main() -> None:
             if p["scratch"] and name in p["chosen"]:
                 if key not in scratch:
                     scratch[key] = scratch_runs(
-                        params, arch, log=lambda m, n=name: say(f"  {n} from scratch: {m}"))
+                        params, ctx, arch, log=lambda m, n=name: say(f"  {n} from scratch: {m}"))
                 net, rec = keep_better((net, rec), scratch[key])
             else:
                 rec.update(weights="finetuned", finetuned_score=rec["score"])

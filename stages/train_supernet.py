@@ -21,7 +21,7 @@ def main() -> None:
     import torch
 
     from hwnas.checkpoint import claim_run
-    from hwnas.context import train_context
+    from hwnas.context import recipe, train_context
     from hwnas.files import staged
     from hwnas.supernet import supernet_state
     from hwnas.training import train_supernet
@@ -31,8 +31,10 @@ def main() -> None:
     if distributed.rank() != 0:  # torchrun's other ranks train alongside; rank 0 records
         train_supernet(ctx, layout.SUPERNET_CHECKPOINT, progress=False)
         return
+    trained = {**p, "train": recipe(p)}  # on a GPU, with cuda's overrides
     flat = {**{k: v for k, v in p.items() if not isinstance(v, dict)},
-            **{f"{sec}.{k}": v for sec in ("data", "space", "train") for k, v in p[sec].items()}}
+            **{f"{sec}.{k}": v for sec in ("data", "space", "train")
+               for k, v in trained[sec].items()}}
     with tracking.run("train_supernet", flat, tags={"stage": "train_supernet",
                                                     "space": ctx.space.name}) as active:
         claim_run(layout.SUPERNET_CHECKPOINT.with_name("mlflow_run"), active.info.run_id)

@@ -139,6 +139,7 @@ def _runs(ws: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.servers  # torchrun and its ranks: make test-servers runs it in CI
 def test_the_stage_on_two_processes_resumes_and_writes_once(tmp_path, one_torch_thread):
     from hwnas.context import train_context
     from hwnas.params import load_params, section

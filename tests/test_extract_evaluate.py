@@ -404,6 +404,8 @@ def test_stage_params_are_checked():
 
 
 def test_scratch_runs_average_seeds_in_worker_processes(archs):
+    from hwnas.context import train_context
+    from hwnas.params import section
     from hwnas.scratch import scratch_runs
 
     params = {"base": {"seed": 0, "hardware": SPEC}, "baseline": {"epochs": 1, "seeds": 2},
@@ -415,7 +417,8 @@ def test_scratch_runs_average_seeds_in_worker_processes(archs):
                             "expands": [1, 2], "stages": [[32, 1, 2], [64, 2, 1]],
                             "depth_multipliers": [0.5, 1.0, 1.5], "width_range": [0.5, 1.0]},
                   "train": {"epochs": 6, "batch_size": 64, "lr": 0.1}}}
-    net, rec = scratch_runs(params, archs["fast"])
+    ctx = train_context(section(params, "train_supernet"))
+    net, rec = scratch_runs(params, ctx, archs["fast"])
     assert rec["seeds"] == [0, 1] and len(rec["score_runs"]) == 2
     assert rec["score"] == pytest.approx(sum(rec["score_runs"]) / 2, abs=1e-3)
     best = rec["val_score_runs"].index(max(rec["val_score_runs"]))  # saved: best on val
@@ -424,5 +427,5 @@ def test_scratch_runs_average_seeds_in_worker_processes(archs):
     x = torch.zeros(2, 1, 16, 16)
     assert net(x).shape == (2, 10) and not net.training  # the saved run's model, ready to use
     params["baseline"]["seeds"] = 1                      # in-process: the same first run
-    _, one = scratch_runs(params, archs["fast"])
+    _, one = scratch_runs(params, ctx, archs["fast"])
     assert one["score_runs"] == rec["score_runs"][:1]

@@ -56,8 +56,15 @@ def experiment_zeroshot(
     train = {**params["train_supernet"]["train"], "epochs": epochs}
     for key in ("num_random", "distill"):
         train.pop(key, None)
+    from hwnas.workers import ClusterError, cluster_address, connect
+
+    if dask_address := dask_address or cluster_address():  # as every fan-out: HWNAS_CLUSTER
+        try:
+            connect(dask_address).close()
+        except ClusterError as err:
+            fail(str(err))
     typer.echo(f"training {len(archs)} networks from scratch ({epochs} epochs each, "
-               f"{dask_address or runner} x{workers})...")
+               f"{dask_address or f'{runner} x{workers}'})...")
     trained = multishot([a.encode() for a in archs], params["train_supernet"]["data"], train,
                         seed, runner, workers, dask_address)
     accs = [r["score"] for r in trained]

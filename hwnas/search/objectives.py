@@ -49,20 +49,16 @@ def supernet_score(supernet: SuperNet, calib: list[torch.Tensor],
     return score
 
 
-_worker_score: ScoreFn | None = None
-
-
-def _init_worker(state: dict, calib: list[torch.Tensor],
-                 val: tuple[torch.Tensor, torch.Tensor]) -> None:
-    global _worker_score
+def _worker_scorer(state: dict, calib: list[torch.Tensor],
+                   val: tuple[torch.Tensor, torch.Tensor]) -> ScoreFn:
     from hwnas.supernet import supernet_from_state
 
     torch.set_num_threads(1)
-    _worker_score = supernet_score(supernet_from_state(state).eval(), calib, val)
+    return supernet_score(supernet_from_state(state).eval(), calib, val)
 
 
-def _score_in_worker(arch: ArchSpec) -> float:
-    return _worker_score(arch)
+def _score(score: ScoreFn, arch: ArchSpec) -> float:
+    return score(arch)
 
 
 class ParallelSupernetScore:
@@ -75,10 +71,10 @@ class ParallelSupernetScore:
         from hwnas.workers import Fanout
 
         state = supernet_state(load_supernet(supernet_path))
-        self.fanout = Fanout(workers, _init_worker, (state, calib, val))
+        self.fanout = Fanout(workers, _worker_scorer, (state, calib, val))
 
     def __call__(self, archs: Sequence[ArchSpec]) -> list[float]:
-        return self.fanout.map(_score_in_worker, [(a,) for a in archs])
+        return self.fanout.map(_score, [(a,) for a in archs])
 
     def close(self) -> None:
         self.fanout.close()
