@@ -83,8 +83,12 @@ def run(
     if (not stages or "evaluate" in stages) and (line := headline()):  # else an earlier run's
         typer.echo(f"  result:   {line}")
     typer.echo(f"  report:   {layout.EVALUATE / 'report.md'} (pareto.png beside it)")
-    typer.echo("  runs:     mlflow ui --backend-store-uri sqlite:///mlflow.db, then the runs "
-               "table at #/experiments/<id>/runs")
+    from hwnas.tracking import tracking_uri
+
+    uri = tracking_uri()  # a team's server, or the local store a UI has to be started for
+    where = (uri if uri.startswith(("http://", "https://"))
+             else f"mlflow ui --backend-store-uri {uri}")
+    typer.echo(f"  runs:     {where}, then the runs table at #/experiments/<id>/runs")
     typer.echo(f"  lineage:  hwnas lineage {run_id}")
     typer.echo("  record:   git add dvc.lock results && git commit (and dvc push, with a remote)")
 
