@@ -21,6 +21,12 @@ DEFAULT_SPEC = "neural-engine-32"
 OP_KINDS = ("conv", "depthwise", "fc", "add", "pool")
 
 
+def tile_bytes(rows: int, cols: int, bytes_per_element: int) -> int:
+    """The least SRAM an output-stationary array can work from: one fold's outputs and
+    the row and column of operands streamed into it per cycle."""
+    return (rows * cols + rows + cols) * bytes_per_element
+
+
 class SpecError(ValueError):
     """A hardware spec that cannot be loaded; the message names the file and field."""
 
@@ -56,14 +62,27 @@ class HardwareSpec(_Strict):
     dataflow: Literal["output_stationary"]
     vector_unit: VectorUnit
     depthwise_on: Literal["vector", "array"]
+    bytes_per_element: int = Field(ge=1, le=8)
     sram_kib: float = Field(ge=1, le=1 << 30)               # 1 KiB .. 1 TiB
     dram_bandwidth_gb_s: float = Field(ge=1e-3, le=100_000)
-    bytes_per_element: int = Field(ge=1, le=8)
     launch_overhead_cycles: int = Field(ge=0, le=10**9)
     # Each rule [producer, consumer] lets a consumer op join its producer's kernel:
     # one launch, and the tensor between them never leaves the chip.
     fusion: tuple[tuple[str, str], ...] = ()
     energy: Energy
+
+    @field_validator("sram_kib")
+    @classmethod
+    def _holds_one_tile(cls, v, info):
+        # fields above validate first; one that failed is reported on its own
+        array, bpe = info.data.get("mac_array"), info.data.get("bytes_per_element")
+        if array is not None and bpe is not None:
+            need = tile_bytes(array.rows, array.cols, bpe)
+            if v * 1024 < need:
+                raise ValueError(f"SRAM below one tile of the {array.rows}x{array.cols} array "
+                                 f"({need} bytes: {array.rows}x{array.cols} outputs and one "
+                                 f"operand per row and column)")
+        return v
 
     @field_validator("fusion")
     @classmethod
@@ -103,7 +122,7 @@ def _format_error(source: str, err: ValidationError) -> str:
         msg = {"extra_forbidden": "unknown field",
                "string_pattern_mismatch": "must be a plain name (letters, digits and single "
                                           "'.', '_' or '-' between them; no '/' or '..')",
-               }.get(e["type"], e["msg"])
+               }.get(e["type"], e["msg"].removeprefix("Value error, "))
         problems.append(f"field '{field}': {msg}")
     return f"{source}: invalid hardware spec: " + "; ".join(problems)
 

@@ -72,6 +72,12 @@ def __getattr__(name: str) -> Path:
 
 REFERENCES = Path("results/references")
 EXPERIMENTS = Path("results/experiments")  # hwnas experiment: outside the DVC pipeline
+CODESIGN = Path("results/codesign")  # hwnas codesign: a study over codesign.grid per task
+
+
+def codesign_dir(task: str) -> Path:
+    """A task's co-design study: the report's files, and ``points/<key>/`` per point."""
+    return CODESIGN / task
 
 
 HOST_TARGETS = ("cpu",)  # measured on this machine, not simulated (params.yaml host_targets)

@@ -282,6 +282,37 @@ class Evaluate(_Section):
     targets: Targets
 
 
+class CodesignGrid(_Section):
+    """The axes of the co-design grid (``hwnas.codesign.grid`` checks the specs they make)."""
+
+    mac_array: list[int] = Field(min_length=1)
+    vector_lanes: list[int] = Field(min_length=1)
+    sram_kib: list[float] = Field(min_length=1)
+    dram_bandwidth_gb_s: list[float] = Field(min_length=1)
+    fusion: list[bool] = Field(min_length=1)
+
+
+class CodesignCost(_Section):
+    mac_mm2: PosFloat
+    lane_mm2: PosFloat
+    sram_kib_mm2: PosFloat
+
+
+class CodesignMicrobench(_Section):
+    samples: Annotated[int, Field(ge=1, le=MAX_SAMPLES)]
+    time_budget_s: PosFloat
+
+
+class Codesign(_Section):
+    tasks: list[TaskName]  # the studies that dvc.yaml holds (hwnas codesign adds its task)
+    base: str
+    grid: CodesignGrid
+    cost: CodesignCost
+    area_budget_mm2: PosFloat
+    microbench: CodesignMicrobench
+    eval_networks: Annotated[int, Field(ge=3)]
+
+
 class Scenes(_Section):
     """The detection task's scene generator (``hwnas.tasks.detection.scenes.SceneConfig``
     checks every field when the data stage runs)."""
@@ -308,6 +339,7 @@ class Params(_Section):
     extract: Extract
     baseline: Baseline
     evaluate: Evaluate
+    codesign: Codesign  # dvc.yaml's matrix reads its grid
 
 
 def _where(loc: tuple) -> str:
@@ -380,8 +412,9 @@ def backend_section(params: dict, name: str, backend: str) -> dict:
     return p
 
 
-def enable_task(task: str, path: str | Path = PARAMS_FILE) -> bool:
-    """Add ``task`` to the file's ``tasks`` list (comments kept); False if it was there."""
+def enable_task(task: str, path: str | Path = PARAMS_FILE, where: str = "tasks") -> bool:
+    """Add ``task`` to the file's list at the dotted key ``where`` (``tasks``, or
+    ``codesign.tasks``), comments kept; False if it was there."""
     if task not in get_args(TaskName):
         raise ParamsError(f"--task: unknown task {task!r} (known: {', '.join(get_args(TaskName))})")
     from ruamel.yaml import YAML
@@ -389,7 +422,9 @@ def enable_task(task: str, path: str | Path = PARAMS_FILE) -> bool:
     yaml = YAML()
     path = Path(path)
     data = yaml.load(path.read_text())
-    names = data.get("tasks")
+    names = data
+    for key in where.split("."):
+        names = names.get(key) if hasattr(names, "get") else None
     if names is None or task in names:
         return False
     names.append(task)

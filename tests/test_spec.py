@@ -35,6 +35,8 @@ def _write(tmp_path, mutate):
     (lambda d: d.update(turbo=True), "turbo"),
     (lambda d: d["energy"].pop("dram_byte_pj"), "energy.dram_byte_pj"),
     (lambda d: d.update(fusion=[["conv", "softmax"]]), "fusion"),
+    # a 64x64 array works from 64x64 outputs plus 64 + 64 operands: 4,224 bytes
+    (lambda d: d.update(mac_array={"rows": 64, "cols": 64}, sram_kib=4), "sram_kib"),
 ])
 def test_invalid_spec_names_file_and_field(tmp_path, mutate, field):
     path = _write(tmp_path, mutate)
@@ -58,3 +60,13 @@ def test_spec_hash_tracks_every_field():
     a = load_spec()
     b = spec_from_dict({**a.model_dump(), "launch_overhead_cycles": 1})
     assert a.spec_hash() == load_spec().spec_hash() != b.spec_hash()
+
+
+def test_sram_of_one_tile_is_enough():
+    data = yaml.safe_load(load_spec().model_dump_json())
+    data.update(mac_array={"rows": 64, "cols": 64}, sram_kib=4224 / 1024)
+    assert spec_from_dict(data).sram_bytes == 4224
+    data["sram_kib"] = 4223 / 1024
+    with pytest.raises(SpecError, match="field 'sram_kib': SRAM below one tile of the 64x64 "
+                                        "array \\(4224 bytes"):
+        spec_from_dict(data)

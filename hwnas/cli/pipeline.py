@@ -27,6 +27,64 @@ def run(
              "local processes. Changes no result.")] = None,
 ):
     """Run the pipeline (DVC stages chained by a Prefect flow, tracked in MLflow)."""
+    run_id = _run_flow(stages, wait, force, task, cluster)
+    typer.echo(f"pipeline finished: MLflow run {run_id}")
+    if (not stages or "evaluate" in stages) and (line := headline()):  # else an earlier run's
+        typer.echo(f"  result:   {line}")
+    typer.echo(f"  report:   {layout.EVALUATE / 'report.md'} (pareto.png beside it)")
+    _where_runs(run_id)
+
+
+@app.command()
+def codesign(
+    task: Annotated[str, typer.Option(help="The task whose supernet every chip is searched "
+                                      "with (added to params.yaml codesign.tasks).")
+                    ] = layout.DEFAULT_TASK,
+    wait: Annotated[bool, typer.Option(help="Wait for a pipeline already running here.")] = False,
+    force: Annotated[bool, typer.Option(help="Rerun every point's stage even if DVC finds it up "
+                                        "to date (estimators and search journals that match "
+                                        "are still reused).")] = False,
+    cluster: Annotated[Optional[str], typer.Option(
+        help="Score search candidates on this Dask cluster (as for hwnas run).")] = None,
+):
+    """Which accelerator for the task, and which network on it: per point of params.yaml's
+    codesign.grid, microbenchmarks, an estimator and the search against the task's one
+    supernet (stages codesign@<task>-<point>, then codesign_report@<task>; the task's
+    supernet first, where it is stale)."""
+    import json
+
+    from hwnas.codesign.grid import GridError, check_as_dvc_reads, specs
+    from hwnas.params import PARAMS_FILE, ParamsError, enable_task, load_params
+
+    try:
+        cfg = load_params(task=task)["codesign"]
+        specs(cfg["base"], cfg["grid"])  # a bad point is refused before anything runs
+        check_as_dvc_reads(PARAMS_FILE, cfg["grid"])
+        if enable_task(task, where="codesign.tasks"):
+            typer.echo(f"params.yaml: codesign.tasks now include {task} (its points join "
+                       f"dvc.yaml's pipeline)")
+    except (ParamsError, GridError) as err:
+        fail(f"params.yaml: {err}" if isinstance(err, GridError) else str(err))
+    run_id = _run_flow(["codesign", "codesign_report"], wait, force, task, cluster)
+    out = layout.codesign_dir(task)
+    typer.echo(f"codesign finished: MLflow run {run_id}")
+    try:
+        s = json.loads((out / "metrics.json").read_text())
+        pick = s["pick"]
+        typer.echo(f"  result:   {s['points_at_least_40pct']} of {s['points']} points with a "
+                   f"network at least 40% below the chip's baseline latency"
+                   + (f"; within {s['area_budget_mm2']:g} mm2: {pick['key']} at "
+                      f"{pick['best_latency_ms'] * 1e3:.1f} us" if pick else ""))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    typer.echo(f"  report:   {out / 'report.md'} (table.csv, pareto.png, cross.png)")
+    _where_runs(run_id)
+
+
+def _run_flow(stages: list[str] | None, wait: bool, force: bool, task: str,
+              cluster: str | None) -> str:
+    """The pipeline flow for ``task`` over ``stages``: checks first (cluster, params, a busy
+    workspace), one line and exit 2 on bad input; returns the MLflow parent run id."""
     from hwnas.params import ParamsError, enable_task, load_params
     from hwnas.tasks import TASKS
     from hwnas.workers import CLUSTER_ENV, ClusterError, cluster_address, connect
@@ -79,10 +137,10 @@ def run(
         what = "" if isinstance(err, RuntimeError) else f"{type(err).__name__}: "
         typer.echo(f"error: {what}{err} (HWNAS_TRACEBACK=1 shows where)", err=True)
         raise typer.Exit(1)
-    typer.echo(f"pipeline finished: MLflow run {run_id}")
-    if (not stages or "evaluate" in stages) and (line := headline()):  # else an earlier run's
-        typer.echo(f"  result:   {line}")
-    typer.echo(f"  report:   {layout.EVALUATE / 'report.md'} (pareto.png beside it)")
+    return run_id
+
+
+def _where_runs(run_id: str) -> None:
     from hwnas.tracking import tracking_uri
 
     uri = tracking_uri()  # a team's server, or the local store a UI has to be started for

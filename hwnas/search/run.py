@@ -79,7 +79,10 @@ class SearchContext:
         return lambda archs: [proxy(a) for a in archs]
 
 
-def load_search_context(params: dict) -> SearchContext:
+def load_search_context(params: dict, spec=None, estimator_dir: Path | None = None
+                        ) -> SearchContext:
+    """The search of ``params`` on ``base.hardware`` with its estimator, or on ``spec`` with
+    the estimator in ``estimator_dir`` (a co-design point)."""
     import torch
 
     from hardware.spec import load_spec
@@ -90,8 +93,8 @@ def load_search_context(params: dict) -> SearchContext:
 
     p = section(params, "search")
     data = params["train_supernet"]["data"]
-    spec = load_spec(p["hardware"])
-    est_dir = layout.estimator_dir(spec.name)
+    spec = spec or load_spec(p["hardware"])
+    est_dir = estimator_dir or layout.estimator_dir(spec.name)
     estimator = Estimator.load(est_dir, spec)
     space = load_supernet(layout.SUPERNET).space
     splits = tasks.torch_task(space.head.task).load(data, p["seed"])
