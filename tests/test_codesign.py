@@ -175,7 +175,7 @@ def test_the_report_needs_every_point(template, tmp_path):  # noqa: F811
     proc = _stage(ws, "stages.codesign_report", "--task", "classification")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("codesign_report: results/codesign/classification/points/"
-                                   "8-32-16-16-true/metrics.json: not found: run `hwnas "
+                                   "8-4-16-16-true/metrics.json: not found: run `hwnas "
                                    "codesign --task classification`")
     assert not (ws / "results/codesign").exists()
 

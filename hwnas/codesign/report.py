@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hwnas.codesign.grid import area_mm2, describe, point_key, points
+from hwnas.codesign.grid import AXES, area_mm2, describe, point_key, points
 
 
 SHAPE = ("blocks", "fused_share", "fused_share_early", "fused_share_late", "mean_channels",
@@ -77,17 +77,29 @@ def cross(df: pd.DataFrame, specs: dict) -> pd.DataFrame:
                         index=list(has["key"]), columns=list(has["key"]))
 
 
-def cross_summary(ratio: pd.DataFrame) -> dict | None:
-    """How much a network loses on the chips it was not searched for (None: under 2 points)."""
+def _slowdowns(values: np.ndarray) -> dict:
+    return {"pairs": int(len(values)), "share_slower_than_own": float(np.mean(values > 1 + 1e-9)),
+            "median_slowdown": float(np.median(values) - 1),
+            "mean_slowdown": float(np.mean(values) - 1), "max_slowdown": float(values.max() - 1)}
+
+
+def cross_summary(ratio: pd.DataFrame, df: pd.DataFrame) -> dict | None:
+    """How much a network loses on the chips it was not searched for, over all pairs and
+    over the pairs whose chips differ in each axis the grid varies (None: under 2 points)."""
     if len(ratio) < 2:
         return None
     off = ~np.eye(len(ratio), dtype=bool)
-    values = ratio.to_numpy()[off]
     worst = np.unravel_index(np.argmax(np.where(off, ratio.to_numpy(), -np.inf)), ratio.shape)
-    return {"pairs": int(off.sum()), "share_slower_than_own": float(np.mean(values > 1 + 1e-9)),
-            "median_slowdown": float(np.median(values) - 1),
-            "mean_slowdown": float(np.mean(values) - 1), "max_slowdown": float(values.max() - 1),
-            "worst": {"network_of": ratio.index[worst[0]], "on": ratio.columns[worst[1]]}}
+    rows = df.set_index("key").loc[ratio.index]
+    by_axis = {}
+    for axis in AXES:
+        v = rows[axis].to_numpy()
+        differ = off & (v[:, None] != v[None, :])
+        if differ.any():
+            by_axis[axis] = _slowdowns(ratio.to_numpy()[differ])
+    return {**_slowdowns(ratio.to_numpy()[off]),
+            "worst": {"network_of": ratio.index[worst[0]], "on": ratio.columns[worst[1]]},
+            "by_axis": by_axis}
 
 
 def summary(df: pd.DataFrame, ratio: pd.DataFrame, area_budget: float) -> dict:
@@ -100,7 +112,7 @@ def summary(df: pd.DataFrame, ratio: pd.DataFrame, area_budget: float) -> dict:
             "median_latency_reduction": float(red.median()) if len(red) else None,
             "points_at_least_40pct": int((red >= 0.40).sum()),
             "cost_pareto": df.loc[df["cost_pareto"], "key"].tolist(),
-            "cross": cross_summary(ratio),
+            "cross": cross_summary(ratio, df),
             "area_budget_mm2": area_budget,
             "pick": None if pick is None else {
                 "key": pick["key"], "area_mm2": float(pick["area_mm2"]),
@@ -145,7 +157,7 @@ def plot_cross(ratio: pd.DataFrame, df: pd.DataFrame, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
+    from matplotlib.colors import TwoSlopeNorm
 
     labels = list(df.set_index("key").loc[ratio.index, "label"])
     n = len(ratio)
@@ -158,13 +170,14 @@ def plot_cross(ratio: pd.DataFrame, df: pd.DataFrame, path: Path) -> None:
         plt.close(fig)
         return
     values = ratio.to_numpy()
-    top = max(float(values.max()), 1.01)
-    im = ax.imshow(values, cmap="magma_r", norm=LogNorm(vmin=min(float(values.min()), 0.99),
-                                                        vmax=top))
+    top, low = max(float(values.max()), 1.01), min(float(values.min()), 0.99)
+    # red: slower than the chip's own network; blue: faster (the other search found better)
+    im = ax.imshow(values, cmap="RdBu_r", norm=TwoSlopeNorm(1.0, low, top))
     for i in range(n):
         for j in range(n):
+            strong = values[i, j] > 1 + 0.6 * (top - 1) or values[i, j] < 1 - 0.6 * (1 - low)
             ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if values[i, j] > top ** 0.6 else "black")
+                    color="white" if strong else "black")
     ax.set_xticks(range(n), labels, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(n), labels, fontsize=7)
     ax.set_xlabel("chip the network runs on")
@@ -176,20 +189,31 @@ def plot_cross(ratio: pd.DataFrame, df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def by_array(df: pd.DataFrame) -> pd.DataFrame:
-    """The best networks' shape by MAC array width (mean over the other axes)."""
+def shape_by(df: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """The best networks' shape per value of ``axis`` (mean over the other axes)."""
     cols = ["best_fused_share", "best_fused_share_early", "best_fused_share_late",
             "best_mean_channels", "best_aligned_share", "best_mean_expand", "best_macs",
             "latency_reduction"]
-    return df.groupby("mac_array")[cols].mean()
+    return df.groupby(axis)[cols].mean()
+
+
+def _follows(df: pd.DataFrame, axis: str) -> str:
+    """One answer line: how the best network changes along one axis of the grid."""
+    values = "; ".join(
+        f"{v}: fused-IBN share {r['best_fused_share']:.2f} (early "
+        f"{r['best_fused_share_early']:.2f}, late {r['best_fused_share_late']:.2f}), "
+        f"{r['best_mean_channels']:.0f} channels, {100 * r['best_aligned_share']:.0f}% of widths "
+        f"a multiple of the array, {r['best_macs'] / 1e6:.2f} M MACs"
+        for v, r in shape_by(df, axis).iterrows())
+    pair = df[[axis, "best_fused_share"]].astype(float).dropna()
+    rho = (f"{pair.corr(method='spearman').iloc[0, 1]:.2f}"
+           if pair.nunique().min() > 1 else "not defined (no variation)")
+    return (f"- **How the network follows `{axis}`** (means over the other axes): {values}. "
+            f"Spearman of {axis} and fused-IBN share over the points: {rho}.")
 
 
 def markdown(df: pd.DataFrame, ratio: pd.DataFrame, s: dict, base: str, cost: dict,
              task: str) -> str:
-    shape = by_array(df)
-    varied = df["mac_array"].nunique() > 1 and df["best_fused_share"].nunique() > 1
-    rho = (f"{df[['mac_array', 'best_fused_share']].corr(method='spearman').iloc[0, 1]:.2f}"
-           if varied else "not defined (no variation)")
     pick, c = s["pick"], s["cross"]
     lines = [f"# Co-design for {task}: {s['points']} accelerators around {base}", "",
              "Each point is the base spec with the grid's MAC array (square), vector lanes, SRAM, "
@@ -233,23 +257,22 @@ def markdown(df: pd.DataFrame, ratio: pd.DataFrame, s: dict, base: str, cost: di
               "is " + "; ".join(f"{r['label']} ({r['area_mm2']:.2f} mm², "
                                  f"{r['best_latency_ms'] * 1e3:.1f} µs)"
                                  for _, r in front.iterrows()) + ".",
-              "- **How the network follows the chip** (means over the other axes): " + "; ".join(
-                  f"{m}x{m}: fused-IBN share {r['best_fused_share']:.2f} (early "
-                  f"{r['best_fused_share_early']:.2f}, late {r['best_fused_share_late']:.2f}), "
-                  f"{r['best_mean_channels']:.0f} channels, {100 * r['best_aligned_share']:.0f}% "
-                  f"of widths a multiple of the array, {r['best_macs'] / 1e6:.2f} M MACs"
-                  for m, r in shape.iterrows())
-              + f". Spearman of array width and fused-IBN share over the points: {rho}. The "
-              "supernet's widths are curated for the base spec's array, so on arrays that "
-              "divide it every width is aligned by construction; on wider ones alignment is "
-              "a choice the search makes.",
+              *(_follows(df, axis) for axis in AXES if df[axis].nunique() > 1),
+              "- **Alignment:** the supernet's widths are curated for the base spec's array, "
+              "so on arrays that divide it every width is aligned by construction; on wider "
+              "ones alignment is a choice the search makes.",
               (f"- **Specialisation:** for {100 * c['share_slower_than_own']:.0f}% of the "
                f"{c['pairs']} pairs, the network searched for chip A runs slower on chip B than "
                f"B's own; the median pair loses {100 * c['median_slowdown']:.1f}% "
                f"(mean {100 * c['mean_slowdown']:.1f}%), the worst "
                f"{100 * c['max_slowdown']:.0f}% (the network of {c['worst']['network_of']} on "
-               f"{c['worst']['on']}). A ratio below 1 is a network the other chip's search found "
-               f"and this chip's did not (search noise, or the estimator's error)." if c else
+               f"{c['worst']['on']}). Over the pairs whose chips differ in "
+               + "; in ".join(f"`{a}`: {100 * d['share_slower_than_own']:.0f}% slower, median "
+                              f"{100 * d['median_slowdown']:+.1f}%, worst "
+                              f"{100 * d['max_slowdown']:+.0f}%"
+                              for a, d in c["by_axis"].items())
+               + ". A ratio below 1 is a network the other chip's search found and this "
+                 "chip's did not (search noise, or the estimator's error)." if c else
                "- **Specialisation:** one point has no other chip to compare with."),
               (f"- **Against each chip's baseline:** the best network's latency is "
                f"{100 * s['min_latency_reduction']:.1f}% to "
