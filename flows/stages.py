@@ -23,8 +23,9 @@ def dvc_stages() -> list[str]:
 
 def instances(stage: str, params: dict, task: str = "classification") -> list[str]:
     """What ``dvc repro`` is given for ``stage``: itself, ``stage@task`` for a task's stage
-    (``foreach: ${tasks}`` or ``${codesign.tasks}``), the task's items of a ``matrix`` stage,
-    or one ``stage@item`` per item of another ``foreach`` stage, none for an empty list. (Given a ``foreach`` name whose list is empty, ``dvc repro``
+    (``foreach: ${tasks}`` or ``${codesign.tasks}``), the task's items of a ``matrix``
+    stage, or one ``stage@item`` per item of another ``foreach`` stage, none for an empty
+    list. (Given a ``foreach`` name whose list is empty, ``dvc repro``
     finds no stage and reproduces the whole pipeline instead.)"""
     entry = _stages()[stage]
     if "matrix" in entry:  # a study's points (codesign): the task's, as DVC names them

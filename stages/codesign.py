@@ -1,8 +1,8 @@
 """DVC stage ``codesign@<task>-<point>`` (a ``matrix`` over ``codesign.tasks`` and the axes of
 ``codesign.grid``): one accelerator of a task's co-design study (``hwnas.codesign.point``).
 Writes ``results/codesign/<task>/points/<point>/``: the microbenchmark table and estimator
-(reused while the spec and their settings hold), the search journal (a killed point resumes),
-``candidates.parquet`` and ``metrics.json``.
+(reused while the spec, their settings and their code are unchanged), the search journal (a
+killed point resumes), ``candidates.parquet`` and ``metrics.json``.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from hwnas.params import PARAMS_FILE, load_params, run_stage
 def main() -> None:
     from hwnas import tracking
     from hwnas.checkpoint import claim_run
-    from hwnas.codesign.grid import check_as_dvc_reads, describe, point_key, points, specs
+    from hwnas.codesign.grid import (check_as_dvc_reads, describe, point_key, points, specs,
+                                     stage_name)
     from hwnas.codesign.point import PointFiles, run_point
     from hwnas.errors import UserError
     from hwnas.files import staged
@@ -37,7 +38,8 @@ def main() -> None:
     files = PointFiles(layout.codesign_dir(task) / "points" / key)
     print(f"codesign {task} {key}: {describe(grid[key])}")
     with tracking.run(f"codesign[{task}/{key}]", params={**grid[key], "base": cfg["base"]},
-                      tags=tracking.stage_tags("codesign", spec.spec_hash())) as active:
+                      tags=tracking.stage_tags(stage_name(task, grid[key]),  # its lineage
+                                               spec.spec_hash())) as active:
         claim_run(files.mlflow_run, active.info.run_id)  # a killed earlier try is closed
         metrics, candidates = run_point(params, key, spec, files)
         tracking.log_metrics({k: v for k, v in (metrics["best"] or {}).items()

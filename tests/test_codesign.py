@@ -29,7 +29,6 @@ def _grid(**axes) -> dict:
 
 def test_the_points_are_the_matrix_stages_dvc_runs(tmp_path, monkeypatch):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert params["codesign"]["tasks"] == []  # opt-in: dvc status knows no study by default
     params["codesign"]["tasks"] = ["classification"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
@@ -89,6 +88,32 @@ def test_an_invalid_point_names_the_grid_key_and_value(axes, message):
     assert str(err.value).startswith(message), str(err.value)
 
 
+def test_two_points_that_make_the_same_chip_are_refused(tmp_path):
+    data = yaml.safe_load(load_spec("neural-engine-32").model_dump_json())
+    data.update(name="no-fusion", fusion=[])
+    (tmp_path / "no-fusion.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(GridError, match="codesign.grid: points 32-32-2048-16-true and "
+                                        "32-32-2048-16-false make the same chip"):
+        specs(str(tmp_path / "no-fusion.yaml"), _grid(fusion=[True, False]))
+
+
+def test_cross_evaluation_per_axis_counts_the_pairs_that_differ_in_it_alone():
+    from hwnas.codesign.report import cross_summary
+
+    grid = _grid(mac_array=[8, 32], vector_lanes=[4, 32])
+    keys = [point_key(p) for p in points(grid)]  # 8-4, 8-32, 32-4, 32-32
+    df = pd.DataFrame([{"key": point_key(p), **p} for p in points(grid)])
+    ratio = pd.DataFrame(1.0, index=keys, columns=keys)
+    ratio.loc[keys[0], keys[1]] = 1.5   # lanes alone differ
+    ratio.loc[keys[0], keys[3]] = 3.0   # both differ: in no per-axis figure
+    c = cross_summary(ratio, df)
+    assert c["pairs"] == 12 and c["max_slowdown"] == pytest.approx(2.0)
+    assert c["worst"] == {"network_of": keys[0], "on": keys[3]}
+    assert c["by_axis"]["vector_lanes"]["pairs"] == 4
+    assert c["by_axis"]["vector_lanes"]["max_slowdown"] == pytest.approx(0.5)
+    assert c["by_axis"]["mac_array"]["max_slowdown"] == 0.0
+
+
 def test_hwnas_codesign_refuses_a_bad_grid_before_anything_runs(tmp_path, monkeypatch):
     from hwnas.cli import app
 
@@ -113,6 +138,30 @@ def test_hwnas_codesign_refuses_a_bad_grid_before_anything_runs(tmp_path, monkey
                                      "True here but as str 'yes' to DVC (YAML 1.2): write true "
                                      "or false")
     assert (tmp_path / "params.yaml").read_text() == text  # not enabled either
+    # dvc.yaml's matrix reads the top-level grid only: a task's own would never reach it
+    params["codesign"]["grid"]["vector_lanes"] = [32]
+    params["classification"] = {"codesign": {"area_budget_mm2": 1.0}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(app, ["codesign"])
+    assert result.exit_code == 2
+    assert result.output.strip() == ("error: params.yaml: classification.codesign: set the "
+                                     "study at the top level only (dvc.yaml's matrix reads "
+                                     "codesign.grid there)")
+
+
+def test_a_busy_workspace_is_refused_before_params_yaml_changes(tmp_path, monkeypatch):
+    from flows.pipeline import workspace_lock
+    from hwnas.cli import app
+
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    before = (tmp_path / "params.yaml").read_text()
+    with workspace_lock():
+        result = CliRunner().invoke(app, ["codesign"])
+    assert result.exit_code == 2 and "another pipeline is running" in result.output
+    assert (tmp_path / "params.yaml").read_text() == before  # codesign.tasks untouched
 
 
 def _stage(ws: Path, *args: str) -> subprocess.CompletedProcess:
@@ -185,7 +234,8 @@ def test_a_study_where_no_point_has_a_network_is_reported(tmp_path):
 
     grid = _grid(mac_array=[8, 16])
     by_key = specs("neural-engine-32", grid)
-    base = {"arch": "x", "score": 90.0, "test_score": 91.0, "latency_ms": 0.1, "energy_mj": 0.01}
+    base = {"arch": "x", "score": 90.0, "test_score": 91.0, "latency_ms": 0.1, "energy_mj": 0.01,
+            "memory_bytes": 1000}
     results = {k: {"baseline": base, "best": None, "seconds": 60.0,
                    "estimator": {"within_10pct": 1.0}} for k in by_key}
     df = report.table(grid, results, by_key, COST)

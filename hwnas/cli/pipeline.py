@@ -54,18 +54,16 @@ def codesign(
     import json
 
     from hwnas.codesign.grid import GridError, check_as_dvc_reads, specs
-    from hwnas.params import PARAMS_FILE, ParamsError, enable_task, load_params
+    from hwnas.params import PARAMS_FILE, ParamsError, load_params
 
     try:
         cfg = load_params(task=task)["codesign"]
         specs(cfg["base"], cfg["grid"])  # a bad point is refused before anything runs
         check_as_dvc_reads(PARAMS_FILE, cfg["grid"])
-        if enable_task(task, where="codesign.tasks"):
-            typer.echo(f"params.yaml: codesign.tasks now include {task} (its points join "
-                       f"dvc.yaml's pipeline)")
     except (ParamsError, GridError) as err:
         fail(f"params.yaml: {err}" if isinstance(err, GridError) else str(err))
-    run_id = _run_flow(["codesign", "codesign_report"], wait, force, task, cluster)
+    run_id = _run_flow(["codesign", "codesign_report"], wait, force, task, cluster,
+                       also_in="codesign.tasks")
     out = layout.codesign_dir(task)
     typer.echo(f"codesign finished: MLflow run {run_id}")
     try:
@@ -82,9 +80,10 @@ def codesign(
 
 
 def _run_flow(stages: list[str] | None, wait: bool, force: bool, task: str,
-              cluster: str | None) -> str:
+              cluster: str | None, also_in: str | None = None) -> str:
     """The pipeline flow for ``task`` over ``stages``: checks first (cluster, params, a busy
-    workspace), one line and exit 2 on bad input; returns the MLflow parent run id."""
+    workspace), one line and exit 2 on bad input; then ``task`` joins params.yaml's ``tasks``
+    (and the list at ``also_in``, e.g. ``codesign.tasks``). Returns the MLflow parent run id."""
     from hwnas.params import ParamsError, enable_task, load_params
     from hwnas.tasks import TASKS
     from hwnas.workers import CLUSTER_ENV, ClusterError, cluster_address, connect
@@ -101,12 +100,8 @@ def _run_flow(stages: list[str] | None, wait: bool, force: bool, task: str,
         fail(f"--task: unknown task {task!r} (known: {', '.join(TASKS)})")
     try:
         load_params(task=task)
-        if enable_task(task):
-            typer.echo(f"params.yaml: tasks now include {task} (its stages join dvc.yaml's "
-                       f"pipeline: dvc status and dvc repro see them)")
     except ParamsError as err:
         fail(str(err))
-    layout.use_task(task)
     tracking_store(must_exist=False, writable=True)
     from flows.stages import dvc_stages
 
@@ -117,10 +112,18 @@ def _run_flow(stages: list[str] | None, wait: bool, force: bool, task: str,
 
     if not wait:
         try:
-            with workspace_lock():  # a busy workspace is refused before Prefect starts
+            with workspace_lock():  # a busy workspace is refused before params.yaml changes
                 pass
         except PipelineBusy as err:
             fail(str(err))
+    try:
+        for where in ("tasks", also_in) if also_in else ("tasks",):
+            if enable_task(task, where=where):
+                typer.echo(f"params.yaml: {where} now include {task} (its stages join "
+                           f"dvc.yaml's pipeline: dvc status and dvc repro see them)")
+    except ParamsError as err:
+        fail(str(err))
+    layout.use_task(task)
     try:
         with process_group_guard():  # a killed run takes its children with it
             run_id = pipeline(stages=stages, wait=wait, force=force, task_name=task)

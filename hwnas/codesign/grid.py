@@ -6,7 +6,7 @@ import itertools
 from pathlib import Path
 
 from hardware.spec import HardwareSpec, SpecError, load_spec, spec_from_dict
-from hwnas.errors import UserError
+from hwnas.errors import UserError, one_line
 
 # The axes in the order of dvc.yaml's matrix (after the task): a point's key is its values
 # joined by "-", as DVC writes them into the point's folder name.
@@ -37,17 +37,29 @@ def point_key(point: dict) -> str:
     return "-".join(_text(point[a]) for a in AXES)
 
 
+def stage_name(task: str, point: dict) -> str:
+    """The point's DVC stage (``dvc stage list``; DVC spells its name with Python's str())."""
+    return f"codesign@{task}-" + "-".join(str(point[a]) for a in AXES)
+
+
 def check_as_dvc_reads(path: Path, grid: dict) -> None:
-    """DVC reads params.yaml as YAML 1.2, hwnas as YAML 1.1: a value the two read apart
-    (``yes``, ``on``) would name a point's stage and folder differently."""
+    """What dvc.yaml's matrix builds the points from is what hwnas reads: ``codesign`` at the
+    top level only (a task section's would never reach the matrix), and each value read
+    alike by DVC (YAML 1.2) and hwnas (YAML 1.1: ``yes`` is true here, text there), else a
+    point's stage and folder would be named apart."""
     from ruamel.yaml import YAML
 
     try:
-        theirs = YAML(typ="safe", pure=True).load(path.read_text())["codesign"]["grid"]
-    except Exception:  # the schema has read this file: a difference is named below
-        theirs = {}
+        data = YAML(typ="safe", pure=True).load(path.read_text())
+    except Exception as err:  # YAML 1.1 read it (the schema did): 1.2 may still refuse it
+        raise GridError(f"DVC cannot read it as YAML 1.2: {one_line(err, 160)}") from None
+    for name, section in data.items():
+        if isinstance(section, dict) and "codesign" in section:
+            raise GridError(f"{name}.codesign: set the study at the top level only (dvc.yaml's "
+                            "matrix reads codesign.grid there)")
+    theirs = data["codesign"]["grid"]
     for axis in AXES:
-        for ours, dvc in zip(grid[axis], theirs.get(axis) or grid[axis]):
+        for ours, dvc in zip(grid[axis], theirs[axis]):
             if type(ours) is not type(dvc) or ours != dvc:
                 raise GridError(f"codesign.grid.{axis}: {dvc!r} reads as {ours!r} here but as "
                                 f"{type(dvc).__name__} {dvc!r} to DVC (YAML 1.2): write "
@@ -101,7 +113,16 @@ def specs(base: str, grid: dict) -> dict[str, HardwareSpec]:
         spec = load_spec(base)
     except SpecError as err:
         raise GridError(f"codesign.base: {err}") from None
-    return {point_key(p): point_spec(spec, p) for p in todo}
+    out, seen = {}, {}
+    for p in todo:
+        key = point_key(p)
+        out[key] = point_spec(spec, p)
+        same = out[key].model_dump(exclude={"name", "description"})
+        twin = next((k for k, v in seen.items() if v == same), None)
+        if twin:  # e.g. a fusion axis over a base spec without fusion rules
+            raise GridError(f"codesign.grid: points {twin} and {key} make the same chip")
+        seen[key] = same
+    return out
 
 
 def area_mm2(spec: HardwareSpec, cost: dict) -> float:

@@ -106,6 +106,8 @@ def point_estimator(params: dict, spec: HardwareSpec, entry: dict, files: PointF
     from hwnas.estimator.train import train
     from hwnas.files import staged
 
+    from hwnas.estimator.model import file_hash
+
     mcfg, tcfg = _estimator_configs(params, entry)
     key = estimator_key(spec, mcfg, tcfg)
     if files.estimator_record.is_file() and (files.estimator / "manifest.json").is_file():
@@ -117,8 +119,8 @@ def point_estimator(params: dict, spec: HardwareSpec, entry: dict, files: PointF
     start = time.monotonic()
     table = run_microbench(mcfg, spec)
     with staged() as out:  # kept whole before the search starts: a killed point reuses it
-        table.to_parquet(out.path(files.microbench), index=False)
-        train(table, spec, "sim", tcfg, out.dir(files.estimator), key)
+        table.to_parquet(data := out.path(files.microbench), index=False)
+        train(table, spec, "sim", tcfg, out.dir(files.estimator), file_hash(data))
         built = {"key": key, "spec_hash": spec.spec_hash(),
                  "units": int(table["sample"].nunique()),
                  "seconds": round(time.monotonic() - start, 1)}
@@ -139,15 +141,21 @@ def heldout_accuracy(estimator, space, spec: HardwareSpec, n: int, seed: int) ->
     return error_metrics(pred, truth_sim(archs, spec)[0])
 
 
+# what ``architecture`` says of a network (the report's shape columns)
+SHAPE = ("blocks", "fused_share", "fused_share_early", "fused_share_late", "mean_channels",
+         "aligned_share", "mean_expand", "mean_kernel")
+
+
 def architecture(arch: ArchSpec, parallelism: int) -> dict:
-    """What a chip changes in the network it gets: block types early and late, widths and
-    how many are multiples of the array width, depth, expansion, kernels."""
+    """What a chip changes in the network it gets (``SHAPE``): block types in the first and
+    the second half of the blocks, widths and how many are multiples of the array width,
+    depth, expansion, kernels."""
     blocks = arch.blocks
     half = len(blocks) // 2
     fused = [b.type == "fused_ibn" for b in blocks]
     return {"blocks": len(blocks),
             "fused_share": float(np.mean(fused)),
-            "fused_share_early": float(np.mean(fused[:half])) if half else 0.0,
+            "fused_share_early": float(np.mean(fused[:half] or fused)),  # one block: both
             "fused_share_late": float(np.mean(fused[half:])),
             "mean_channels": float(np.mean([b.out for b in blocks])),
             "aligned_share": float(np.mean([b.out % parallelism == 0 for b in blocks])),
@@ -194,7 +202,8 @@ def run_point(params: dict, key: str, spec: HardwareSpec, files: PointFiles,
     space = load_supernet(layout.SUPERNET).space
     built = point_estimator(params, spec, space_entry(space, params), files, log)
     ctx = load_search_context(params, spec, files.estimator)
-    check_feasible(ctx.space, ctx.estimator.estimate, Constraints())  # it costs the space
+    # the estimator has a model for every kernel of the space's cheapest networks
+    check_feasible(ctx.space, ctx.estimator.estimate, Constraints())
     accuracy = heldout_accuracy(ctx.estimator, ctx.space, spec, params["codesign"]["eval_networks"],
                                 params["train_estimator"]["eval_seed"])
     log(f"estimator: {100 * accuracy['within_10pct']:.0f}% of {accuracy['n']} held-out "

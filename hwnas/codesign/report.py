@@ -9,10 +9,7 @@ import numpy as np
 import pandas as pd
 
 from hwnas.codesign.grid import AXES, area_mm2, describe, point_key, points
-
-
-SHAPE = ("blocks", "fused_share", "fused_share_early", "fused_share_late", "mean_channels",
-         "aligned_share", "mean_expand", "mean_kernel")  # hwnas.codesign.point.architecture
+from hwnas.codesign.point import SHAPE
 
 
 def table(grid: dict, results: dict[str, dict], specs: dict, cost: dict) -> pd.DataFrame:
@@ -32,7 +29,10 @@ def table(grid: dict, results: dict[str, dict], specs: dict, cost: dict) -> pd.D
                      "latency_reduction": best.get("latency_reduction"),
                      "best_energy_mj": best.get("energy_mj"),
                      "energy_reduction": best.get("energy_reduction"),
+                     "baseline_memory_bytes": m["baseline"]["memory_bytes"],
                      "best_memory_bytes": best.get("memory_bytes"),
+                     "memory_reduction": (1 - best["memory_bytes"] / m["baseline"]["memory_bytes"]
+                                          if best else None),
                      "best_score": best.get("score"),
                      "best_test_score": best.get("test_score"),
                      "best_macs": best.get("macs"),
@@ -91,12 +91,12 @@ def cross_summary(ratio: pd.DataFrame, df: pd.DataFrame) -> dict | None:
     off = ~np.eye(len(ratio), dtype=bool)
     worst = np.unravel_index(np.argmax(np.where(off, ratio.to_numpy(), -np.inf)), ratio.shape)
     rows = df.set_index("key").loc[ratio.index]
+    differs = {a: rows[a].to_numpy()[:, None] != rows[a].to_numpy()[None, :] for a in AXES}
     by_axis = {}
-    for axis in AXES:
-        v = rows[axis].to_numpy()
-        differ = off & (v[:, None] != v[None, :])
-        if differ.any():
-            by_axis[axis] = _slowdowns(ratio.to_numpy()[differ])
+    for axis in AXES:  # the pairs of chips that differ in this axis alone
+        alone = differs[axis] & ~np.any([differs[a] for a in AXES if a != axis], axis=0)
+        if alone.any():
+            by_axis[axis] = _slowdowns(ratio.to_numpy()[alone])
     return {**_slowdowns(ratio.to_numpy()[off]),
             "worst": {"network_of": ratio.index[worst[0]], "on": ratio.columns[worst[1]]},
             "by_axis": by_axis}
@@ -191,16 +191,15 @@ def plot_cross(ratio: pd.DataFrame, df: pd.DataFrame, path: Path) -> None:
 
 def shape_by(df: pd.DataFrame, axis: str) -> pd.DataFrame:
     """The best networks' shape per value of ``axis`` (mean over the other axes)."""
-    cols = ["best_fused_share", "best_fused_share_early", "best_fused_share_late",
-            "best_mean_channels", "best_aligned_share", "best_mean_expand", "best_macs",
-            "latency_reduction"]
-    return df.groupby(axis)[cols].mean()
+    cols = [f"best_{k}" for k in SHAPE] + ["best_macs", "latency_reduction"]
+    return df.dropna(subset=["best_latency_ms"]).groupby(axis)[cols].mean()
 
 
 def _follows(df: pd.DataFrame, axis: str) -> str:
     """One answer line: how the best network changes along one axis of the grid."""
     values = "; ".join(
-        f"{v}: fused-IBN share {r['best_fused_share']:.2f} (early "
+        f"{('on' if v else 'off') if isinstance(v, (bool, np.bool_)) else f'{v:g}'}: fused-IBN "
+        f"share {r['best_fused_share']:.2f} (early "
         f"{r['best_fused_share_early']:.2f}, late {r['best_fused_share_late']:.2f}), "
         f"{r['best_mean_channels']:.0f} channels, {100 * r['best_aligned_share']:.0f}% of widths "
         f"a multiple of the array, {r['best_macs'] / 1e6:.2f} M MACs"
@@ -223,7 +222,8 @@ def markdown(df: pd.DataFrame, ratio: pd.DataFrame, s: dict, base: str, cost: di
              "Pareto network at the baseline's supernet score or better; latency and energy "
              "are the simulator's (noise off) on that chip. Scores are supernet scores on the "
              "val split, not from-scratch runs; the test-split column scores them again on "
-             "images that chose nothing. Results are bit-identical only on the same machine. "
+             "images that chose nothing. A network's early blocks are the first half of its "
+             "blocks, the late ones the rest. Results are bit-identical only on the same machine. "
              f"The study took {s['seconds'] / 60:.1f} min of point time "
              "(estimators, searches, scoring; a reused estimator or journal counts what it "
              "took now).", "",
@@ -266,10 +266,10 @@ def markdown(df: pd.DataFrame, ratio: pd.DataFrame, s: dict, base: str, cost: di
                f"B's own; the median pair loses {100 * c['median_slowdown']:.1f}% "
                f"(mean {100 * c['mean_slowdown']:.1f}%), the worst "
                f"{100 * c['max_slowdown']:.0f}% (the network of {c['worst']['network_of']} on "
-               f"{c['worst']['on']}). Over the pairs whose chips differ in "
-               + "; in ".join(f"`{a}`: {100 * d['share_slower_than_own']:.0f}% slower, median "
+               f"{c['worst']['on']}). Over the pairs of chips that differ in one axis alone, "
+               + "; ".join(f"in `{a}`: {100 * d['share_slower_than_own']:.0f}% slower, median "
                               f"{100 * d['median_slowdown']:+.1f}%, worst "
-                              f"{100 * d['max_slowdown']:+.0f}%"
+                              f"{100 * d['max_slowdown']:+.0f}% ({d['pairs']} pairs)"
                               for a, d in c["by_axis"].items())
                + ". A ratio below 1 is a network the other chip's search found and this "
                  "chip's did not (search noise, or the estimator's error)." if c else
@@ -285,29 +285,36 @@ def markdown(df: pd.DataFrame, ratio: pd.DataFrame, s: dict, base: str, cost: di
     return "\n".join(lines + _points_table(df)) + "\n"
 
 
+def _f(value, spec: str, scale: float = 1.0, unit: str = "") -> str:
+    """A table cell: ``value * scale`` in ``spec``, or n/a where it is missing."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{value * scale:{spec}}{unit}"
+
+
 def _points_table(df: pd.DataFrame) -> list[str]:
     lines = ["## Points", "",
-              "| point | area mm² | baseline µs | best µs | reduction | energy µJ (best / base) "
-              "| val score (best / base) | test score (best / base) | fused early / late "
-              "| channels | est. error | est. ±10% |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| point | area mm² | baseline µs | best µs | latency | memory "
+             "| energy µJ (best / base) | val score (best / base) | test score (best / base) "
+             "| fused early / late | channels | est. error | est. ±10% |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for _, r in df.iterrows():
+        head = (f"| {describe(r.to_dict())} | {r['area_mm2']:.2f} "
+                f"| {_f(r['baseline_latency_ms'], '.1f', 1e3)} ")
         if pd.isna(r["best_latency_ms"]):
-            lines.append(f"| {describe(r.to_dict())} | {r['area_mm2']:.2f} | "
-                         f"{r['baseline_latency_ms'] * 1e3:.1f} | none at the baseline's score "
-                         "| | | | | | | | |")
+            lines.append(head + "| none at the baseline's score " + "| " * 9 + "|")
             continue
         lines.append(
-            f"| {describe(r.to_dict())} | {r['area_mm2']:.2f} | {r['baseline_latency_ms'] * 1e3:.1f} "
-            f"| {r['best_latency_ms'] * 1e3:.1f} | {100 * r['latency_reduction']:.1f}% "
-            f"| {r['best_energy_mj'] * 1e3:.2f} / {r['baseline_energy_mj'] * 1e3:.2f} "
-            f"| {r['best_score']:.1f} / {r['baseline_score']:.1f} "
-            f"| {r['best_test_score']:.1f} / {r['baseline_test_score']:.1f} "
-            f"| {r['best_fused_share_early']:.2f} / {r['best_fused_share_late']:.2f} "
-            f"| {r['best_mean_channels']:.0f} | {100 * (r['estimator_error_on_best'] or 0):+.1f}% "
-            f"| {100 * r['estimator_within_10pct']:.0f}% |")
-    lines += ["", "Est. error: the estimator's latency of the best network against the "
-              "simulator's; est. ±10%: share of held-out networks of the space the point's "
-              "estimator costs within 10%. `table.csv` has every column, with the networks."]
+            head + f"| {_f(r['best_latency_ms'], '.1f', 1e3)} "
+            f"| {_f(-r['latency_reduction'], '+.1%')} | {_f(-r['memory_reduction'], '+.1%')} "
+            f"| {_f(r['best_energy_mj'], '.2f', 1e3)} / {_f(r['baseline_energy_mj'], '.2f', 1e3)} "
+            f"| {_f(r['best_score'], '.1f')} / {_f(r['baseline_score'], '.1f')} "
+            f"| {_f(r['best_test_score'], '.1f')} / {_f(r['baseline_test_score'], '.1f')} "
+            f"| {_f(r['best_fused_share_early'], '.2f')} / {_f(r['best_fused_share_late'], '.2f')} "
+            f"| {_f(r['best_mean_channels'], '.0f')} | {_f(r['estimator_error_on_best'], '+.1%')} "
+            f"| {_f(r['estimator_within_10pct'], '.0%')} |")
+    lines += ["", "Latency and memory: the best network's against the chip's baseline. Est. error: "
+              "the estimator's latency of the best network against the simulator's; est. ±10%: "
+              "share of held-out networks of the space the point's estimator costs within 10%. "
+              "`table.csv` has every column, with the networks."]
     return lines
-
