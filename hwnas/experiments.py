@@ -113,3 +113,75 @@ def plot_curation(curves: pd.DataFrame, path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ---- where FLOPs mislead ---------------------------------------------------------------
+
+
+def flops_ranking(archs: Sequence[ArchSpec], spec, top: int = 5) -> tuple[dict, pd.DataFrame]:
+    """How well FLOPs and parameter counts rank ``archs`` by simulated latency on ``spec``:
+    Spearman of each, the share of pairs FLOPs orders the wrong way, and the ``top`` such
+    pairs by margin (the network with fewer FLOPs that is slower by the largest factor)."""
+    from scipy.stats import spearmanr
+
+    from hwnas.simulation import simulate_arch
+
+    rows = [simulate_arch(a, spec, per_kernel=False) for a in archs]
+    lat = np.array([r["latency_ms"] for r in rows])
+    flops = np.array([r["flops"] for r in rows], float)
+    params = np.array([r["params"] for r in rows], float)
+    fewer = flops[:, None] < flops[None, :]          # i has fewer FLOPs than j
+    slower = lat[:, None] / lat[None, :]              # i's latency over j's
+    wrong = fewer & (slower > 1)
+    order = np.argsort(-np.where(wrong, slower, 0), axis=None)[:top]
+    pairs = pd.DataFrame([{"fewer_flops": rows[i]["arch"], "more_flops": rows[j]["arch"],
+                           "flops_ratio": flops[j] / flops[i], "latency_ratio": slower[i, j]}
+                          for i, j in zip(*np.unravel_index(order, wrong.shape)) if wrong[i, j]])
+    stats = {"networks": len(archs),
+             "flops_latency_spearman": float(spearmanr(flops, lat).statistic),
+             "params_latency_spearman": float(spearmanr(params, lat).statistic),
+             "misordered_pair_share": float(wrong.sum() / max(1, fewer.sum()))}
+    return stats, pairs
+
+
+def fused_share_by_stage(archs: Sequence[ArchSpec], space: SearchSpace) -> list[float | None]:
+    """Share of fused-IBN blocks in each stage of ``space`` over ``archs`` (e.g. a Pareto
+    front); None for a stage no network has blocks in."""
+    fused = [0] * len(space.stages)
+    total = [0] * len(space.stages)
+    for arch in archs:
+        split = space.split(arch, choices=False)
+        if split is None:
+            continue
+        i = 0
+        for s, n in enumerate(split[1]):
+            fused[s] += sum(b.type == "fused_ibn" for b in arch.blocks[i:i + n])
+            total[s] += n
+            i += n
+    return [f / t if t else None for f, t in zip(fused, total)]
+
+
+def block_latency_by_stage(arch: ArchSpec, space: SearchSpace, spec) -> pd.DataFrame:
+    """Each stage's first block of ``arch`` alone on ``spec`` (simulated), as IBN and as
+    fused-IBN with the same kernel, expansion and width, at that stage's input shape."""
+    from dataclasses import replace
+
+    from hardware.simulator import simulate_graph
+    from hwnas.lowering import block_graph, feature_map_sizes
+
+    split = space.split(arch, choices=False)
+    if split is None:
+        raise ValueError(f"{arch.name or 'the network'} does not split into the space's stages")
+    sizes, inputs = feature_map_sizes(arch), arch.channels()
+    rows, first = [], 0
+    for s, n in enumerate(split[1]):
+        block, (h, w), c = arch.blocks[first], sizes[first], inputs[first]
+        lat = {kind: simulate_graph(block_graph(replace(block, type=kind), c, h, w),
+                                    spec).latency_ms
+               for kind in ("ibn", "fused_ibn")}
+        rows.append({"stage": s + 1, "input": f"{c}x{h}x{w}", "out": block.out,
+                     "kernel": block.kernel, "expand": block.expand, "stride": block.stride,
+                     "ibn_ms": lat["ibn"], "fused_ibn_ms": lat["fused_ibn"],
+                     "fused_over_ibn": lat["fused_ibn"] / lat["ibn"]})
+        first += n
+    return pd.DataFrame(rows)

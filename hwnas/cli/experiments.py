@@ -131,3 +131,51 @@ def experiment_curation(
         out.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
     console.print(out)
     typer.echo(f"written to {layout.EXPERIMENTS}/curation.csv, curation_curves.csv, curation.png")
+
+
+@experiment_app.command("flops")
+def experiment_flops(
+    top: Annotated[int, typer.Option(min=1, max=1000, help="Misordered pairs to list.")] = 5,
+):
+    """Where FLOPs mislead on the accelerator: over every candidate of the last search, how
+    well FLOPs and parameters rank simulated latency, the pairs FLOPs orders the wrong way
+    by the most, the fused-IBN share per stage of the Pareto front, and each stage's block
+    as IBN and as fused-IBN on the spec."""
+    import pandas as pd
+
+    from hwnas.arch import decode
+    from hwnas.experiments import block_latency_by_stage, flops_ranking, fused_share_by_stage
+    from hwnas.files import read_table
+
+    ctx = _search_context()
+    df = read_table(layout.CANDIDATES, {"arch": "text", "pareto": "any"},
+                    "no search candidates (run `hwnas run`)")
+    archs = [decode(a) for a in df["arch"].drop_duplicates()]
+    front = [decode(a) for a in df.loc[df["pareto"], "arch"].drop_duplicates()]
+    stats, pairs = flops_ranking(archs, ctx.spec, top)
+    stages = block_latency_by_stage(ctx.baseline, ctx.space, ctx.spec)
+    stages["front_fused_share"] = fused_share_by_stage(front, ctx.space)
+    out = layout.EXPERIMENTS / "flops"
+    write_json(out / "metrics.json", {"hardware": ctx.spec.name, **stats,
+                                      "front_networks": len(front)})
+    with atomic_path(out / "pairs.csv") as tmp:
+        pairs.to_csv(tmp, index=False)
+    with atomic_path(out / "stages.csv") as tmp:
+        stages.to_csv(tmp, index=False)
+    typer.echo(f"{stats['networks']} candidates on {ctx.spec.name}: Spearman with simulated "
+               f"latency {stats['flops_latency_spearman']:.3f} (FLOPs), "
+               f"{stats['params_latency_spearman']:.3f} (parameters); FLOPs orders "
+               f"{100 * stats['misordered_pair_share']:.1f}% of pairs the wrong way")
+    if len(pairs):
+        p = pairs.iloc[0]
+        typer.echo(f"worst pair: the network with {100 * (1 - 1 / p['flops_ratio']):.1f}% fewer "
+                   f"FLOPs runs {p['latency_ratio']:.2f}x slower")
+    table = Table(title=f"the baseline's stages on {ctx.spec.name}: block alone, simulated")
+    for col in ("stage", "input", "IBN ms", "fused-IBN ms", "fused / IBN", "front fused share"):
+        table.add_column(col, justify="right")
+    for r in stages.itertuples(index=False):
+        share = "n/a" if pd.isna(r.front_fused_share) else f"{r.front_fused_share:.2f}"
+        table.add_row(str(r.stage), r.input, f"{r.ibn_ms:.4f}", f"{r.fused_ibn_ms:.4f}",
+                      f"{r.fused_over_ibn:.2f}", share)
+    console.print(table)
+    typer.echo(f"written to {out}/metrics.json, pairs.csv, stages.csv")
