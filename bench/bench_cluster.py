@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,25 +26,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from flows.reaper import stop  # noqa: E402
+
 
 def _dask(*args: str) -> subprocess.Popen:
     return subprocess.Popen([str(Path(sys.executable).parent / "dask"), *args], cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for p in reversed(procs):
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(p.pid, sig)
-                p.wait(timeout=20)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
 
 
 def timed_scoring(archs, calib, val, workers: int) -> tuple[float, list[float]]:
@@ -101,7 +89,8 @@ def main() -> None:
                   f"(load {os.getloadavg()[0]:.1f})")
         finally:
             os.environ.pop("HWNAS_CLUSTER", None)
-            _stop(procs)
+            for p in reversed(procs):
+                stop(p)
     ratio = times[2] / times[1]
     print(f"2 workers / 1 worker: {ratio:.2f}x -> {'PASS' if ratio <= 0.6 else 'FAIL'} (<= 0.6x)")
 

@@ -31,6 +31,23 @@ def group_alive(pgid: int) -> bool:
         return False
 
 
+def stop(proc, grace_s: float = 20.0) -> None:
+    """Stop a ``subprocess.Popen`` that leads its own group (``start_new_session``) and
+    everything in the group: SIGTERM, then SIGKILL to what is left after ``grace_s``."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and (proc.poll() is None or group_alive(proc.pid)):
+        time.sleep(0.1)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
 def end_group(pgid: int, grace_s: float = 3.0) -> None:
     """SIGTERM the group, then SIGKILL what is left after ``grace_s``."""
     if not group_alive(pgid):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from flows.reaper import stop
 from hwnas import layout
 from test_kill_resume import ROOT, _env, _run, _finish, template  # noqa: F401 (a fixture)
 
@@ -34,19 +35,6 @@ def _dask(*args: str, log: Path) -> subprocess.Popen:
         return subprocess.Popen([str(Path(sys.executable).parent / "dask"), *args], cwd=ROOT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """The process and its group (a worker's nanny and its child), SIGKILL if it lingers."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=20)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _scheduler_and_workers(workers: int, logs: Path) -> tuple[str, list[subprocess.Popen]]:
@@ -72,7 +60,7 @@ def cluster(tmp_path_factory):
         client.close()
     finally:
         for p in reversed(procs):
-            _stop(p)
+            stop(p)
 
 
 def _trained_workspace(source: Path, ws: Path, workers: int) -> Path:
@@ -151,11 +139,11 @@ def test_a_cluster_gone_mid_search_is_one_line_and_the_journal_resumes_it(templa
     address, procs = _scheduler_and_workers(1, tmp_path)
     try:
         proc = _search_on(ws, address)
-        _stop(procs[0])  # the scheduler goes away
+        stop(procs[0])  # the scheduler goes away
         assert proc.wait(timeout=120) != 0
     finally:
         for p in reversed(procs):
-            _stop(p)
+            stop(p)
     out = (ws / "search.log").read_text()
     assert "Traceback" not in out, out[-3000:]
     assert f"HWNAS_CLUSTER={address}: the cluster went away mid-run" in out, out[-2000:]

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from flows.reaper import stop
+
 pytestmark = [pytest.mark.slow, pytest.mark.servers]  # make test-servers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,30 +59,6 @@ def _spawn(cmd: list[str], log: Path, env: dict, cwd: Path) -> subprocess.Popen:
     with log.open("w") as out:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def _stop(proc: subprocess.Popen, grace_s: float = 20) -> None:
-    """SIGTERM to the process's group, SIGKILL to what is left of it after ``grace_s``."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and (proc.poll() is None or _group_alive(proc.pid)):
-        time.sleep(0.1)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
 
 
 def _tail(log: Path, n: int = 3000) -> str:
@@ -120,7 +98,7 @@ def mlflow_server(folder: Path):
         _wait_http(f"{uri}/health", proc, log)
         yield uri, proc
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +127,7 @@ def prefect_api(tmp_path_factory):
         _wait_http(f"{url}/health", proc, log)
         yield url
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def make_project(path: Path, slow: bool = False) -> Path:
@@ -344,11 +322,11 @@ def test_hwnas_schedule_serves_a_cron_deployment_that_runs_when_the_server_says(
                           if r.data.tags.get("hwnas.workspace") == str(project.resolve())]
             assert pipeline.info.status == "FINISHED"
             assert pipeline.data.tags["stages"] == "first,second"
-            _stop(serve)  # SIGTERM: the deployment pauses (README)
+            stop(serve)  # SIGTERM: the deployment pauses (README)
             assert serve.returncode is not None and "Traceback" not in _tail(log, 100_000)
             assert asyncio.run(deployment()).paused
     finally:
-        _stop(serve)
+        stop(serve)
 
 
 def test_a_teammate_pulls_the_outputs_from_a_dvc_remote_without_recomputing(
@@ -438,7 +416,7 @@ def test_a_tracking_server_gone_mid_run_is_one_line_naming_it_and_the_outputs_st
             rc = proc.wait(timeout=280)
             took = time.monotonic() - gone
         finally:
-            _stop(proc, grace_s=5)
+            stop(proc, grace_s=5)
     stdout, stderr = out.read_text(), err.read_text()
     assert rc == 1, stdout[-2000:] + stderr[-4000:]
     assert "Traceback" not in stdout + stderr and "╭" not in stdout + stderr, stderr
