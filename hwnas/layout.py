@@ -32,6 +32,7 @@ _TASK_PATHS = {
     "PARETO": "results/search/pareto.json",
     "CANDIDATES": "results/search/candidates.parquet",
     "SEARCH_JOURNAL": "results/search/journal",
+    "CONFIRMATIONS": "results/search/confirm.jsonl",  # the search's from-scratch runs
     "EXTRACT": "results/extract",
     "EXTRACTED": "results/extract/subnets.json",
     "BASELINE": "results/baseline",

@@ -246,6 +246,8 @@ class Search(_Section):
     max_latency_ms: PosFloat | None
     latency_budget: PosFloat | None
     score_tie: NonNegFloat | None
+    confirm: NonNegInt
+    confirm_seeds: PosInt
     memory_budget: PosFloat | None
     calib_images: PosInt
     val_images: PosInt

@@ -174,6 +174,31 @@ def scratch_results(archs: list[ArchSpec], ctx: TrainContext, cache_path: Path,
     return {arch.key: out[arch.key] for arch in archs}
 
 
+def confirmation_runs(params: dict, log=print):
+    """The search's ``trained`` (``hwnas.search.choice.summarize``): architectures trained
+    from scratch with the supernet's budget (``scratch_results``), scored on the val split,
+    mean of ``search.confirm_seeds`` runs, kept in ``layout.CONFIRMATIONS`` (a killed search
+    resumes them)."""
+    from hwnas import layout
+    from hwnas.arch import parse_arch
+    from hwnas.context import train_context
+    from hwnas.params import section
+
+    seeds = section(params, "search")["confirm_seeds"]
+
+    def trained(archs: list[str]) -> dict[str, dict]:
+        log(f"search: confirming {len(archs)} tied candidates from scratch on the val split "
+            f"({seeds} seed(s) each)")
+        nets = [parse_arch(a) for a in archs]
+        runs = scratch_results(nets, train_context(section(params, "train_supernet")),
+                               layout.CONFIRMATIONS, eval_split="val", seeds=seeds,
+                               on_done=lambda r: log(f"search: confirmed {r['arch']}: val "
+                                                     f"{r['scratch_score']:.2f}"))
+        return {a: runs[n.key] for a, n in zip(archs, nets)}
+
+    return trained
+
+
 def score_subnets(supernet, archs: list[ArchSpec], probes: list[ArchSpec],
                   scratch: dict[str, dict], calib, held_out, calib_batches: int,
                   on_row=None) -> tuple[list[dict], list[dict]]:

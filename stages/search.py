@@ -4,7 +4,8 @@ zero-shot proxy; latency and memory from the trained estimator. Writes
 ``results/search/``: ``candidates.parquet``, ``pareto.json`` (the front, the baseline
 and the chosen networks), ``metrics.json`` and ``pareto.png``. Finished candidates are
 journaled to ``results/search/journal/`` (``persist: true``), so a killed search
-resumes without losing or repeating any.
+resumes without losing or repeating any; so are the from-scratch runs that confirm the
+latency model (``search.confirm``), in ``results/search/confirm.jsonl``.
 """
 from __future__ import annotations
 
@@ -15,19 +16,23 @@ from hwnas.params import load_params, run_stage
 def main() -> None:
     from hwnas.files import staged
     from hwnas.search.objectives import make_objective_fn
+    from hwnas.proof import confirmation_runs
     from hwnas.search.run import check_space, describe, load_search_context, plot, run_search
 
-    ctx = load_search_context(load_params())
+    params = load_params()
+    ctx = load_search_context(params)
     check_space(ctx.space)
     scorer = ctx.scorer()
     if hasattr(scorer, "fanout"):
         print(f"search: scoring candidates on {scorer.fanout.where}")
     try:
-        result = run_search(ctx, make_objective_fn(scorer, ctx.estimator.estimate))
+        result = run_search(ctx, make_objective_fn(scorer, ctx.estimator.estimate),
+                            confirmation_runs(params))
     finally:
         if hasattr(scorer, "close"):
             scorer.close()
 
+    layout.CONFIRMATIONS.touch()  # an output even where nothing was confirmed
     with staged() as files:  # every output, or none: the previous ones stay whole
         result.candidates.to_parquet(files.path(layout.CANDIDATES), index=False)
         files.json(layout.PARETO, result.pareto)

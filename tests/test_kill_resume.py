@@ -277,6 +277,37 @@ def test_search_killed_mid_search_and_while_logging_resumes_from_its_journal(
     assert "RUNNING" not in _statuses(ws)
 
 
+def test_search_confirms_the_latency_models_ties_by_training_and_keeps_the_runs(
+        template, reference, tmp_path):
+    """``search.confirm``: tied candidates under the latency budget are trained from scratch
+    and scored on the val split; the best is the latency model, and the rerun of a finished
+    search trains nothing again (the runs are in ``confirm.jsonl``)."""
+    ws = _workspace(template, tmp_path)
+    reference.start_search()
+    (ws / layout.SUPERNET).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(reference.ws / layout.SUPERNET, ws / layout.SUPERNET)
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["search"].update(latency_budget=1.0, score_tie=50.0, confirm=3)
+    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+
+    out = _run(ws, "search")
+    summary = json.loads((ws / layout.SEARCH / "metrics.json").read_text())
+    tried = summary["confirmations"]
+    assert summary["confirmed_networks"] == len(tried) >= 2  # at most 3: those tied
+    assert f"confirming {len(tried)} tied candidates from scratch on the val split" in out
+    best = max(tried, key=lambda c: c["val_score"])
+    chosen = json.loads((ws / layout.PARETO).read_text())["chosen"]["latency"]
+    assert chosen == best["arch"] and summary["chosen_score"] == best["score"]
+    runs = [json.loads(line) for line in (ws / layout.CONFIRMATIONS).read_text().splitlines()]
+    assert sorted(r["arch"] for r in runs) == sorted(c["arch"] for c in tried)
+    assert {round(r["scratch_score"], 3) for r in runs} == {c["val_score"] for c in tried}
+    kept = (ws / layout.CONFIRMATIONS).read_bytes()
+
+    again = _run(ws, "search")
+    assert "confirmed" in again and (ws / layout.CONFIRMATIONS).read_bytes() == kept
+    assert json.loads((ws / layout.SEARCH / "metrics.json").read_text())["confirmations"] == tried
+
+
 @pytest.mark.slow
 def test_dvc_repro_killed_after_a_checkpoint_resumes_and_ends_up_to_date(template, reference,
                                                                         tmp_path):

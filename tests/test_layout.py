@@ -117,7 +117,7 @@ def test_dvc_outputs_are_where_the_code_writes_them():
                            layout.TRAIN_SUPERNET],
         "eval_supernet": [layout.EVAL_SUPERNET / n for n in
                           ("subnets.jsonl", "rows.json", "probes.json", "metrics.json")],
-        "search": [layout.CANDIDATES, layout.PARETO, layout.SEARCH_JOURNAL],
+        "search": [layout.CANDIDATES, layout.PARETO, layout.SEARCH_JOURNAL, layout.CONFIRMATIONS],
         "extract": [layout.SUBNETS, layout.EXTRACTED],
         "baseline": [layout.BASELINE_MODEL.parent, layout.BASELINE],
         "evaluate": [layout.EVALUATE],

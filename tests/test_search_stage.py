@@ -13,7 +13,7 @@ from hwnas.search.genome import from_arch
 from hwnas.search.objectives import (SearchInputError, check_feasible, make_objective_fn,
                                      proxy_score)
 from hwnas.space import SpaceConfig, curated_space
-from hwnas.search.choice import pick, summarize, tie_points
+from hwnas.search.choice import confirmation_set, pick, summarize, tie_points
 
 SPEC = load_spec()
 CFG = SpaceConfig(head_features=64, stem_stride=2, stages=((32, 1, 2), (64, 2, 2), (96, 2, 1)),
@@ -92,9 +92,37 @@ def test_ties_within_the_score_noise_go_to_the_most_macs():
     assert summarize(df, base, None, latency_budget=0.5)["_fastest"] == "a"
 
 
+def test_confirmation_trains_tied_networks_spread_over_macs_and_keeps_the_best_on_val():
+    df = pd.DataFrame({"arch": list("abcdef"), "score": [95.0, 94.5, 94.0, 93.8, 93.5, 80.0],
+                       "macs": [5e6, 1e6, 9e6, 3e6, 7e6, 2e7], "latency_ms": 0.3,
+                       "memory_bytes": 20, "feasible": True, "pareto": True})
+    assert list(confirmation_set(df, 2.0, 3)["arch"]) == ["c", "a", "b"]  # pick's first
+    assert list(confirmation_set(df, 2.0, 9)["arch"]) == ["c", "e", "a", "d", "b"]  # f: no tie
+    assert list(confirmation_set(df, 0.0, 3)["arch"]) == ["a"]
+    base = {"score": 90.0, "latency_ms": 1.0, "memory_bytes": 100}
+    asked = []
+
+    def trained(archs):
+        asked.append(archs)
+        val = {"c": 70.0, "a": 74.0, "b": 74.0}
+        return {a: {"scratch_score": val[a], "scratch_scores": [val[a]]} for a in archs}
+
+    s = summarize(df, base, None, 0.5, 2.0, 500, confirm=3, trained=trained)
+    assert asked == [["c", "a", "b"]] and s["_fastest"] == "a"  # a tie on val: the earlier
+    assert s["confirmed_networks"] == 3
+    assert [(c["arch"], c["val_score"]) for c in s["confirmations"]] == [
+        ("c", 70.0), ("a", 74.0), ("b", 74.0)]
+    assert s["chosen_score"] == 95.0
+    # nothing to confirm: one confirmation asked for, or one network tied
+    for confirm, tie_se in ((1, 2.0), (3, 0.0)):
+        s = summarize(df, base, None, 0.5, tie_se, 500, confirm=confirm, trained=trained)
+        assert len(asked) == 1 and s["confirmations"] == []
+
+
 @pytest.mark.parametrize("key, value", [("score", "magic"), ("candidates", 0),
                                         ("max_latency_ms", -1), ("latency_budget", "half"),
                                         ("score_tie", -1), ("score_tie", True),
+                                        ("confirm", -1), ("confirm_seeds", 0),
                                         ("candidatez", 10)])
 def test_search_params_are_checked(key, value):
     from hwnas.params import ParamsError, load_params, validate_params

@@ -1,10 +1,14 @@
 """Which candidates a finished search hands on: the latency model (the best network
 within the latency budget at baseline score) and the memory model (the best within
-the memory budget), with supernet scores within noise of each other counted as tied."""
+the memory budget), with supernet scores within noise of each other counted as tied.
+Where the supernet cannot tell the latency model's tied candidates apart, a few of them
+may be confirmed by training (``confirmation_set``; the article's multishot step)."""
 from __future__ import annotations
 
 import math
+from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 
@@ -26,18 +30,36 @@ def pick(rows: pd.DataFrame, tie: float = 0.0) -> pd.Series | None:
         return None
     if tie <= 0 or "macs" not in rows:
         return rows.loc[rows["score"].idxmax()]
-    tied = rows[rows["score"] >= rows["score"].max() - tie]
-    return tied.sort_values(["macs", "score"], ascending=False).iloc[0]
+    return _tied(rows, tie).iloc[0]
+
+
+def _tied(rows: pd.DataFrame, tie: float) -> pd.DataFrame:
+    """The rows within ``tie`` points of the best score, in ``pick``'s order (most MACs,
+    then the more accurate), each architecture once."""
+    tied = rows[rows["score"] >= rows["score"].max() - tie].drop_duplicates("arch")
+    return tied.sort_values(["macs", "score"], ascending=False)
+
+
+def confirmation_set(rows: pd.DataFrame, tie: float, k: int) -> pd.DataFrame:
+    """``k`` of the tied rows spread evenly over their MACs, ``pick``'s own choice first:
+    the supernet ranks them alike, so which size trains best is the open question."""
+    tied = _tied(rows, tie)
+    at = np.unique(np.round(np.linspace(0, len(tied) - 1, min(k, len(tied)))).astype(int))
+    return tied.iloc[at]
 
 
 def summarize(df: pd.DataFrame, base: dict, budget: float | None,
               latency_budget: float | None = None, tie_se: float = 0.0,
-              val_images: int = 0) -> dict:
+              val_images: int = 0, confirm: int = 0,
+              trained: Callable[[list[str]], dict[str, dict]] | None = None) -> dict:
     """The search's headline figures: latency saved at baseline score, and the
     best network within half (or ``budget`` of) the baseline's memory. The chosen
     latency model is the best network (``pick``) within ``latency_budget`` of the
     baseline's latency when one is set, else the fastest at baseline score; ties
-    span ``tie_se`` standard errors of a score on ``val_images`` (0: none)."""
+    span ``tie_se`` standard errors of a score on ``val_images`` (0: none). With
+    ``confirm`` > 1 and ``trained`` (architecture strings -> each one's record with its
+    trained ``scratch_score`` on the val split), the latency model is instead the best
+    trained of ``confirmation_set(confirm)`` (listed under ``confirmations``)."""
     front = df[df["pareto"]]
     at_score = front[front["score"] >= base["score"]]
     fastest = at_score.loc[at_score["latency_ms"].idxmin()] if len(at_score) else None
@@ -47,6 +69,16 @@ def summarize(df: pd.DataFrame, base: dict, budget: float | None,
                     & (df["score"] >= base["score"])]
         tie = tie_points(within["score"].max(), val_images, tie_se) if len(within) else 0.0
         chosen = pick(within, tie)
+    confirmations = []
+    if chosen is not None and trained is not None and confirm > 1:
+        trial = confirmation_set(within, tie, confirm)
+        if len(trial) > 1:
+            runs = trained(list(trial["arch"]))
+            trial = trial.assign(val_score=[runs[a]["scratch_score"] for a in trial["arch"]],
+                                 val_scores=[runs[a]["scratch_scores"] for a in trial["arch"]])
+            chosen = trial.loc[trial["val_score"].idxmax()]  # a tie keeps pick's choice
+            confirmations = trial[["arch", "score", "val_score", "val_scores", "latency_ms",
+                                   "macs"]].to_dict("records")
     share = budget or 0.5
     fits = df[(df["memory_bytes"] <= share * base["memory_bytes"])
               & (df["score"] >= base["score"] - 1.0)]
@@ -68,6 +100,8 @@ def summarize(df: pd.DataFrame, base: dict, budget: float | None,
             None if chosen is None else 1 - float(chosen["latency_ms"]) / base["latency_ms"],
         "chosen_score": None if chosen is None else float(chosen["score"]),
         "chosen_tie_points": round(tie, 3),
+        "confirmed_networks": len(confirmations),
+        "confirmations": confirmations,
         "memory_budget_share": share,
         "memory_budget_fit": small is not None,
         "memory_reduction_within_budget":

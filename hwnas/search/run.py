@@ -24,9 +24,13 @@ class SearchResult:
     logged_runs: int = 0  # candidate runs this search added to MLflow
 
 
+# ``search`` keys that choose among the finished candidates, not how they are found
+CHOICE_KEYS = ("score_tie", "confirm", "confirm_seeds")
+
+
 def fingerprint(p: dict, *inputs: Path) -> str:
     """Params, input file digests, the scoring code and the torch version: a journal only
-    resumes the same search (the choice among its candidates, ``score_tie``, does not
+    resumes the same search (the choice among its candidates, ``CHOICE_KEYS``, does not
     change the search; a fixed scorer or another torch does)."""
     import hwnas.arch
     import hwnas.estimator.decompose
@@ -41,7 +45,7 @@ def fingerprint(p: dict, *inputs: Path) -> str:
     from hwnas import tasks
     from hwnas.checkpoint import code_fingerprint
 
-    keep = {k: v for k, v in p.items() if k != "score_tie"}
+    keep = {k: v for k, v in p.items() if k not in CHOICE_KEYS}
     scorers = [import_module(t.torch_module) for t in tasks.TASKS.values()]  # each task's score
     h = hashlib.sha256(code_fingerprint(keep, hwnas.arch, hwnas.lowering, hwnas.space,
                                         hwnas.supernet, hwnas.estimator.decompose,
@@ -117,9 +121,10 @@ def check_space(space) -> None:
                                f"network: {err}") from None
 
 
-def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
+def run_search(ctx: SearchContext, objective_fn, trained=None) -> SearchResult:
     """Search ``ctx.space`` with the batch objective ``objective_fn``, resuming from the journal;
-    logs the run and every candidate to MLflow."""
+    logs the run and every candidate to MLflow. ``trained`` confirms the latency model's tied
+    candidates by training (``hwnas.search.choice.summarize``; ``confirmations``)."""
     from rich.progress import Progress
 
     from hwnas import tracking
@@ -154,7 +159,8 @@ def run_search(ctx: SearchContext, objective_fn) -> SearchResult:
         seconds = time.perf_counter() - t0
         # a proxy score is not a score on val_images: no binomial tie for it
         tie_se = (p.get("score_tie") or 0.0) if p["score"] == "supernet" else 0.0
-        summary = summarize(df, base, budget, lat_budget, tie_se, p["val_images"])
+        summary = summarize(df, base, budget, lat_budget, tie_se, p["val_images"],
+                            p["confirm"], trained)
         fastest, smallest = summary.pop("_fastest"), summary.pop("_smallest")
         summary.update(search_seconds=round(seconds, 1), resumed_candidates=resumed,
                        score_mode=p["score"])
@@ -194,6 +200,8 @@ def describe(summary: dict) -> str:
             + (f"{-100 * chosen:+.1f}% at {summary['chosen_score']:.1f}% supernet "
                f"score{within}" if chosen is not None
                else f"none at the baseline's score{within}")
+            + (f", the best on the val split of {summary['confirmed_networks']} tied networks "
+               f"trained from scratch" if summary.get("confirmed_networks") else "")
             + f". Search estimates; the evaluated headline is in "
               f"{layout.EVALUATE / 'report.md'}")
 
@@ -250,6 +258,11 @@ def plot(result: SearchResult, path: Path) -> None:
             ax.fill_between([x.min(), limit * scale], top - ties[kind], top, color=style[kind][1],
                             alpha=0.12, lw=0, label=f"tied with the best under it "
                                                     f"({ties[kind]:.1f} points)")
+        tried = df[df["arch"].isin([c["arch"] for c in s.get("confirmations", [])])]
+        if len(tried):
+            ax.scatter(tried[col] * scale, tried["score"], s=90, facecolors="none",
+                       edgecolors=style["latency"][1], linewidths=1.5, zorder=5,
+                       label="confirmed from scratch (val split)")
         for name, r in rows.items():
             marker, color = style.get(name, ("o", "k"))
             ax.scatter([r[col] * scale], [r["score"]], marker=marker, s=110, c=color,
@@ -279,6 +292,9 @@ def plot(result: SearchResult, path: Path) -> None:
                 "or better")
     tie = ("; of those within the shaded band (supernet noise) of the best, the most MACs wins "
            "(else the most accurate)" if any(ties.values()) else "; the most accurate")
+    if s.get("confirmed_networks"):
+        tie += (f"; for latency, {s['confirmed_networks']} of the tied networks, spread over "
+                "their MACs, trained from scratch: the best on the val split wins")
     fig.suptitle("search: candidates, budgets and the chosen networks", fontsize=12)
     fig.text(0.01, 0.01, f"Chosen {lat_rule}; {mem_rule}{tie}. "
              "The front is over three objectives, so a front point may look beaten in one panel.",
