@@ -281,6 +281,7 @@ class Targets(_Section):
 
 class Evaluate(_Section):
     equal_score_tolerance: NonNegFloat
+    non_inferiority_margin: NonNegFloat
     targets: Targets
 
 

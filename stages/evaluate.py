@@ -34,7 +34,7 @@ def main() -> None:
     spec = load_spec(p["hardware"])
     estimator = Estimator.load(layout.estimator_dir(spec.name), spec)
     ev = evaluate(inputs, spec, estimator, float(p["equal_score_tolerance"]), log=say,
-                  targets=p["targets"])
+                  targets=p["targets"], margin=float(p["non_inferiority_margin"]))
     task = tasks.get(layout.current_task())
     metrics = {"task": task.name, "metric": task.metric, **ev.metrics}
     nets = {name: load_subnet(path)[0] for name, path in (
@@ -62,7 +62,8 @@ def main() -> None:
         tracking.log_artifacts(out, ("report.md", "pareto.png", "metrics.json"), log=say)
     t = metrics["targets"]
     say(f"latency -{100 * metrics['latency_reduction']:.1f}% at {metrics['score_delta']:+.2f} "
-        f"points (target {'met' if t['latency_met'] else 'not met'})"
+        f"points (target {'met' if t['latency_met'] else 'not met'}; "
+        f"{'shown equal' if metrics['shown_equal'] else 'not shown equal'})"
         + (f"; memory model -{100 * metrics['memory_model']['memory_reduction']:.1f}% memory at "
            f"{metrics['memory_model']['score_delta']:+.2f} points (target "
            f"{'met' if t['memory_met'] else 'not met'})" if "memory_model" in metrics else "")

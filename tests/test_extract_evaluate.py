@@ -261,8 +261,20 @@ def test_metrics_keys_and_targets(spec, archs):
     assert m["score_delta_se"] == pytest.approx(0.2)  # paired diffs 0.1, 0.5: sd 0.28 / sqrt 2
     assert m["targets"]["latency_met"] == (m["latency_reduction"] >= 0.5)
     assert m["memory_model"]["score"] == 96.0  # no from-scratch runs: its saved weights
+    # two runs: t(0.975, 1) = 12.71 standard errors either side: +0.3 +- 2.54, not equal
+    assert m["score_delta_ci95"] == pytest.approx([0.3 - 2.542, 0.3 + 2.542], abs=1e-3)
+    assert m["shown_equal"] is False and m["equal_margin"] == 0.5
+    assert m["memory_model"]["shown_equal"] is False  # no runs: no interval
     text = report(m, models, [], {"hardware": SPEC})
     assert "both trained from scratch" in text and "kept: **finetuned**" in text
+    assert ("latency model: **not shown equal** within the 0.5-point margin (95% interval "
+            "[-2.24, +2.84] points over 2 paired seeds)") in text
+    assert "memory model: not shown equal (no interval" in text
+    # five seeds, differences -0.2 +- 0.1: the interval [-0.32, -0.08] clears -0.5, not -0.3
+    models["latency"]["scratch_score_runs"] = [97.0, 97.2, 96.9, 97.1, 97.05]
+    models["baseline-scratch"]["score_runs"] = [97.2, 97.3, 97.2, 97.2, 97.35]
+    assert build_metrics(models, ["baseline-scratch"])["shown_equal"] is True
+    assert build_metrics(models, ["baseline-scratch"], margin=0.3)["shown_equal"] is False
     worse = build_metrics(_models(spec, archs, fast_score=96.8), ["baseline-scratch"])
     assert worse["targets"]["latency_met"] is False      # 0.4 points below
 
@@ -396,7 +408,8 @@ def test_stage_params_are_checked():
     assert budget_epochs(params)[0] == 3
     for section, key, bad in (("extract", "chosen", ["speed"]), ("extract", "lr", 0),
                               ("extract", "epochs", -1), ("baseline", "epochs", 0),
-                              ("baseline", "seeds", 0), ("evaluate", "equal_score_tolerance", -1)):
+                              ("baseline", "seeds", 0), ("evaluate", "equal_score_tolerance", -1),
+                              ("evaluate", "non_inferiority_margin", -0.5)):
         broken = yaml.safe_load(_params_yaml())
         broken[section][key] = bad
         with pytest.raises(ParamsError, match=f"{section}.{key}"):

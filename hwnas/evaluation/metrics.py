@@ -71,16 +71,51 @@ def paired_se(ours: Sequence[float], theirs: Sequence[float]) -> float | None:
     return statistics.stdev(d) / math.sqrt(len(d))
 
 
+def paired_ci95(ours: Sequence[float], theirs: Sequence[float]) -> list[float] | None:
+    """95% confidence interval of the mean paired difference (Student's t with n - 1
+    degrees of freedom); None where ``paired_se`` has none."""
+    from scipy.stats import t
+
+    se = paired_se(ours, theirs)
+    if se is None:
+        return None
+    mean = statistics.fmean(ours) - statistics.fmean(theirs)
+    half = float(t.ppf(0.975, len(ours) - 1)) * se
+    return [mean - half, mean + half]
+
+
+def equality(ours: Sequence[float], theirs: Sequence[float], margin: float) -> dict:
+    """Non-inferiority: "equal" is shown when the paired difference's 95% interval lies
+    above ``-margin`` points. Without an interval (fewer than two paired runs) it is not."""
+    ci = paired_ci95(ours, theirs)
+    return {"score_delta_ci95": ci, "equal_margin": margin,
+            "shown_equal": ci is not None and ci[0] > -margin}
+
+
+def verdict(m: dict) -> str:
+    """The equality verdict of a model's metrics (``equality``'s keys) in words."""
+    ci, margin = m.get("score_delta_ci95"), m.get("equal_margin")
+    if ci is None:
+        return "not shown equal (no interval: fewer than two paired from-scratch runs)"
+    where = (f"95% interval [{ci[0]:+.2f}, {ci[1]:+.2f}] points over {len(m['score_runs'])} "
+             f"paired seeds")
+    if m["shown_equal"]:
+        return f"**shown equal** within the {margin:g}-point margin ({where})"
+    return f"**not shown equal** within the {margin:g}-point margin ({where})"
+
+
 def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
                   latency_name: str = "latency", memory_name: str | None = "memory",
-                  targets: dict = TARGETS, scratch_name: str = "baseline-scratch") -> dict:
+                  targets: dict = TARGETS, scratch_name: str = "baseline-scratch",
+                  margin: float = 0.5) -> dict:
     """``metrics.json``: the latency-chosen model against the baseline, the memory-budget
     model's figures and whether the targets are met. Where a chosen model was
     also trained from scratch (``scratch_score``) and the baseline was (``scratch_name``),
     its score is that, against the baseline's: architecture against architecture with
     the same budget and seeds (``score_basis: scratch``; the saved weights' own test
     score is ``model_score``). Otherwise the saved weights' score meets the stronger
-    of the ``baseline_names`` variants by test score (a conservative comparison)."""
+    of the ``baseline_names`` variants by test score (a conservative comparison). Each
+    chosen model's score is also judged equal or not by ``equality`` within ``margin``."""
     missing = [n for n in (latency_name, *baseline_names) if n not in models]
     if memory_name and memory_name not in models:
         missing.append(memory_name)
@@ -132,9 +167,11 @@ def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
                                                                        base["score"])
     if "test_images" in chosen:
         out["score_se"] = score_se(out["score"], chosen["test_images"])
-    se = paired_se(out.get("score_runs") or [], out.get("baseline_score_runs") or [])
+    base_runs = out.get("baseline_score_runs") or []
+    se = paired_se(out.get("score_runs") or [], base_runs)
     if se is not None:
         out["score_delta_se"] = se
+    out.update(equality(out.get("score_runs") or [], base_runs, margin))
     lat_ok = (out["latency_reduction"] >= targets["latency_reduction"]
               and out["score"] >= out["baseline_score"] - targets["latency_score_drop"])
     out["targets"] = {"latency_reduction_min": targets["latency_reduction"],
@@ -150,6 +187,8 @@ def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
             "latency_ms": mem["latency_ms"], "latency_reduction": reduction("latency_ms", mem),
             "energy_mj": mem["energy_mj"], "estimator_error": mem.get("estimator_error"),
             **kept(mem)}
+        out["memory_model"].update(equality(out["memory_model"].get("score_runs") or [],
+                                            base_runs, margin))
         mem_ok = (out["memory_model"]["memory_reduction"] >= targets["memory_reduction"]
                   and out["memory_model"]["score_delta"] >= -targets["memory_score_drop"])
         out["targets"].update(memory_reduction_min=targets["memory_reduction"],
@@ -164,8 +203,10 @@ def headline(metrics: dict) -> dict:
     out = {k: metrics[k] for k in ("latency_reduction", "score_delta", "score_delta_se",
                                    "energy_reduction") if metrics.get(k) is not None}
     out["latency_met"] = metrics["targets"]["latency_met"]
+    out["shown_equal"] = metrics.get("shown_equal")
     if mem := metrics.get("memory_model"):
         out.update(memory_reduction=mem["memory_reduction"],
                    memory_score_delta=mem["score_delta"],
-                   memory_met=metrics["targets"]["memory_met"])
+                   memory_met=metrics["targets"]["memory_met"],
+                   memory_shown_equal=mem.get("shown_equal"))
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}

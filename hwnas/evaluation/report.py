@@ -13,6 +13,7 @@ def _num(x, fmt: str = ".4f") -> str:
 def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict) -> str:
     """``report.md``: what was measured, the headline, every model and the table."""
     from hwnas import tasks
+    from hwnas.evaluation.metrics import verdict
 
     t = metrics["targets"]
     task = tasks.get(metrics.get("task", "classification"))
@@ -81,6 +82,14 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
                   f"| {mm['score']:.2f} | {mm['score_delta']:+.2f} points | "
                   f"{mm['memory_bytes']:,} | {_pct(mm['memory_reduction'])} | "
                   f"{mm['latency_ms']:.4f} | {_pct(mm['latency_reduction'])} |"]
+    lines += ["", "## Equal score, stated statistically", "",
+              f"- latency model: {verdict(metrics)}"]
+    if mm:
+        lines.append(f"- memory model: {verdict(mm)}")
+    lines += ["", "Equal means non-inferior: the 95% confidence interval (Student's t) of the "
+                  "paired score difference (chosen - baseline, run i of both on seed i) lies "
+                  "above minus the margin (`evaluate.non_inferiority_margin`). A miss is "
+                  "reported, not hidden; more seeds (`baseline.seeds`) narrow the interval."]
     lines += ["", "## Targets", "",
               f"- latency: reduction >= {_pct(t['latency_reduction_min'])} at score >= baseline "
               f"- {t['latency_score_drop_max']} points: "

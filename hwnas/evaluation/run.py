@@ -140,8 +140,9 @@ def fill_search_score(records: dict[str, dict], archs: dict, candidates: pd.Data
 
 
 def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print,
-             targets: dict | None = None) -> Evaluation:
-    """Simulate every model on ``spec``, with the estimator's error on each."""
+             targets: dict | None = None, margin: float = 0.5) -> Evaluation:
+    """Simulate every model on ``spec``, with the estimator's error on each; scores equal
+    within ``margin`` points (``hwnas.evaluation.metrics.equality``)."""
     task = layout.current_task()
     from hwnas.arch import parse_arch
     from hwnas.evaluation.ablation import ablation_table
@@ -176,7 +177,7 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print,
                             latency_name="latency" if "latency" in models else
                             next(n for n in models if n not in BASELINES),
                             memory_name="memory" if "memory" in models else None,
-                            **({"targets": targets} if targets else {}))
+                            margin=margin, **({"targets": targets} if targets else {}))
 
     lat = simulate_latencies(list(candidates["arch"]) + [pareto["baseline"]["arch"]], spec)
     candidates = candidates.assign(sim_latency_ms=candidates["arch"].map(lat))
