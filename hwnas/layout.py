@@ -38,6 +38,7 @@ _TASK_PATHS = {
     "BASELINE": "results/baseline",
     "EVALUATE": "results/evaluate",
     "HEADLINE": "results/evaluate/headline.json",  # the few figures dvc metrics compares
+    "FINDINGS": "results/findings",  # the article's findings (hwnas findings)
 }
 _task = DEFAULT_TASK
 

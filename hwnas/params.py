@@ -316,6 +316,20 @@ class Codesign(_Section):
     eval_networks: Annotated[int, Field(ge=3)]
 
 
+class FindingsCuration(_Section):
+    seeds: Annotated[int, Field(ge=2)]
+    candidates: PosInt
+    population: Annotated[int, Field(ge=2)]
+
+
+class Findings(_Section):
+    tasks: list[TaskName]  # the tasks whose findings dvc.yaml holds (hwnas findings adds one)
+    candidates: PosInt
+    population: Annotated[int, Field(ge=2)]
+    rules_from: list[TaskName]
+    curation: FindingsCuration
+
+
 class Scenes(_Section):
     """The detection task's scene generator (``hwnas.tasks.detection.scenes.SceneConfig``
     checks every field when the data stage runs)."""
@@ -343,6 +357,7 @@ class Params(_Section):
     baseline: Baseline
     evaluate: Evaluate
     codesign: Codesign  # dvc.yaml's matrix reads its grid
+    findings: Findings
 
 
 def _where(loc: tuple) -> str:
