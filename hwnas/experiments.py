@@ -4,6 +4,7 @@ make the search converge faster and more reliably?"""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -53,16 +54,31 @@ def best_latency_curve(df: pd.DataFrame, min_score: float) -> np.ndarray:
     return np.where(np.isfinite(best), best, np.nan)
 
 
+def curation_spaces(space: SearchSpace, space_params: dict) -> dict[str, SearchSpace]:
+    """The curated ``space`` (the supernet's) beside the uncurated space built from the same
+    ``train_supernet.space`` params: channel steps of 8, a depth per stage."""
+    from hwnas.space import SpaceConfig, uncurated_space
+
+    cfg = SpaceConfig(resolution=space.input.height, in_channels=space.input.channels,
+                      classes=space.head.classes, task=space.head.task,
+                      **{k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
+                         if isinstance(v, list) else v for k, v in space_params.items()})
+    return {"curated": space, "uncurated": uncurated_space(cfg)}
+
+
 def curation_runs(spaces: dict[str, SearchSpace], objective_fn: ObjectiveFn, *,
                   seeds: Sequence[int], candidates: int, population: int, min_score: float,
-                  progress: Callable[[str, int], None] | None = None) -> pd.DataFrame:
+                  progress: Callable[[str, int], None] | None = None,
+                  journal: Path | None = None) -> pd.DataFrame:
     """The same search on each space for each seed; one row per (space, seed,
-    evaluation) with the best latency at ``min_score`` so far."""
+    evaluation) with the best latency at ``min_score`` so far. With a ``journal`` folder
+    (one per budget and inputs) each search resumes from its file there."""
     rows = []
     for name, space in spaces.items():
         for seed in seeds:
             df = search(space, objective_fn, candidates=candidates, population=population,
-                        seed=seed)
+                        seed=seed, journal=None if journal is None
+                        else journal / f"curation-{name}-{seed}.jsonl")
             curve = best_latency_curve(df, min_score)
             rows += [{"space": name, "seed": seed, "evaluations": i + 1, "best_latency_ms": v}
                      for i, v in enumerate(curve)]

@@ -198,6 +198,14 @@ def apply_rules(arch: ArchSpec, rules: Sequence, cost: Cost,
     return results
 
 
+def default_rules(parallelism: int) -> list:
+    """Every rule once, channels aligned to the array width ``parallelism``: what a hardware
+    expert would try on a baseline without any search."""
+    return parse_rules([{"fuse_ibn": {}}, {"replace_depthwise": {}},
+                        {"align_channels": {"multiple": parallelism}}, {"even_channels": {}},
+                        {"pin_block_type": {"type": "fused_ibn", "min_scale": 0.25}}])
+
+
 def learn_rules(pareto: Sequence[ArchSpec], parallelism: int, majority: float = 0.5) -> list:
     """Lessons of a finished search as rules for another task's baseline: the
     scales at which most Pareto networks use fused IBNs, and channel alignment

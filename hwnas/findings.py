@@ -112,22 +112,18 @@ class Judge:
 def ablation_searches(sctx, objective_fn, candidates: int, population: int, journal: Path,
                       on_batch=None) -> dict[str, dict]:
     """The four searches (``VARIANTS``), equal budget and seed, each on its own space and
-    journaled (a killed stage resumes them): per variant its candidates and the latency
-    model, the fastest Pareto network at the baseline's supernet score or better."""
-    from hwnas import layout
+    journaled in the folder ``journal`` (a killed stage resumes them): per variant its
+    candidates and the latency model, the fastest Pareto network at the baseline's supernet
+    score or better."""
     from hwnas.search.choice import summarize
     from hwnas.search.evolution import search
-    from hwnas.search.run import fingerprint
 
     base = objective_fn([sctx.baseline])[0]
     out = {}
     for name, depth, fused in VARIANTS:
         space = variant_space(sctx.space, depth, fused)
-        keep = {**sctx.params, "candidates": candidates, "population": population,
-                "space": space.name}
-        fp = fingerprint(keep, layout.SUPERNET, sctx.estimator_dir / "manifest.json")
         df = search(space, objective_fn, candidates=candidates, population=population,
-                    seed=sctx.params["seed"], journal=journal / f"{name}-{fp}.jsonl",
+                    seed=sctx.params["seed"], journal=journal / f"{name}.jsonl",
                     seeds=[sctx.baseline],
                     on_batch=None if on_batch is None else lambda n, _r, v=name: on_batch(v, n))
         s = summarize(df, base, None)
@@ -146,7 +142,11 @@ def expert_archs(baseline: ArchSpec, estimate, parallelism: int,
     from hwnas.extract import read_pareto
 
     def cost(archs):
-        return [(r["latency_ms"], r["memory_bytes"]) for r in estimate(list(archs))]
+        records = estimate(list(archs))
+        if bad := next((r for r in records if r["latency_ms"] is None), None):
+            raise FindingsError(f"the estimator cannot cost {archs[0].key}: "
+                                f"{bad['out_of_range'][0]}")
+        return [(r["latency_ms"], r["memory_bytes"]) for r in records]
 
     sets = {"expert_only": default_rules(parallelism)}
     for task, path in rules_from.items():
@@ -187,7 +187,8 @@ def summary(ablation: dict[str, dict], expert: dict[str, dict], curation, flops:
     flat["evaluate.shown_equal"] = evaluated.get("shown_equal")
     flat["evaluate.score_delta_ci95"] = evaluated.get("score_delta_ci95")
     return {**flat, "ablation": ablation, "expert": expert,
-            "curation": curation.to_dict("records"), "flops": flops,
+            "curation": curation.astype(object).where(curation.notna(), None).to_dict("records"),
+            "flops": flops,
             "article": ARTICLE}
 
 
@@ -195,3 +196,141 @@ def _num(x) -> float | None:
     import math
 
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _delta(row: dict) -> str:
+    """The score change with its standard error and interval, in points."""
+    if row.get("score_delta") is None:
+        return "-"
+    se = row.get("score_delta_se")
+    ci = row.get("score_delta_ci95")
+    return (f"{row['score_delta']:+.2f}" + (f" ± {se:.2f}" if se is not None else "")
+            + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""))
+
+
+def _verdict(row: dict) -> str:
+    if "shown_equal" not in row:
+        return "no network at the baseline's score"
+    return "shown equal" if row["shown_equal"] else "not shown equal"
+
+
+def report(m: dict, task_label: str, hardware: str, margin: float, seeds: int) -> str:
+    """``report.md``: the findings in the article's shape, our figures beside its."""
+    ab, ex = m["ablation"], m["expert"]
+    lines = [
+        f"# The article's findings on {hardware}", "",
+        f"Every network below was trained from scratch over the baseline's {seeds} paired "
+        f"seeds with its budget; score is {task_label} on the test split (mean of the seeds), "
+        "the change is against the baseline's runs on the same seeds (± standard error, "
+        f"[95% interval]), and \"equal\" means that interval lies above -{margin:g} points. "
+        "Latency, memory and energy are the simulator's. Results are bit-identical only on "
+        "the same machine with the same thread count.", "",
+        "## Ablation: four searches of equal budget", "",
+        "| | depth multiplier | fused-IBN | candidates | latency reduction | article | "
+        "memory reduction | energy reduction | score change (points) | equal |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, row in ab.items():
+        yn = lambda b: "yes" if b else "no"  # noqa: E731
+        lines.append(f"| {name.upper()} | {yn(row['depth_multiplier'])} | {yn(row['fused_ibn'])} "
+                     f"| {row['candidates']} | {_pct(row.get('latency_reduction'))} | "
+                     f"{_pct(ARTICLE[name])} | {_pct(row.get('memory_reduction'))} | "
+                     f"{_pct(row.get('energy_reduction'))} | {_delta(row)} | {_verdict(row)} |")
+    lines += ["", "Each search's latency model is the fastest Pareto network at the baseline's "
+                  "supernet score or better (the supernet's score on the val split), the same "
+                  "rule for all four; V0 searches widths, kernels and expansions of IBN blocks "
+                  "at the baseline's depths.", "",
+              "## Expert rules alone, and rules carried across tasks", "",
+              "| | rules kept | latency reduction | article | memory reduction | "
+              "score change (points) | equal |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, row in ex.items():
+        rules = ", ".join(next(iter(r)) for r in row["rules"]) or "none"
+        lines.append(f"| {name.replace('_', ' ')} | {rules} | "
+                     f"{_pct(row.get('latency_reduction'))} | "
+                     f"{_pct(ARTICLE.get(name)) if name in ARTICLE else '-'} | "
+                     f"{_pct(row.get('memory_reduction'))} | {_delta(row)} | {_verdict(row)} |")
+    lines += ["", "Expert rules alone: `hwnas expert`'s rules on the baseline, each kept only "
+                  "where the estimator says it lowers latency and memory; rules from another "
+                  "task: those `learn_rules` reads off that task's Pareto front.", "",
+              "![ablation](ablation.png)", "", "## Curation", ""]
+    lines += ["| space | seeds | median best latency (ms) | worst (ms) | runs within 5% | "
+              "median evaluations to within 5% |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in m["curation"]:
+        ev = r["median_evaluations_to_tolerance"]
+        lines.append(f"| {r['space']} | {r['seeds']} | {r['median_best_latency_ms']:.4f} | "
+                     f"{r['worst_best_latency_ms']:.4f} | {r['runs_within_tolerance']} | "
+                     f"{'-' if ev is None else f'{ev:g}'} |")
+    ratio = m["curation.evaluations_ratio"]
+    lines += ["", "Within 5%: of the best latency at the baseline's supernet score that any run "
+                  "of either space reached. Evaluations ratio (uncurated / curated): "
+              + ("not defined (a space's median run never got there)" if ratio is None
+                 else f"{ratio:.2f}") + ".", "", "![curation](curation.png)", "",
+              "## Where FLOPs mislead", ""]
+    f = m["flops"]
+    lines += [f"Over the pipeline search's {f['networks']} candidates: Spearman of simulated "
+              f"latency with FLOPs {f['flops_latency_spearman']:.3f}, with parameters "
+              f"{f['params_latency_spearman']:.3f}; FLOPs orders "
+              f"{100 * f['misordered_pair_share']:.1f}% of pairs the wrong way.", ""]
+    lines += ["| stage | input | IBN (ms) | fused-IBN (ms) | fused / IBN | fused share on "
+              "the front |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in f["stages"]:
+        share = r["front_fused_share"]
+        lines.append(f"| {r['stage']} | {r['input']} | {r['ibn_ms']:.4f} | "
+                     f"{r['fused_ibn_ms']:.4f} | {r['fused_over_ibn']:.2f} | "
+                     f"{'-' if share is None else f'{share:.2f}'} |")
+    if f["pairs"]:
+        p = f["pairs"][0]
+        lines += ["", f"Worst pair: `{p['fewer_flops']}` has {p['flops_ratio']:.2f}x fewer "
+                      f"FLOPs than `{p['more_flops']}` and runs {p['latency_ratio']:.2f}x "
+                      "slower."]
+    ci = m.get("evaluate.score_delta_ci95")
+    lines += ["", "## Equal score in the pipeline's headline", "",
+              "The evaluate stage's latency model: "
+              + ("no interval (fewer than two paired runs)" if not ci else
+                 f"{'shown equal' if m['evaluate.shown_equal'] else 'not shown equal'}, 95% "
+                 f"interval [{ci[0]:+.2f}, {ci[1]:+.2f}] points")
+              + " (`../evaluate/report.md`)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_ablation(m: dict, path) -> None:
+    """Latency reduction per variant and expert set, ours beside the article's, and the score
+    change with its 95% interval against the margin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = {**{k.upper(): v for k, v in m["ablation"].items()}, **m["expert"]}
+    names = list(rows)
+    ours = [rows[n].get("latency_reduction") or 0.0 for n in names]
+    theirs = [ARTICLE.get(n.lower(), np.nan) for n in names]
+    x = np.arange(len(names))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    a.bar(x - 0.2, ours, 0.4, label="hwnas (simulated)", color="#2ca02c")
+    a.bar(x + 0.2, theirs, 0.4, label="article", color="#9e9e9e")
+    a.set_xticks(x, [n.replace("_", " ") for n in names], rotation=20)
+    a.set_ylabel("latency reduction vs the baseline")
+    a.legend()
+    a.grid(alpha=0.3, axis="y")
+    for i, n in enumerate(names):
+        r = rows[n]
+        if r.get("score_delta_ci95"):
+            lo, hi = r["score_delta_ci95"]
+            b.errorbar([i], [r["score_delta"]], yerr=[[r["score_delta"] - lo], [hi - r["score_delta"]]],
+                       fmt="o", capsize=4, color="#2ca02c" if r["shown_equal"] else "#d62728")
+    margin = next((r["equal_margin"] for r in rows.values() if "equal_margin" in r), None)
+    if margin is not None:
+        b.axhline(-margin, ls="--", c="k", lw=1, label=f"-{margin:g} points (margin)")
+    b.axhline(0, c="#555555", lw=0.8)
+    b.set_xticks(x, [n.replace("_", " ") for n in names], rotation=20)
+    b.set_ylabel("score change vs the baseline (points, 95% interval)")
+    b.legend()
+    b.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

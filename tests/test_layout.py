@@ -94,7 +94,8 @@ def test_nothing_outside_stages_imports_stages():
 def test_dvc_outputs_are_where_the_code_writes_them():
     target = PARAMS["base"]["hardware"]
 
-    task_stages = {"data", "train_supernet", "eval_supernet", "search", "extract", "baseline", "evaluate"}
+    task_stages = {"data", "train_supernet", "eval_supernet", "search", "extract", "baseline", "evaluate",
+                   "findings"}
 
     def outs(stage):
         # host stages are foreach over host_targets (cpu), task stages over tasks
@@ -122,6 +123,9 @@ def test_dvc_outputs_are_where_the_code_writes_them():
         "baseline": [layout.BASELINE_MODEL.parent, layout.BASELINE],
         "evaluate": [layout.EVALUATE],
         "references": [layout.REFERENCES],
+        "findings": [layout.FINDINGS / n for n in ("journal", "runs.jsonl", "metrics.json",
+                                                   "report.md", "ablation.png", "curation.png",
+                                                   "curation.csv")],
     }
     for stage, paths in expected.items():
         declared = outs(stage)

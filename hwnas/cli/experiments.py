@@ -90,21 +90,14 @@ def experiment_curation(
 ):
     """The same search on the curated and the uncurated space over several seeds:
     best feasible latency at baseline score against the number of evaluations."""
-    from hwnas.experiments import curation_runs, curation_table, plot_curation
+    from hwnas.experiments import curation_runs, curation_spaces, curation_table, plot_curation
     from hwnas.params import load_params
     from hwnas.search.objectives import make_objective_fn
-    from hwnas.space import SpaceConfig, uncurated_space
 
     if score_mode not in SCORE_MODES:
         fail(f"--score must be one of {', '.join(SCORE_MODES)}, got {score_mode!r}")
     ctx = _search_context()
-    params = load_params()
-    sp = params["train_supernet"]["space"]
-    cfg = SpaceConfig(resolution=ctx.space.input.height, in_channels=ctx.space.input.channels,
-                      classes=ctx.space.head.classes,
-                      **{k: tuple(tuple(x) if isinstance(x, list) else x for x in v)
-                         if isinstance(v, list) else v for k, v in sp.items()})
-    spaces = {"curated": ctx.space, "uncurated": uncurated_space(cfg)}
+    spaces = curation_spaces(ctx.space, load_params()["train_supernet"]["space"])
     scorer = ctx.scorer(score_mode)
     try:
         objective_fn = make_objective_fn(scorer, ctx.estimator.estimate)

@@ -20,12 +20,10 @@ from hwnas.files import dumps, write_json
 def _rules(path: Path | None, parallelism: int) -> list:
     """The rules of a YAML/JSON file (a list, or a mapping with ``rules``), or every rule once
     (channels aligned to the spec's parallelism); errors name the file."""
-    from hwnas.expert import parse_rules
+    from hwnas.expert import default_rules, parse_rules
 
     if path is None:
-        return parse_rules([{"fuse_ibn": {}}, {"replace_depthwise": {}},
-                            {"align_channels": {"multiple": parallelism}}, {"even_channels": {}},
-                            {"pin_block_type": {"type": "fused_ibn", "min_scale": 0.25}}])
+        return default_rules(parallelism)
     items = read_yaml(path, InputError)
     if isinstance(items, dict) and "rules" in items:
         items = items["rules"]

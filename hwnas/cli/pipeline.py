@@ -79,6 +79,38 @@ def codesign(
     _where_runs(run_id)
 
 
+@app.command()
+def findings(
+    task: Annotated[str, typer.Option(help="The task whose pipeline the findings are measured "
+                                      "on (added to params.yaml findings.tasks).")
+                    ] = layout.DEFAULT_TASK,
+    wait: Annotated[bool, typer.Option(help="Wait for a pipeline already running here.")] = False,
+    force: Annotated[bool, typer.Option(help="Rerun the stage even if DVC finds it up to date "
+                                        "(journaled searches and runs are still reused).")
+                     ] = False,
+    cluster: Annotated[Optional[str], typer.Option(
+        help="Score search candidates on this Dask cluster (as for hwnas run).")] = None,
+):
+    """The article's findings on the task's pipeline (stage findings@<task>, after the task's
+    stages where they are stale): the ablation as four searches, expert rules alone and across
+    tasks, curation, where FLOPs mislead; every network trained from scratch and judged."""
+    import json
+
+    run_id = _run_flow(["findings"], wait, force, task, cluster, also_in="findings.tasks")
+    typer.echo(f"findings finished: MLflow run {run_id}")
+    try:
+        m = json.loads((layout.FINDINGS / "metrics.json").read_text())
+        typer.echo("  result:   latency reduction " + ", ".join(
+            f"{k.split('.')[1].upper()} {100 * m[k]:.1f}%" for k in m
+            if k.startswith("ablation.") and k.endswith(".latency_reduction") and m[k] is not None)
+            + (f"; expert rules alone {100 * m['expert_only.latency_reduction']:.1f}%"
+               if m.get("expert_only.latency_reduction") is not None else ""))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    typer.echo(f"  report:   {layout.FINDINGS / 'report.md'}")
+    _where_runs(run_id)
+
+
 def _run_flow(stages: list[str] | None, wait: bool, force: bool, task: str,
               cluster: str | None, also_in: str | None = None) -> str:
     """The pipeline flow for ``task`` over ``stages``: checks first (cluster, params, a busy
@@ -166,6 +198,9 @@ def headline() -> str | None:
         return None
     if m.get("score_delta_se") is not None:
         line += f" (paired SE {m['score_delta_se']:.2f})"
+    if "shown_equal" in m:
+        line += (f", {'shown equal' if m['shown_equal'] else 'not shown equal'} within "
+                 f"{m['equal_margin']:g} points")
     if mm := m.get("memory_model"):
         line += (f"; memory model -{100 * mm['memory_reduction']:.1f}% memory at "
                  f"{mm['score_delta']:+.2f} points")

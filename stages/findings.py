@@ -1,0 +1,116 @@
+"""DVC stage ``findings``: the article's findings reproduced on the task's pipeline
+(``hwnas.findings``). Reads the supernet, the estimator, the search's candidates, the
+baseline's from-scratch runs, the evaluation and the other tasks' Pareto fronts
+(``findings.rules_from``); writes ``results/<task>/findings/``: ``metrics.json``,
+``report.md``, ``ablation.png``, ``curation.png`` and ``curation.csv``. Searches are journaled
+under ``journal/`` and from-scratch runs in ``runs.jsonl`` (``persist: true``), so a killed
+stage resumes.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from hwnas import layout
+from hwnas.params import load_params, run_stage, section
+
+
+def say(msg: str) -> None:
+    print(f"findings: {msg}", flush=True)
+
+
+def _read(path, stage: str) -> dict:
+    from hwnas.findings import FindingsError
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise FindingsError(f"{path}: unreadable ({err.__class__.__name__}); run the {stage} "
+                            f"stage first") from None
+
+
+def main() -> None:
+    from hwnas import tasks, tracking
+    from hwnas.arch import decode, parse_arch
+    from hwnas.context import train_context
+    from hwnas.experiments import (block_latency_by_stage, curation_runs, curation_spaces,
+                                   curation_table, flops_ranking, fused_share_by_stage,
+                                   plot_curation)
+    from hwnas.files import read_table, staged
+    from hwnas.findings import (Judge, ablation_searches, expert_archs, plot_ablation, report,
+                                summary)
+    from hwnas.search.objectives import make_objective_fn
+    from hwnas.search.run import fingerprint, load_search_context
+
+    params = load_params()
+    p, task = section(params, "findings"), layout.current_task()
+    t0 = time.perf_counter()
+    baseline = _read(layout.BASELINE / "metrics.json", f"baseline@{task}")
+    evaluated = _read(layout.EVALUATE / "metrics.json", f"evaluate@{task}")
+    df = read_table(layout.CANDIDATES, {"arch": "text", "pareto": "any"},
+                    f"no search candidates (run the search@{task} stage)")
+    sctx = load_search_context(params)
+    spec, out = sctx.spec, layout.FINDINGS
+    budget = {k: p[k] for k in ("candidates", "population", "curation")}
+    journal = out / "journal" / fingerprint({**sctx.params, **budget}, layout.SUPERNET,
+                                            sctx.estimator_dir / "manifest.json")
+    with tracking.run("findings", params=p, tags=tracking.stage_tags("findings",
+                                                                     spec.spec_hash())):
+        scorer = sctx.scorer()
+        try:  # every search first, then the training (the scoring workers are gone by then)
+            objective = make_objective_fn(scorer, sctx.estimator.estimate)
+            say(f"ablation: 4 searches of {p['candidates']} candidates")
+            searches = ablation_searches(sctx, objective, p["candidates"], p["population"],
+                                         journal)
+            c = p["curation"]
+            say(f"curation: {c['seeds']} seeds x {c['candidates']} candidates per space")
+            curves = curation_runs(curation_spaces(sctx.space,
+                                                   params["train_supernet"]["space"]),
+                                   objective, seeds=range(c["seeds"]),
+                                   candidates=c["candidates"], population=c["population"],
+                                   min_score=objective([sctx.baseline])[0]["score"],
+                                   journal=journal)
+        finally:
+            if hasattr(scorer, "close"):
+                scorer.close()
+
+        judge = Judge(params, train_context(section(params, "train_supernet")), spec, baseline,
+                      float(section(params, "evaluate")["non_inferiority_margin"]),
+                      out / "runs.jsonl", log=say)
+        ablation = {name: {**s, **(judge(parse_arch(s["chosen"])) if s["chosen"] else {})}
+                    for name, s in searches.items()}
+        others = {t: layout.task_path("PARETO", t) for t in p["rules_from"] if t != task}
+        expert = {name: {"rules": e["rules"], "rules_tried": e["rules_tried"], **judge(e["arch"])}
+                  for name, e in expert_archs(sctx.baseline, sctx.estimator.estimate,
+                                              spec.parallelism, others).items()}
+
+        archs = [decode(a) for a in df["arch"].drop_duplicates()]
+        front = [decode(a) for a in df.loc[df["pareto"], "arch"].drop_duplicates()]
+        stats, pairs = flops_ranking(archs, spec)
+        stages = block_latency_by_stage(sctx.baseline, sctx.space, spec)
+        stages["front_fused_share"] = fused_share_by_stage(front, sctx.space)
+        flops = {**stats, "pairs": pairs.to_dict("records"),
+                 "stages": stages.astype(object).where(stages.notna(), None).to_dict("records")}
+        table = curation_table(curves)
+        metrics = {"task": task, "hardware": spec.name,
+                   **summary(ablation, expert, table, flops, evaluated),
+                   "seconds": round(time.perf_counter() - t0, 1)}
+        label = tasks.get(task).label
+        with staged() as files:  # every output, or none: the previous ones stay whole
+            files.json(out / "metrics.json", metrics)
+            files.text(out / "report.md", report(metrics, label, spec.name, judge.margin,
+                                                 len(baseline["seeds"])))
+            plot_ablation(metrics, files.path(out / "ablation.png"))
+            plot_curation(curves, files.path(out / "curation.png"),
+                          f"curated vs uncurated on {spec.name} ({c['seeds']} seeds)")
+            table.to_csv(files.path(out / "curation.csv"), index=False)
+        tracking.log_metrics({k: v for k, v in metrics.items() if "." in k})
+    for name, row in {**ablation, **expert}.items():
+        say(f"{name}: latency -{100 * (row.get('latency_reduction') or 0):.1f}%, score "
+            f"{row.get('score_delta', float('nan')):+.2f} points "
+            f"({'shown equal' if row.get('shown_equal') else 'not shown equal'})")
+    say(f"{metrics['seconds']:.0f} s -> {out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    run_stage("findings", main)

@@ -1,0 +1,106 @@
+"""The findings stage: the ablation's four spaces, the judge, and the stage end to end on a
+tiny workspace (real searches on a trained supernet, real from-scratch runs)."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import yaml
+
+from hardware.spec import load_spec
+from hwnas import layout
+from hwnas.findings import ARTICLE, VARIANTS, FindingsError, plot_ablation, report, variant_space
+from hwnas.search.genome import from_arch
+from hwnas.space import SpaceConfig, curated_space
+from test_kill_resume import _run, _workspace, template  # noqa: F401 (a fixture)
+
+SPACE = curated_space(load_spec(), SpaceConfig(head_features=64, stem_stride=2,
+                                               stages=((32, 1, 2), (64, 2, 2), (96, 2, 1)),
+                                               expands=(1, 2, 4),
+                                               depth_multipliers=(0.5, 1.0, 1.5),
+                                               width_range=(0.5, 1.0)))
+
+
+def test_the_four_spaces_hold_the_baseline_and_only_their_levers():
+    base = SPACE.baseline([32, 64, 96])
+    rng = np.random.default_rng(0)
+    for name, depth, fused in VARIANTS:
+        space = variant_space(SPACE, depth, fused)
+        from_arch(space, base)  # every variant's search can start from the baseline
+        nets = [space.sample(rng) for _ in range(40)]
+        assert any(b.type == "fused_ibn" for n in nets for b in n.blocks) == fused, name
+        depths = {len(n.blocks) for n in nets}
+        assert (depths != {len(base.blocks)}) == depth, (name, depths)
+    assert variant_space(SPACE, True, True) == SPACE
+    with pytest.raises(FindingsError, match="no depth multiplier 1"):
+        variant_space(replace(SPACE, depth_multipliers=(0.5, 1.5)), False, True)
+
+
+def test_findings_stage_end_to_end(template, tmp_path):  # noqa: F811
+    """Tiny budgets: the supernet, the pipeline's search and the baseline's two seeds first,
+    then the stage: four searches, curation, the expert networks trained and judged; a
+    rerun resumes every search and run from its journal (nothing trained again)."""
+    ws = _workspace(template, tmp_path)
+    params = yaml.safe_load((ws / "params.yaml").read_text())
+    params["baseline"].update(seeds=2, epochs=1)
+    params["findings"].update(candidates=12, population=4, rules_from=[],
+                              curation={"seeds": 2, "candidates": 12, "population": 4})
+    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage in ("train_supernet", "search", "baseline"):
+        _run(ws, stage)
+    (ws / layout.EVALUATE).mkdir(parents=True)
+    (ws / layout.EVALUATE / "metrics.json").write_text(json.dumps(
+        {"shown_equal": False, "score_delta_ci95": [-1.5, 0.5]}))
+
+    out = _run(ws, "findings")
+    m = json.loads((ws / layout.FINDINGS / "metrics.json").read_text())
+    runs = (ws / layout.FINDINGS / "runs.jsonl").read_text().splitlines()
+    for name in ("v0", "v1", "v2", "v3"):
+        row = m["ablation"][name]
+        assert row["candidates"] == 12 and m[f"ablation.{name}.latency_reduction"] == row.get(
+            "latency_reduction")
+        if row["chosen"]:
+            lo, hi = row["score_delta_ci95"]
+            assert len(row["score_runs"]) == 2 and lo <= row["score_delta"] <= hi
+    expert = m["expert"]["expert_only"]
+    assert expert["rules"] and len(expert["score_runs"]) == 2
+    assert m["curation"][0]["space"] == "curated" and m["curation"][0]["seeds"] == 2
+    assert -1 <= m["flops_latency_spearman"] <= 1 and m["evaluate.shown_equal"] is False
+    text = (ws / layout.FINDINGS / "report.md").read_text()
+    assert "## Ablation: four searches of equal budget" in text and "| V3 |" in text
+    assert (ws / layout.FINDINGS / "ablation.png").stat().st_size > 1000
+    assert "training" in out
+    trained = len(runs)
+
+    again = _run(ws, "findings")
+    assert "training" not in again  # every run from runs.jsonl, every search from its journal
+    assert len((ws / layout.FINDINGS / "runs.jsonl").read_text().splitlines()) == trained
+    m2 = json.loads((ws / layout.FINDINGS / "metrics.json").read_text())
+    assert {k: v for k, v in m2.items() if k != "seconds"} == {
+        k: v for k, v in m.items() if k != "seconds"}
+
+
+def test_report_and_plot_show_every_row(tmp_path):
+    row = {"latency_reduction": 0.4, "memory_reduction": 0.2, "energy_reduction": 0.1,
+           "score_delta": -0.2, "score_delta_se": 0.1, "score_delta_ci95": [-0.6, 0.2],
+           "equal_margin": 0.5, "shown_equal": False, "score_runs": [1, 2]}
+    ab = {name: {**row, "depth_multiplier": d, "fused_ibn": f, "candidates": 10}
+          for name, d, f in VARIANTS}
+    ab["v0"] = {"depth_multiplier": False, "fused_ibn": False, "candidates": 10, "chosen": None}
+    m = {"ablation": ab, "expert": {"expert_only": {**row, "rules": [{"fuse_ibn": {}}]}},
+         "curation": [{"space": "curated", "seeds": 2, "median_best_latency_ms": 0.1,
+                       "worst_best_latency_ms": 0.2, "runs_within_tolerance": 1,
+                       "median_evaluations_to_tolerance": None}],
+         "curation.evaluations_ratio": None,
+         "flops": {"networks": 5, "flops_latency_spearman": 0.8, "params_latency_spearman": 0.9,
+                   "misordered_pair_share": 0.1, "pairs": [], "stages": []},
+         "evaluate.score_delta_ci95": None}
+    text = report(m, "top-1 accuracy", "neural-engine-32", 0.5, 2)
+    assert "| V0 | no | no | 10 | - | 0.0% |" in text and "no network at the baseline's" in text
+    assert f"| V3 | yes | yes | 10 | 40.0% | {100 * ARTICLE['v3']:.1f}% |" in text
+    assert "-0.20 ± 0.10 [-0.60, +0.20] | not shown equal |" in text
+    assert "| expert only | fuse_ibn | 40.0% | 50.0% |" in text
+    plot_ablation(m, tmp_path / "a.png")
+    assert (tmp_path / "a.png").stat().st_size > 1000
