@@ -201,3 +201,18 @@ def block_latency_by_stage(arch: ArchSpec, space: SearchSpace, spec) -> pd.DataF
                      "fused_over_ibn": lat["fused_ibn"] / lat["ibn"]})
         first += n
     return pd.DataFrame(rows)
+
+
+def flops_findings(candidates: pd.DataFrame, baseline: ArchSpec, space: SearchSpace, spec,
+                   top: int = 5) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Over a search's ``candidates`` (``arch``, ``pareto``): ``flops_ranking``'s figures and
+    pairs, and the baseline's stages (``block_latency_by_stage``) with the Pareto front's
+    fused-IBN share per stage."""
+    from hwnas.arch import decode
+
+    archs = [decode(a) for a in candidates["arch"].drop_duplicates()]
+    front = [decode(a) for a in candidates.loc[candidates["pareto"], "arch"].drop_duplicates()]
+    stats, pairs = flops_ranking(archs, spec, top)
+    stages = block_latency_by_stage(baseline, space, spec)
+    stages["front_fused_share"] = fused_share_by_stage(front, space)
+    return {**stats, "front_networks": len(front)}, pairs, stages

@@ -31,11 +31,10 @@ def _read(path, stage: str) -> dict:
 
 def main() -> None:
     from hwnas import tasks, tracking
-    from hwnas.arch import decode, parse_arch
+    from hwnas.arch import parse_arch
     from hwnas.context import train_context
-    from hwnas.experiments import (block_latency_by_stage, curation_runs, curation_spaces,
-                                   curation_table, flops_ranking, fused_share_by_stage,
-                                   plot_curation)
+    from hwnas.experiments import (curation_runs, curation_spaces, curation_table,
+                                   flops_findings, plot_curation)
     from hwnas.files import read_table, staged
     from hwnas.findings import (Judge, ablation_searches, expert_archs, plot_ablation, report,
                                 summary)
@@ -84,11 +83,7 @@ def main() -> None:
                   for name, e in expert_archs(sctx.baseline, sctx.estimator.estimate,
                                               spec.parallelism, others).items()}
 
-        archs = [decode(a) for a in df["arch"].drop_duplicates()]
-        front = [decode(a) for a in df.loc[df["pareto"], "arch"].drop_duplicates()]
-        stats, pairs = flops_ranking(archs, spec)
-        stages = block_latency_by_stage(sctx.baseline, sctx.space, spec)
-        stages["front_fused_share"] = fused_share_by_stage(front, sctx.space)
+        stats, pairs, stages = flops_findings(df, sctx.baseline, sctx.space, spec)
         flops = {**stats, "pairs": pairs.to_dict("records"),
                  "stages": stages.astype(object).where(stages.notna(), None).to_dict("records")}
         table = curation_table(curves)

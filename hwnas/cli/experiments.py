@@ -136,21 +136,15 @@ def experiment_flops(
     as IBN and as fused-IBN on the spec."""
     import pandas as pd
 
-    from hwnas.arch import decode
-    from hwnas.experiments import block_latency_by_stage, flops_ranking, fused_share_by_stage
+    from hwnas.experiments import flops_findings
     from hwnas.files import read_table
 
     ctx = _search_context()
     df = read_table(layout.CANDIDATES, {"arch": "text", "pareto": "any"},
                     "no search candidates (run `hwnas run`)")
-    archs = [decode(a) for a in df["arch"].drop_duplicates()]
-    front = [decode(a) for a in df.loc[df["pareto"], "arch"].drop_duplicates()]
-    stats, pairs = flops_ranking(archs, ctx.spec, top)
-    stages = block_latency_by_stage(ctx.baseline, ctx.space, ctx.spec)
-    stages["front_fused_share"] = fused_share_by_stage(front, ctx.space)
+    stats, pairs, stages = flops_findings(df, ctx.baseline, ctx.space, ctx.spec, top)
     out = layout.EXPERIMENTS / "flops"
-    write_json(out / "metrics.json", {"hardware": ctx.spec.name, **stats,
-                                      "front_networks": len(front)})
+    write_json(out / "metrics.json", {"hardware": ctx.spec.name, **stats})
     with atomic_path(out / "pairs.csv") as tmp:
         pairs.to_csv(tmp, index=False)
     with atomic_path(out / "stages.csv") as tmp:
