@@ -41,7 +41,9 @@ def main() -> None:
     epochs, _ = budget_epochs(params)
     seed0 = params["base"]["seed"]
     cache = layout.RESULTS / "experiments" / "verdict.jsonl"
-    done = {(r["net"], r["threads"], r["seed"]): r["score"] for r in read_journal(cache)}
+    # a run is reused only for the same network and budget (the latency model may change)
+    done = {(r["net"], r["threads"], r["seed"]): r["score"] for r in read_journal(cache)
+            if r["arch"] == archs[r["net"]] and r["epochs"] == epochs}
     jobs = [(net, threads, seed0 + i) for threads in (1, 2) for net in archs
             for i in range(args.seeds) if (net, threads, seed0 + i) not in done]
     t0 = time.perf_counter()

@@ -23,7 +23,7 @@ def dvc_stages() -> list[str]:
 
 def instances(stage: str, params: dict, task: str = "classification") -> list[str]:
     """What ``dvc repro`` is given for ``stage``: itself, ``stage@task`` for a task's stage
-    (``foreach: ${tasks}`` or ``${codesign.tasks}``), the task's items of a ``matrix``
+    (``foreach: ${tasks}``, ``${codesign.tasks}`` or ``${findings.tasks}``), the task's items of a ``matrix``
     stage, or one ``stage@item`` per item of another ``foreach`` stage, none for an empty
     list. (Given a ``foreach`` name whose list is empty, ``dvc repro``
     finds no stage and reproduces the whole pipeline instead.)"""
@@ -36,7 +36,7 @@ def instances(stage: str, params: dict, task: str = "classification") -> list[st
                     if s.name.startswith(f"{stage}@{task}-")]
     if "foreach" not in entry:
         return [stage]
-    if entry["foreach"] in ("${tasks}", "${codesign.tasks}"):
+    if entry["foreach"] in ("${tasks}", "${codesign.tasks}", "${findings.tasks}"):
         return [f"{stage}@{task}"]
     items = params
     for key in re.fullmatch(r"\$\{(.+)\}", entry["foreach"]).group(1).split("."):

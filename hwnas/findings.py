@@ -36,14 +36,16 @@ class FindingsError(UserError):
 
 
 def variant_space(space: SearchSpace, depth: bool, fused: bool) -> SearchSpace:
-    """``space`` without the depth multiplier (the baseline's depths: multiplier 1) and/or
-    without fused-IBN blocks."""
+    """``space`` without depth search (the baseline's depths: multiplier 1, or each stage's
+    base depth where the space has no multiplier) and/or without fused-IBN blocks."""
     if not depth and space.depth_multipliers and 1.0 not in space.depth_multipliers:
         raise FindingsError(f"the space {space.name} has no depth multiplier 1 to hold the "
                             f"baseline's depths")
     stages = space.stages if fused else tuple(
         replace(s, types=tuple(t for t in s.types if t != "fused_ibn") or ("ibn",))
         for s in space.stages)
+    if not depth and not space.depth_multipliers:
+        stages = tuple(replace(s, depths=(d,)) for s, d in zip(stages, space.base_depths()))
     dms = space.depth_multipliers if depth or not space.depth_multipliers else (1.0,)
     name = f"{space.name}{'' if depth else '-no_depth'}{'' if fused else '-no_fused'}"
     return replace(space, name=name, stages=stages, depth_multipliers=dms)
@@ -76,9 +78,12 @@ class Judge:
             raise FindingsError(f"the baseline's metrics.json has seeds "
                                 f"{self.baseline.get('seeds')}, the findings need {seeds} "
                                 f"(baseline.seeds): rerun the baseline stage")
+        # the baseline's own runs stand for the training code: new code reruns the baseline,
+        # whose scores then differ, and these runs are retrained against it
         self.fp = fingerprint({"seeds": seeds, "epochs": budget_epochs(self.params)[0],
                                "train": scratch_fingerprint(section(self.params,
-                                                                    "train_supernet"))})
+                                                                    "train_supernet")),
+                               "baseline": [self.baseline["arch"], self.baseline["score_runs"]]})
         self.base_sim = simulate_models({"b": parse_arch(self.baseline["arch"])}, self.spec)["b"]
 
     def runs(self, arch: ArchSpec) -> list[float]:
@@ -104,8 +109,8 @@ class Judge:
                 "score_delta": statistics.fmean(runs) - statistics.fmean(base_runs),
                 "score_delta_se": paired_se(runs, base_runs),
                 **equality(runs, base_runs, self.margin),
-                **{f"{k}_reduction": 1 - sim[k] / base[k]
-                   for k in ("latency_ms", "memory_bytes", "energy_mj")},
+                **{f"{name}_reduction": 1 - sim[k] / base[k] for name, k in
+                   (("latency", "latency_ms"), ("memory", "memory_bytes"), ("energy", "energy_mj"))},
                 "latency_ms": sim["latency_ms"], "memory_bytes": sim["memory_bytes"]}
 
 
@@ -115,6 +120,7 @@ def ablation_searches(sctx, objective_fn, candidates: int, population: int, jour
     journaled in the folder ``journal`` (a killed stage resumes them): per variant its
     candidates and the latency model, the fastest Pareto network at the baseline's supernet
     score or better."""
+    from hwnas.checkpoint import fingerprint
     from hwnas.search.choice import summarize
     from hwnas.search.evolution import search
 
@@ -122,8 +128,9 @@ def ablation_searches(sctx, objective_fn, candidates: int, population: int, jour
     out = {}
     for name, depth, fused in VARIANTS:
         space = variant_space(sctx.space, depth, fused)
+        key = fingerprint(space.to_json())  # a changed variant space starts its search anew
         df = search(space, objective_fn, candidates=candidates, population=population,
-                    seed=sctx.params["seed"], journal=journal / f"{name}.jsonl",
+                    seed=sctx.params["seed"], journal=journal / f"{name}-{key}.jsonl",
                     seeds=[sctx.baseline],
                     on_batch=None if on_batch is None else lambda n, _r, v=name: on_batch(v, n))
         s = summarize(df, base, None)
@@ -132,6 +139,18 @@ def ablation_searches(sctx, objective_fn, candidates: int, population: int, jour
                      "search_score": s["score_of_fastest"],
                      "search_latency_reduction": s["front_latency_reduction_at_baseline_score"]}
     return out
+
+
+def rules_sources(rules_from: list[str], task: str) -> dict[str, Path]:
+    """The other tasks' ``pareto.json`` that ``findings.rules_from`` names, each present."""
+    from hwnas import layout
+
+    paths = {t: layout.task_path("PARETO", t) for t in rules_from if t != task}
+    for t, path in paths.items():
+        if not path.is_file():
+            raise FindingsError(f"findings.rules_from: {path} does not exist: run `hwnas run "
+                                f"--task {t}` first, or leave {t} out")
+    return paths
 
 
 def expert_archs(baseline: ArchSpec, estimate, parallelism: int,
@@ -143,17 +162,20 @@ def expert_archs(baseline: ArchSpec, estimate, parallelism: int,
 
     def cost(archs):
         records = estimate(list(archs))
-        if bad := next((r for r in records if r["latency_ms"] is None), None):
-            raise FindingsError(f"the estimator cannot cost {archs[0].key}: "
-                                f"{bad['out_of_range'][0]}")
+        for arch, r in zip(archs, records):
+            if r["latency_ms"] is None:
+                raise FindingsError(f"the estimator cannot cost {arch.key}: "
+                                    f"{r['out_of_range'][0]}")
         return [(r["latency_ms"], r["memory_bytes"]) for r in records]
 
     sets = {"expert_only": default_rules(parallelism)}
     for task, path in rules_from.items():
         try:
             front = [parse_arch(e["arch"]) for e in read_pareto(path, ("pareto",))["pareto"]]
-        except (UserError, KeyError, TypeError, ValueError) as err:
-            raise FindingsError(f"{path}: {err}") from None
+        except UserError as err:
+            raise FindingsError(str(err)) from None
+        except (KeyError, TypeError, ValueError) as err:
+            raise FindingsError(f"{path}: pareto: {err}") from None
         sets[f"rules_from_{task}"] = learn_rules(front, parallelism)
     out = {}
     for name, rules in sets.items():
@@ -212,10 +234,15 @@ def _delta(row: dict) -> str:
             + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""))
 
 
+def _ms(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
 def _verdict(row: dict) -> str:
-    if "shown_equal" not in row:
-        return "no network at the baseline's score"
-    return "shown equal" if row["shown_equal"] else "not shown equal"
+    from hwnas.evaluation.metrics import equal_word
+
+    return equal_word(row["shown_equal"]) if "shown_equal" in row else (
+        "no network at the baseline's score")
 
 
 def report(m: dict, task_label: str, hardware: str, margin: float, seeds: int) -> str:
@@ -260,14 +287,15 @@ def report(m: dict, task_label: str, hardware: str, margin: float, seeds: int) -
               "median evaluations to within 5% |", "| --- | --- | --- | --- | --- | --- |"]
     for r in m["curation"]:
         ev = r["median_evaluations_to_tolerance"]
-        lines.append(f"| {r['space']} | {r['seeds']} | {r['median_best_latency_ms']:.4f} | "
-                     f"{r['worst_best_latency_ms']:.4f} | {r['runs_within_tolerance']} | "
+        lines.append(f"| {r['space']} | {r['seeds']} | {_ms(r['median_best_latency_ms'])} | "
+                     f"{_ms(r['worst_best_latency_ms'])} | {r['runs_within_tolerance']} | "
                      f"{'-' if ev is None else f'{ev:g}'} |")
     ratio = m["curation.evaluations_ratio"]
     lines += ["", "Within 5%: of the best latency at the baseline's supernet score that any run "
                   "of either space reached. Evaluations ratio (uncurated / curated): "
-              + ("not defined (a space's median run never got there)" if ratio is None
-                 else f"{ratio:.2f}") + ".", "", "![curation](curation.png)", "",
+              + ("not defined (no run of a space got there)" if ratio is None
+                 else f"{ratio:.2f}") + " (medians over the runs that got there).", "",
+              "![curation](curation.png)", "",
               "## Where FLOPs mislead", ""]
     f = m["flops"]
     lines += [f"Over the pipeline search's {f['networks']} candidates: Spearman of simulated "
@@ -290,7 +318,7 @@ def report(m: dict, task_label: str, hardware: str, margin: float, seeds: int) -
     lines += ["", "## Equal score in the pipeline's headline", "",
               "The evaluate stage's latency model: "
               + ("no interval (fewer than two paired runs)" if not ci else
-                 f"{'shown equal' if m['evaluate.shown_equal'] else 'not shown equal'}, 95% "
+                 f"{_verdict({'shown_equal': m['evaluate.shown_equal']})}, 95% "
                  f"interval [{ci[0]:+.2f}, {ci[1]:+.2f}] points")
               + " (`../evaluate/report.md`)."]
     return "\n".join(lines) + "\n"

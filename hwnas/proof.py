@@ -174,11 +174,11 @@ def scratch_results(archs: list[ArchSpec], ctx: TrainContext, cache_path: Path,
     return {arch.key: out[arch.key] for arch in archs}
 
 
-def confirmation_runs(params: dict, log=print):
-    """The search's ``trained`` (``hwnas.search.choice.summarize``): architectures trained
-    from scratch with the supernet's budget (``scratch_results``), scored on the val split,
-    mean of ``search.confirm_seeds`` runs, kept in ``layout.CONFIRMATIONS`` (a killed search
-    resumes them)."""
+def confirm_trainer(params: dict, log=print, before=None):
+    """The search's ``train_on_val`` (``hwnas.search.choice.summarize``): architectures
+    trained from scratch with the supernet's budget (``scratch_results``), scored on the val
+    split, mean of ``search.confirm_seeds`` runs, kept in ``layout.CONFIRMATIONS`` (a killed
+    search resumes them). ``before()`` runs first (the search frees its scoring workers)."""
     from hwnas import layout
     from hwnas.arch import parse_arch
     from hwnas.context import train_context
@@ -186,7 +186,9 @@ def confirmation_runs(params: dict, log=print):
 
     seeds = section(params, "search")["confirm_seeds"]
 
-    def trained(archs: list[str]) -> dict[str, dict]:
+    def train_on_val(archs: list[str]) -> dict[str, dict]:
+        if before is not None:
+            before()
         log(f"search: confirming {len(archs)} tied candidates from scratch on the val split "
             f"({seeds} seed(s) each)")
         nets = [parse_arch(a) for a in archs]
@@ -196,7 +198,7 @@ def confirmation_runs(params: dict, log=print):
                                                      f"{r['scratch_score']:.2f}"))
         return {a: runs[n.key] for a, n in zip(archs, nets)}
 
-    return trained
+    return train_on_val
 
 
 def score_subnets(supernet, archs: list[ArchSpec], probes: list[ArchSpec],

@@ -20,7 +20,7 @@ def main() -> None:
     from hardware.spec import load_spec
     from hwnas import tasks, tracking
     from hwnas.estimator import Estimator
-    from hwnas.evaluation.metrics import headline
+    from hwnas.evaluation.metrics import equal_word, headline
     from hwnas.evaluation.plots import plot
     from hwnas.evaluation.report import report
     from hwnas.evaluation.run import BASELINES, evaluate, read_inputs
@@ -63,7 +63,7 @@ def main() -> None:
     t = metrics["targets"]
     say(f"latency -{100 * metrics['latency_reduction']:.1f}% at {metrics['score_delta']:+.2f} "
         f"points (target {'met' if t['latency_met'] else 'not met'}; "
-        f"{'shown equal' if metrics['shown_equal'] else 'not shown equal'})"
+        f"{equal_word(metrics['shown_equal'])})"
         + (f"; memory model -{100 * metrics['memory_model']['memory_reduction']:.1f}% memory at "
            f"{metrics['memory_model']['score_delta']:+.2f} points (target "
            f"{'met' if t['memory_met'] else 'not met'})" if "memory_model" in metrics else "")

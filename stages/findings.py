@@ -35,9 +35,10 @@ def main() -> None:
     from hwnas.context import train_context
     from hwnas.experiments import (curation_runs, curation_spaces, curation_table,
                                    flops_findings, plot_curation)
+    from hwnas.evaluation.metrics import equal_word
     from hwnas.files import read_table, staged
     from hwnas.findings import (Judge, ablation_searches, expert_archs, plot_ablation, report,
-                                summary)
+                                rules_sources, summary)
     from hwnas.search.objectives import make_objective_fn
     from hwnas.search.run import fingerprint, load_search_context
 
@@ -48,11 +49,15 @@ def main() -> None:
     evaluated = _read(layout.EVALUATE / "metrics.json", f"evaluate@{task}")
     df = read_table(layout.CANDIDATES, {"arch": "text", "pareto": "any"},
                     f"no search candidates (run the search@{task} stage)")
+    others = rules_sources(p["rules_from"], task)  # checked before any work
     sctx = load_search_context(params)
     spec, out = sctx.spec, layout.FINDINGS
-    budget = {k: p[k] for k in ("candidates", "population", "curation")}
-    journal = out / "journal" / fingerprint({**sctx.params, **budget}, layout.SUPERNET,
-                                            sctx.estimator_dir / "manifest.json")
+    inputs = (layout.SUPERNET, sctx.estimator_dir / "manifest.json")
+    scoring = {k: sctx.params[k] for k in ("seed", "hardware", "score", "calib_images",
+                                           "val_images")}
+    journals = {kind: out / "journal" / fingerprint({**scoring, **budget}, *inputs)
+                for kind, budget in (("ablation", {k: p[k] for k in ("candidates", "population")}),
+                                     ("curation", p["curation"]))}
     with tracking.run("findings", params=p, tags=tracking.stage_tags("findings",
                                                                      spec.spec_hash())):
         scorer = sctx.scorer()
@@ -60,7 +65,7 @@ def main() -> None:
             objective = make_objective_fn(scorer, sctx.estimator.estimate)
             say(f"ablation: 4 searches of {p['candidates']} candidates")
             searches = ablation_searches(sctx, objective, p["candidates"], p["population"],
-                                         journal)
+                                         journals["ablation"])
             c = p["curation"]
             say(f"curation: {c['seeds']} seeds x {c['candidates']} candidates per space")
             curves = curation_runs(curation_spaces(sctx.space,
@@ -68,7 +73,7 @@ def main() -> None:
                                    objective, seeds=range(c["seeds"]),
                                    candidates=c["candidates"], population=c["population"],
                                    min_score=objective([sctx.baseline])[0]["score"],
-                                   journal=journal)
+                                   journal=journals["curation"])
         finally:
             if hasattr(scorer, "close"):
                 scorer.close()
@@ -78,7 +83,6 @@ def main() -> None:
                       out / "runs.jsonl", log=say)
         ablation = {name: {**s, **(judge(parse_arch(s["chosen"])) if s["chosen"] else {})}
                     for name, s in searches.items()}
-        others = {t: layout.task_path("PARETO", t) for t in p["rules_from"] if t != task}
         expert = {name: {"rules": e["rules"], "rules_tried": e["rules_tried"], **judge(e["arch"])}
                   for name, e in expert_archs(sctx.baseline, sctx.estimator.estimate,
                                               spec.parallelism, others).items()}
@@ -101,9 +105,11 @@ def main() -> None:
             table.to_csv(files.path(out / "curation.csv"), index=False)
         tracking.log_metrics({k: v for k, v in metrics.items() if "." in k})
     for name, row in {**ablation, **expert}.items():
-        say(f"{name}: latency -{100 * (row.get('latency_reduction') or 0):.1f}%, score "
-            f"{row.get('score_delta', float('nan')):+.2f} points "
-            f"({'shown equal' if row.get('shown_equal') else 'not shown equal'})")
+        if "score_delta" not in row:
+            say(f"{name}: no network at the baseline's supernet score")
+            continue
+        say(f"{name}: latency -{100 * row['latency_reduction']:.1f}%, score "
+            f"{row['score_delta']:+.2f} points ({equal_word(row['shown_equal'])})")
     say(f"{metrics['seconds']:.0f} s -> {out / 'report.md'}")
 
 

@@ -16,7 +16,7 @@ from hwnas.params import load_params, run_stage
 def main() -> None:
     from hwnas.files import staged
     from hwnas.search.objectives import make_objective_fn
-    from hwnas.proof import confirmation_runs
+    from hwnas.proof import confirm_trainer
     from hwnas.search.run import check_space, describe, load_search_context, plot, run_search
 
     params = load_params()
@@ -26,8 +26,9 @@ def main() -> None:
     if hasattr(scorer, "fanout"):
         print(f"search: scoring candidates on {scorer.fanout.where}")
     try:
+        # the scoring workers leave before confirmations train (2 cores)
         result = run_search(ctx, make_objective_fn(scorer, ctx.estimator.estimate),
-                            confirmation_runs(params))
+                            confirm_trainer(params, before=getattr(scorer, "close", None)))
     finally:
         if hasattr(scorer, "close"):
             scorer.close()
@@ -42,6 +43,9 @@ def main() -> None:
     print(f"search: {s['candidates']} candidates ({s['resumed_candidates']} from the journal, "
           f"{result.logged_runs} new MLflow candidate runs) in {s['search_seconds']:.0f} s")
     print(f"search: {describe(s)}")
+    if ctx.params["confirm"] > 1 and not s["confirmed_networks"]:
+        print("search: search.confirm: nothing confirmed (it needs search.latency_budget and at "
+              "least two networks tied under it)")
 
 
 if __name__ == "__main__":

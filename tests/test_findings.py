@@ -64,8 +64,12 @@ def test_findings_stage_end_to_end(template, tmp_path):  # noqa: F811
         if row["chosen"]:
             lo, hi = row["score_delta_ci95"]
             assert len(row["score_runs"]) == 2 and lo <= row["score_delta"] <= hi
+            for kind in ("latency", "memory", "energy"):
+                assert -1 < row[f"{kind}_reduction"] < 1, (name, kind)
+    assert any(m["ablation"][name]["chosen"] for name in ("v0", "v1", "v2", "v3"))
     expert = m["expert"]["expert_only"]
     assert expert["rules"] and len(expert["score_runs"]) == 2
+    assert m["expert_only.latency_reduction"] == expert["latency_reduction"] >= 0  # rules that pay
     assert m["curation"][0]["space"] == "curated" and m["curation"][0]["seeds"] == 2
     assert -1 <= m["flops_latency_spearman"] <= 1 and m["evaluate.shown_equal"] is False
     text = (ws / layout.FINDINGS / "report.md").read_text()

@@ -107,15 +107,15 @@ def test_confirmation_trains_tied_networks_spread_over_macs_and_keeps_the_best_o
         val = {"c": 70.0, "a": 74.0, "b": 74.0}
         return {a: {"scratch_score": val[a], "scratch_scores": [val[a]]} for a in archs}
 
-    s = summarize(df, base, None, 0.5, 2.0, 500, confirm=3, trained=trained)
+    s = summarize(df, base, None, 0.5, 2.0, 500, confirm=3, train_on_val=trained)
     assert asked == [["c", "a", "b"]] and s["_fastest"] == "a"  # a tie on val: the earlier
     assert s["confirmed_networks"] == 3
     assert [(c["arch"], c["val_score"]) for c in s["confirmations"]] == [
         ("c", 70.0), ("a", 74.0), ("b", 74.0)]
     assert s["chosen_score"] == 95.0
-    # nothing to confirm: one confirmation asked for, or one network tied
-    for confirm, tie_se in ((1, 2.0), (3, 0.0)):
-        s = summarize(df, base, None, 0.5, tie_se, 500, confirm=confirm, trained=trained)
+    # nothing to confirm: one confirmation asked for, one network tied, no latency budget
+    for confirm, tie_se, budget in ((1, 2.0, 0.5), (3, 0.0, 0.5), (3, 2.0, None)):
+        s = summarize(df, base, None, budget, tie_se, 500, confirm=confirm, train_on_val=trained)
         assert len(asked) == 1 and s["confirmations"] == []
 
 

@@ -96,6 +96,13 @@ def findings(
     tasks, curation, where FLOPs mislead; every network trained from scratch and judged."""
     import json
 
+    from hwnas.findings import FindingsError, rules_sources
+    from hwnas.params import ParamsError, load_params
+
+    try:  # a front to learn rules from that no run wrote is refused before anything runs
+        rules_sources(load_params(task=task)["findings"]["rules_from"], task)
+    except (ParamsError, FindingsError) as err:
+        fail(str(err))
     run_id = _run_flow(["findings"], wait, force, task, cluster, also_in="findings.tasks")
     typer.echo(f"findings finished: MLflow run {run_id}")
     try:
@@ -199,8 +206,9 @@ def headline() -> str | None:
     if m.get("score_delta_se") is not None:
         line += f" (paired SE {m['score_delta_se']:.2f})"
     if "shown_equal" in m:
-        line += (f", {'shown equal' if m['shown_equal'] else 'not shown equal'} within "
-                 f"{m['equal_margin']:g} points")
+        from hwnas.evaluation.metrics import equal_word
+
+        line += f", {equal_word(m['shown_equal'])} within {m['equal_margin']:g} points"
     if mm := m.get("memory_model"):
         line += (f"; memory model -{100 * mm['memory_reduction']:.1f}% memory at "
                  f"{mm['score_delta']:+.2f} points")

@@ -92,16 +92,18 @@ def equality(ours: Sequence[float], theirs: Sequence[float], margin: float) -> d
             "shown_equal": ci is not None and ci[0] > -margin}
 
 
+def equal_word(shown: bool | None) -> str:
+    return "shown equal" if shown else "not shown equal"
+
+
 def verdict(m: dict) -> str:
     """The equality verdict of a model's metrics (``equality``'s keys) in words."""
     ci, margin = m.get("score_delta_ci95"), m.get("equal_margin")
     if ci is None:
-        return "not shown equal (no interval: fewer than two paired from-scratch runs)"
+        return "not shown equal (no interval: fewer than two from-scratch runs, or unpaired)"
     where = (f"95% interval [{ci[0]:+.2f}, {ci[1]:+.2f}] points over {len(m['score_runs'])} "
              f"paired seeds")
-    if m["shown_equal"]:
-        return f"**shown equal** within the {margin:g}-point margin ({where})"
-    return f"**not shown equal** within the {margin:g}-point margin ({where})"
+    return f"**{equal_word(m['shown_equal'])}** within the {margin:g}-point margin ({where})"
 
 
 def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],

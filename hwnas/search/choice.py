@@ -41,8 +41,9 @@ def _tied(rows: pd.DataFrame, tie: float) -> pd.DataFrame:
 
 
 def confirmation_set(rows: pd.DataFrame, tie: float, k: int) -> pd.DataFrame:
-    """``k`` of the tied rows spread evenly over their MACs, ``pick``'s own choice first:
-    the supernet ranks them alike, so which size trains best is the open question."""
+    """``k`` of the tied rows at even steps of their ranking by MACs (``pick``'s order, so
+    its own choice first and the fewest MACs last): the supernet ranks them alike, so which
+    size trains best is the open question."""
     tied = _tied(rows, tie)
     at = np.unique(np.round(np.linspace(0, len(tied) - 1, min(k, len(tied)))).astype(int))
     return tied.iloc[at]
@@ -51,15 +52,16 @@ def confirmation_set(rows: pd.DataFrame, tie: float, k: int) -> pd.DataFrame:
 def summarize(df: pd.DataFrame, base: dict, budget: float | None,
               latency_budget: float | None = None, tie_se: float = 0.0,
               val_images: int = 0, confirm: int = 0,
-              trained: Callable[[list[str]], dict[str, dict]] | None = None) -> dict:
+              train_on_val: Callable[[list[str]], dict[str, dict]] | None = None) -> dict:
     """The search's headline figures: latency saved at baseline score, and the
     best network within half (or ``budget`` of) the baseline's memory. The chosen
     latency model is the best network (``pick``) within ``latency_budget`` of the
     baseline's latency when one is set, else the fastest at baseline score; ties
-    span ``tie_se`` standard errors of a score on ``val_images`` (0: none). With
-    ``confirm`` > 1 and ``trained`` (architecture strings -> each one's record with its
-    trained ``scratch_score`` on the val split), the latency model is instead the best
-    trained of ``confirmation_set(confirm)`` (listed under ``confirmations``)."""
+    span ``tie_se`` standard errors of a score on ``val_images`` (0: none). With a latency
+    budget, ``confirm`` > 1 and ``train_on_val`` (architecture strings -> each one's record
+    with its ``scratch_score`` on the val split), the latency model is instead the best
+    trained of ``confirmation_set(confirm)`` (listed under ``confirmations``; none where
+    fewer than two networks tie)."""
     front = df[df["pareto"]]
     at_score = front[front["score"] >= base["score"]]
     fastest = at_score.loc[at_score["latency_ms"].idxmin()] if len(at_score) else None
@@ -70,10 +72,10 @@ def summarize(df: pd.DataFrame, base: dict, budget: float | None,
         tie = tie_points(within["score"].max(), val_images, tie_se) if len(within) else 0.0
         chosen = pick(within, tie)
     confirmations = []
-    if chosen is not None and trained is not None and confirm > 1:
+    if latency_budget and chosen is not None and train_on_val is not None and confirm > 1:
         trial = confirmation_set(within, tie, confirm)
         if len(trial) > 1:
-            runs = trained(list(trial["arch"]))
+            runs = train_on_val(list(trial["arch"]))
             trial = trial.assign(val_score=[runs[a]["scratch_score"] for a in trial["arch"]],
                                  val_scores=[runs[a]["scratch_scores"] for a in trial["arch"]])
             chosen = trial.loc[trial["val_score"].idxmax()]  # a tie keeps pick's choice

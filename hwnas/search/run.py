@@ -121,10 +121,10 @@ def check_space(space) -> None:
                                f"network: {err}") from None
 
 
-def run_search(ctx: SearchContext, objective_fn, trained=None) -> SearchResult:
+def run_search(ctx: SearchContext, objective_fn, train_on_val=None) -> SearchResult:
     """Search ``ctx.space`` with the batch objective ``objective_fn``, resuming from the journal;
-    logs the run and every candidate to MLflow. ``trained`` confirms the latency model's tied
-    candidates by training (``hwnas.search.choice.summarize``; ``confirmations``)."""
+    logs the run and every candidate to MLflow. ``train_on_val`` confirms the latency model's
+    tied candidates by training (``hwnas.search.choice.summarize``; ``confirmations``)."""
     from rich.progress import Progress
 
     from hwnas import tracking
@@ -160,7 +160,7 @@ def run_search(ctx: SearchContext, objective_fn, trained=None) -> SearchResult:
         # a proxy score is not a score on val_images: no binomial tie for it
         tie_se = (p.get("score_tie") or 0.0) if p["score"] == "supernet" else 0.0
         summary = summarize(df, base, budget, lat_budget, tie_se, p["val_images"],
-                            p["confirm"], trained)
+                            p["confirm"], train_on_val)
         fastest, smallest = summary.pop("_fastest"), summary.pop("_smallest")
         summary.update(search_seconds=round(seconds, 1), resumed_candidates=resumed,
                        score_mode=p["score"])
