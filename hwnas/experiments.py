@@ -88,24 +88,29 @@ def curation_runs(spaces: dict[str, SearchSpace], objective_fn: ObjectiveFn, *,
 
 
 def curation_table(curves: pd.DataFrame, tolerance: float = 0.05) -> pd.DataFrame:
-    """Per space: final best latency (median, worst over seeds), and how many
-    evaluations each seed needed to come within ``tolerance`` of the best latency
-    any run found (NaN if it never did)."""
+    """Per space: final best latency (median, worst over seeds); how many evaluations each
+    seed needed to come within ``tolerance`` of the best latency any run found (NaN if it
+    never did), and within ``tolerance`` of its own final value (its convergence)."""
     target = curves["best_latency_ms"].min() * (1 + tolerance)
     out = []
     for name, part in curves.groupby("space", sort=False):
-        finals, needed = [], []
+        finals, needed, own = [], [], []
         for _, run in part.groupby("seed"):
-            finals.append(run["best_latency_ms"].iloc[-1])
-            hit = run[run["best_latency_ms"] <= target]
+            best = run["best_latency_ms"]
+            finals.append(best.iloc[-1])
+            hit = run[best <= target]
             needed.append(hit["evaluations"].iloc[0] if len(hit) else np.nan)
-        needed = np.array(needed, float)
+            settled = run[best <= best.iloc[-1] * (1 + tolerance)]
+            own.append(settled["evaluations"].iloc[0] if len(settled) else np.nan)
+        needed, own = np.array(needed, float), np.array(own, float)
         out.append({"space": name, "seeds": len(finals),
                     "median_best_latency_ms": float(np.nanmedian(finals)),
                     "worst_best_latency_ms": float(np.nanmax(finals)),
                     "runs_within_tolerance": int(np.isfinite(needed).sum()),
                     "median_evaluations_to_tolerance":
-                        float(np.nanmedian(needed)) if np.isfinite(needed).any() else None})
+                        float(np.nanmedian(needed)) if np.isfinite(needed).any() else None,
+                    "median_evaluations_to_own_final":
+                        float(np.nanmedian(own)) if np.isfinite(own).any() else None})
     return pd.DataFrame(out)
 
 

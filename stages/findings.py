@@ -83,7 +83,8 @@ def main() -> None:
                       out / "runs.jsonl", log=say)
         ablation = {name: {**s, **(judge(parse_arch(s["chosen"])) if s["chosen"] else {})}
                     for name, s in searches.items()}
-        expert = {name: {"rules": e["rules"], "rules_tried": e["rules_tried"], **judge(e["arch"])}
+        expert = {name: {**{k: e[k] for k in ("changed", "rules", "rules_tried")},
+                         **judge(e["arch"])}
                   for name, e in expert_archs(sctx.baseline, sctx.estimator.estimate,
                                               spec.parallelism, others).items()}
 

@@ -86,6 +86,24 @@ def test_findings_stage_end_to_end(template, tmp_path):  # noqa: F811
         k: v for k, v in m.items() if k != "seconds"}
 
 
+def test_curation_counts_evaluations_to_the_common_and_to_its_own_final_value():
+    import pandas as pd
+
+    from hwnas.experiments import curation_table
+
+    curves = pd.DataFrame(
+        [{"space": "curated", "seed": s, "evaluations": i + 1, "best_latency_ms": v}
+         for s, run in enumerate(([4.0, 2.0, 1.0, 1.0], [4.0, 3.0, 3.0, 1.04]))
+         for i, v in enumerate(run)]
+        + [{"space": "uncurated", "seed": 0, "evaluations": i + 1, "best_latency_ms": v}
+           for i, v in enumerate([5.0, 2.0, 2.0, 2.0])])
+    t = curation_table(curves).set_index("space")
+    assert t.loc["curated", "median_evaluations_to_tolerance"] == 3.5  # 3 and 4 (1.04 <= 1.05)
+    assert t.loc["curated", "median_evaluations_to_own_final"] == 3.5
+    assert pd.isna(t.loc["uncurated", "median_evaluations_to_tolerance"])  # never near 1.0
+    assert t.loc["uncurated", "median_evaluations_to_own_final"] == 2.0
+
+
 def test_report_and_plot_show_every_row(tmp_path):
     row = {"latency_reduction": 0.4, "memory_reduction": 0.2, "energy_reduction": 0.1,
            "score_delta": -0.2, "score_delta_se": 0.1, "score_delta_ci95": [-0.6, 0.2],
@@ -93,11 +111,13 @@ def test_report_and_plot_show_every_row(tmp_path):
     ab = {name: {**row, "depth_multiplier": d, "fused_ibn": f, "candidates": 10}
           for name, d, f in VARIANTS}
     ab["v0"] = {"depth_multiplier": False, "fused_ibn": False, "candidates": 10, "chosen": None}
-    m = {"ablation": ab, "expert": {"expert_only": {**row, "rules": [{"fuse_ibn": {}}]}},
-         "curation": [{"space": "curated", "seeds": 2, "median_best_latency_ms": 0.1,
-                       "worst_best_latency_ms": 0.2, "runs_within_tolerance": 1,
-                       "median_evaluations_to_tolerance": None}],
-         "curation.evaluations_ratio": None,
+    m = {"ablation": ab, "expert": {"expert_only": {**row, "rules": [{"fuse_ibn": {}}],
+                                                    "changed": True}},
+         "curation": [{"space": "curated", "seeds": 2, "median_best_latency_ms": None,
+                       "worst_best_latency_ms": None, "runs_within_tolerance": 0,
+                       "median_evaluations_to_tolerance": None,
+                       "median_evaluations_to_own_final": 40.0}],
+         "curation.evaluations_ratio": None, "curation.best_latency_ratio": None,
          "flops": {"networks": 5, "flops_latency_spearman": 0.8, "params_latency_spearman": 0.9,
                    "misordered_pair_share": 0.1, "pairs": [], "stages": []},
          "evaluate.score_delta_ci95": None}
@@ -106,5 +126,6 @@ def test_report_and_plot_show_every_row(tmp_path):
     assert f"| V3 | yes | yes | 10 | 40.0% | {100 * ARTICLE['v3']:.1f}% |" in text
     assert "-0.20 ± 0.10 [-0.60, +0.20] | not shown equal |" in text
     assert "| expert only | fuse_ibn | 40.0% | 50.0% |" in text
+    assert "| curated | 2 | - | - | 40 | 0 | - |" in text
     plot_ablation(m, tmp_path / "a.png")
     assert (tmp_path / "a.png").stat().st_size > 1000
