@@ -130,6 +130,9 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
                      f"{r['candidates']} | {r['at_equal_score']} | {r['latency_ms']:.4f} | "
                      f"{_pct(r['latency_reduction'])}{' (baseline)' if r['is_baseline'] else ''} |")
     lines += ["", info.get("table_definition", ""), "",
+              "The same question answered by four searches of their own, each network trained "
+              "from scratch: [the findings](../findings/report.md) (`hwnas findings --task "
+              f"{metrics.get('task', 'classification')}` writes them).", "",
               "![score vs simulated latency](pareto.png)", "",
               "## Test examples", "", "![test examples](examples.png)", ""]
     if host := metrics.get("host_postprocess_ms"):
