@@ -3,6 +3,7 @@ task runner: threads or processes locally, a Dask cluster given its scheduler
 address (``DaskTaskRunner(address=...)``), with the same task code."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from functools import lru_cache
@@ -18,14 +19,16 @@ _INIT = threading.Lock()
 
 
 @lru_cache(maxsize=2)
-def _splits(dataset: str, resolution: int, seed: int, val_fraction: float, test_fraction: float):
-    from hwnas.data import load_dataset
+def _splits(task: str, data: str, seed: int):
+    """The task's splits of the ``data`` section (as JSON: a cache key)."""
+    from hwnas import tasks
 
-    return load_dataset(dataset, resolution, seed, val_fraction, test_fraction)
+    return tasks.torch_task(task).load(json.loads(data), seed)
 
 
 def train_and_score(arch: str, data: dict, train: dict, seed: int, threads: int = 1) -> dict:
-    """Train one architecture from scratch; its validation score (%) and time."""
+    """Train one architecture from scratch on its task's data; its validation score (%)
+    and time."""
     import torch
 
     from hwnas.arch import parse_arch
@@ -36,11 +39,11 @@ def train_and_score(arch: str, data: dict, train: dict, seed: int, threads: int 
 
     torch.set_num_threads(threads)
     cfg = TrainConfig(**train)
-    splits = _splits(data["dataset"], data["resolution"], seed, data["val_fraction"],
-                     data["test_fraction"])
+    net = parse_arch(arch)
+    splits = _splits(net.head.task, json.dumps(data, sort_keys=True), seed)
     with _INIT:
         torch.manual_seed(seed)
-        model = build_model(parse_arch(arch))
+        model = build_model(net)
     loader = Loader(splits.train, cfg.batch_size, shuffle=True, max_shift=cfg.max_shift,
                     seed=seed, drop_last=True)
     t0 = time.perf_counter()

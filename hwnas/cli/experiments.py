@@ -36,6 +36,10 @@ def experiment_zeroshot(
     n: Annotated[int, typer.Option("-n", min=4, max=10_000, help="Networks to train and score.")] = 12,
     epochs: Annotated[int, typer.Option(min=1, max=1000, help="From-scratch epochs per network.")] = 2,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Sampling and training seed.")] = 0,
+    seeds: Annotated[int, typer.Option(min=1, max=100, help="Training seeds per network "
+                                       "(seed, seed+1, ...): the score is their mean.")] = 1,
+    task: Annotated[str, typer.Option(help="The task whose supernet space and data are used.")
+                    ] = layout.DEFAULT_TASK,
     runner: Annotated[str, typer.Option(help=" | ".join(RUNNERS))] = "threads",
     workers: Annotated[int, typer.Option(min=1, max=MAX_WORKERS, help="Parallel trainings.")] = 2,
     dask_address: Annotated[Optional[str], typer.Option(
@@ -43,15 +47,25 @@ def experiment_zeroshot(
 ):
     """Kendall tau of NASWOT, synflow and grad_norm against trained score, beside #params.
 
-    The networks are trained from scratch (multishot) over a Prefect task runner."""
+    The networks are trained from scratch (multishot) over a Prefect task runner, on the
+    task's val split, the mean over ``--seeds`` runs."""
+    import statistics
+
     from flows.multishot import multishot
     from hwnas.experiments import proxy_taus, unique_samples
-    from hwnas.params import load_params
+    from hwnas.params import ParamsError, load_params
+    from hwnas.tasks import TASKS
 
     if runner not in RUNNERS:
         fail(f"--runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
+    if task not in TASKS:
+        fail(f"--task: unknown task {task!r} (known: {', '.join(TASKS)})")
+    layout.use_task(task)
     ctx = _search_context()
-    params = load_params()
+    try:
+        params = load_params(task=task)
+    except ParamsError as err:
+        fail(str(err))
     archs = unique_samples(ctx.space, n, seed)
     train = {**params["train_supernet"]["train"], "epochs": epochs}
     for key in ("num_random", "distill"):
@@ -63,21 +77,37 @@ def experiment_zeroshot(
             connect(dask_address).close()
         except ClusterError as err:
             fail(str(err))
-    typer.echo(f"training {len(archs)} networks from scratch ({epochs} epochs each, "
-               f"{dask_address or f'{runner} x{workers}'})...")
-    trained = multishot([a.encode() for a in archs], params["train_supernet"]["data"], train,
-                        seed, runner, workers, dask_address)
-    accs = [r["score"] for r in trained]
+    typer.echo(f"training {len(archs)} {task} networks from scratch ({epochs} epochs, "
+               f"{seeds} seed(s) each, {dask_address or f'{runner} x{workers}'})...")
+    runs = [[r["score"] for r in multishot([a.encode() for a in archs],
+                                           params["train_supernet"]["data"], train, seed + s,
+                                           runner, workers, dask_address)]
+            for s in range(seeds)]
+    accs = [statistics.fmean(r) for r in zip(*runs)]
     taus, rows = proxy_taus(archs, accs, ctx.val[0][:64], ctx.val[1][:64], seed)
-    report = {"networks": len(archs), "epochs": epochs, "kendall_tau": taus, "rows": rows}
-    write_json(layout.EXPERIMENTS / "zeroshot.json", report)
-    table = Table(title=f"zero-shot proxies vs score after {epochs} epochs ({len(archs)} networks)")
+    for row, scores in zip(rows, zip(*runs)):
+        row["scores"] = list(scores)
+    from scipy.stats import kendalltau
+
+    report = {"task": task, "networks": len(archs), "epochs": epochs, "seeds": seeds,
+              "kendall_tau": taus, "rows": rows,
+              # how well one seed's scores rank like another's: the ceiling for any proxy
+              "seed_to_seed_tau": float(kendalltau(runs[0], runs[1]).statistic)
+              if seeds > 1 else None}
+    out = layout.EXPERIMENTS / ("zeroshot.json" if task == layout.DEFAULT_TASK
+                                else f"zeroshot-{task}.json")
+    write_json(out, report)
+    table = Table(title=f"zero-shot proxies vs {task} score after {epochs} epochs "
+                        f"({len(archs)} networks, {seeds} seed(s))")
     table.add_column("proxy")
     table.add_column("Kendall tau", justify="right")
     for name, tau in sorted(taus.items(), key=lambda kv: -kv[1]):
         table.add_row(name + (" (baseline)" if name == "params" else ""), f"{tau:+.3f}")
     console.print(table)
-    typer.echo(f"written to {layout.EXPERIMENTS / 'zeroshot.json'}")
+    if report["seed_to_seed_tau"] is not None:
+        typer.echo(f"seed-to-seed Kendall tau of the trained scores: "
+                   f"{report['seed_to_seed_tau']:+.3f}")
+    typer.echo(f"written to {out}")
 
 
 @experiment_app.command("curation")
