@@ -16,8 +16,13 @@ if TYPE_CHECKING:
     from hardware.spec import HardwareSpec
 
 # Ops that run on the MAC array as a GEMM; the others run on the vector unit
-# (depthwise may run on the array too, as per-channel GEMMs: see the simulator).
+# (depthwise may run on the array too, as per-channel GEMMs: see the simulator; a
+# gate's small FC runs on the array, its pooling and scaling on the vector unit).
 GEMM_KINDS = frozenset({"conv", "fc"})
+
+# Bilinear resize: each output element is a weighted sum of its 4 nearest inputs,
+# 4 multiply-accumulates on the vector unit (as a 2x2 depthwise tap would be).
+RESIZE_TAPS = 4
 
 # A tensor stays on chip between two kernels only if it takes at most this share
 # of SRAM, leaving room for the consumer's weights and output.
@@ -27,22 +32,28 @@ RESIDENT_SRAM_SHARE = 0.5
 @dataclass(frozen=True, slots=True)
 class Op:
     name: str
-    kind: str  # conv | depthwise | fc | add | pool
+    kind: str  # conv | depthwise | fc | add | pool | resize | gate
     in_h: int
     in_w: int
     in_c: int
     out_c: int
-    kernel: int = 1
+    kernel: int = 1  # for a resize: the integer upsampling factor
     stride: int = 1
     inputs: tuple[int, ...] = (0,)
     output: int = 1
 
+    # resize: bilinear upsampling of H and W by ``kernel``, channels kept.
+    # gate: SE-style channel gating, out = x * sigmoid(W @ mean_hw(x) + b), shape kept.
     @property
     def out_h(self) -> int:
+        if self.kind == "resize":
+            return self.in_h * self.kernel
         return 1 if self.kind in ("pool", "fc") else ceil(self.in_h / self.stride)
 
     @property
     def out_w(self) -> int:
+        if self.kind == "resize":
+            return self.in_w * self.kernel
         return 1 if self.kind in ("pool", "fc") else ceil(self.in_w / self.stride)
 
     @property
@@ -62,17 +73,22 @@ class Op:
             return pixels * self.out_c * self.kernel * self.kernel * self.in_c
         if self.kind == "depthwise":
             return pixels * self.out_c * self.kernel * self.kernel
-        if self.kind == "fc":
+        if self.kind in ("fc", "gate"):  # a gate's FC maps the pooled channels to scales
             return self.in_c * self.out_c
         return 0
 
     @property
     def vector_ops(self) -> int:
-        """Elementwise work done on the vector unit (adds, pooling accumulations)."""
+        """Elementwise work done on the vector unit (adds, pooling accumulations,
+        resize taps; a gate pools its input, then scales it: two passes)."""
         if self.kind == "add":
             return self.out_elements
         if self.kind == "pool":
             return self.in_h * self.in_w * self.in_c
+        if self.kind == "resize":
+            return RESIZE_TAPS * self.out_elements
+        if self.kind == "gate":
+            return 2 * self.in_h * self.in_w * self.in_c
         return 0
 
     @property
@@ -82,7 +98,7 @@ class Op:
             return self.kernel * self.kernel * self.in_c * self.out_c + self.out_c
         if self.kind == "depthwise":
             return self.kernel * self.kernel * self.out_c + self.out_c
-        if self.kind == "fc":
+        if self.kind in ("fc", "gate"):
             return self.in_c * self.out_c + self.out_c
         return 0
 

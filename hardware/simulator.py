@@ -5,8 +5,11 @@ channels, K = k*k*in) on an output-stationary R x C MAC array, costing
 ``ceil(M/R) * ceil(N/C) * (K + R + C - 2)`` cycles: SCALE-Sim's own count (the rows
 of its demand matrices, one per cycle; its report's "Total Cycles" is that minus 1,
 being the 0-based index of the last cycle; see tests/test_scalesim.py).
-Depthwise, pooling and elementwise ops run on the vector unit (channels across
+Depthwise, pooling, resize and elementwise ops run on the vector unit (channels across
 lanes), or depthwise as per-channel GEMMs when the spec says ``depthwise_on: array``.
+A gate pools its input, runs a small FC on the array, then scales the input: being a
+sync point, it reads its input from DRAM twice when the input neither stays in SRAM
+from the previous kernel nor fits there with the rest of the kernel.
 A kernel costs ``max(compute, DRAM bytes / bandwidth) + launch overhead``; a model
 is the sum over its fused kernels, with tensors handed between consecutive kernels
 kept in SRAM when they fit.
@@ -18,7 +21,8 @@ from math import ceil
 
 import numpy as np
 
-from hardware.graph import GEMM_KINDS, Graph, Kernel, Op, fuse, residency, single_op_graph
+from hardware.graph import (GEMM_KINDS, RESIZE_TAPS, Graph, Kernel, Op, fuse, residency,
+                            single_op_graph)
 from hardware.spec import HardwareSpec
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +84,17 @@ def op_compute_cycles(op: Op, spec: HardwareSpec) -> int:
         return ceil(op.out_c / lanes) * pixels
     if op.kind == "pool":
         return ceil(op.in_c / lanes) * op.in_h * op.in_w
+    if op.kind == "resize":
+        return ceil(op.out_c / lanes) * pixels * RESIZE_TAPS
+    if op.kind == "gate":  # pooling pass, the FC (a 1-row GEMM), then the scaling pass
+        return (2 * ceil(op.in_c / lanes) * op.in_h * op.in_w
+                + gemm_cycles(1, op.out_c, op.in_c, rows, cols))
     raise ValueError(f"unknown op kind {op.kind!r}")
 
 
 def _array_macs(op: Op, spec: HardwareSpec) -> int:
-    on_array = op.kind in GEMM_KINDS or (op.kind == "depthwise" and spec.depthwise_on == "array")
+    on_array = (op.kind in GEMM_KINDS or op.kind == "gate"
+                or (op.kind == "depthwise" and spec.depthwise_on == "array"))
     return op.macs if on_array else 0
 
 
@@ -110,6 +120,9 @@ def kernel_result(kernel: Kernel, spec: HardwareSpec, tensors: tuple[int, ...],
         tiles = ceil(working_set / spec.sram_bytes)
         dram = min(weight_bytes + in_dram + in_bytes * (tiles - 1),
                    weight_bytes * tiles + in_dram) + out_dram
+        # A gate scales only after pooling all of its input: an input from DRAM that
+        # cannot stay on chip is streamed in a second time.
+        dram += sum(tensors[t] for t in _gate_inputs(kernel) if t not in resident_in) * bpe
     memory_cycles = dram / spec.dram_bytes_per_cycle
     cycles = max(compute, memory_cycles) + spec.launch_overhead_cycles
     if noise and rng is not None:
@@ -118,6 +131,7 @@ def kernel_result(kernel: Kernel, spec: HardwareSpec, tensors: tuple[int, ...],
     array_macs = sum(_array_macs(op, spec) for op in kernel.ops)
     vector_ops = sum(op.vector_ops for op in kernel.ops)
     sram = sum((op.in_elements + op.params + op.out_elements) for op in kernel.ops) * bpe
+    sram += sum(op.in_elements for op in kernel.ops if op.kind == "gate") * bpe  # 2nd pass
     e = spec.energy
     energy_pj = (macs + vector_ops) * e.mac_pj + sram * e.sram_byte_pj + dram * e.dram_byte_pj
     peak = spec.mac_array.rows * spec.mac_array.cols * compute
@@ -126,6 +140,13 @@ def kernel_result(kernel: Kernel, spec: HardwareSpec, tensors: tuple[int, ...],
         memory_cycles=memory_cycles, cycles=cycles, latency_ms=spec.cycles_to_ms(cycles),
         macs=macs, dram_bytes=int(dram), sram_bytes=sram, energy_mj=energy_pj * 1e-9,
         utilization=array_macs / peak if peak else 0.0)
+
+
+def _gate_inputs(kernel: Kernel) -> list[int]:
+    """Tensors a gate of the kernel reads from outside it (a tensor made inside the
+    kernel stays on chip, as every intermediate of a fused kernel does)."""
+    return [op.inputs[0] for op in kernel.ops
+            if op.kind == "gate" and op.inputs[0] in kernel.inputs]
 
 
 def simulate_kernels(graph: Graph, kernels: list[Kernel], spec: HardwareSpec,

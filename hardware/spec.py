@@ -17,8 +17,12 @@ from hwnas.errors import read_yaml
 SPECS_DIR = Path(__file__).parent / "specs"
 DEFAULT_SPEC = "neural-engine-32"
 
-# Op kinds the simulator knows; fusion rules may only name these.
-OP_KINDS = ("conv", "depthwise", "fc", "add", "pool")
+# Op kinds the simulator knows; fusion rules may only name these. New kinds go at the
+# end: the estimator's kernel kind codes are positions in this tuple. No bundled spec
+# fuses resize or gate (the segmentation decoder's ops): a new rule would change the
+# spec's hash, so every trained estimator, and a gate must see its whole input before
+# it writes, so fusing it into its producer would save a launch but stream nothing.
+OP_KINDS = ("conv", "depthwise", "fc", "add", "pool", "resize", "gate")
 
 
 def tile_bytes(rows: int, cols: int, bytes_per_element: int) -> int:

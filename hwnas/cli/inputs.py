@@ -129,7 +129,7 @@ def parse_op(text: str) -> Op:
     kind = d["op"]
     h, w = (1, 1) if kind == "fc" else (d.get("height"), d.get("width"))
     cin = d.get("in")
-    cout = cin if kind in ("depthwise", "add", "pool") else d.get("out")
+    cout = cin if kind in ("depthwise", "add", "pool", "resize", "gate") else d.get("out")
     vals = {"height": h, "width": w, "in": cin, "out": cout,
             "kernel": d.get("kernel", 1), "stride": d.get("stride", 1)}
     try:  # the architecture schema's limits, field by field
@@ -137,12 +137,16 @@ def parse_op(text: str) -> Op:
             check_int(vals[key], f"--op: field '{key}'", 1, MAX_RESOLUTION)
         for key in ("in", "out"):
             check_channels(vals[key], f"--op: field '{key}'")
-        check_kernel(vals["kernel"], "--op: field 'kernel'")
+        if kind == "resize":  # its kernel is the upsampling factor
+            check_int(vals["kernel"], "--op: field 'kernel' (a resize's upsampling factor)", 1,
+                      MAX_RESOLUTION)
+        else:
+            check_kernel(vals["kernel"], "--op: field 'kernel'")
         check_stride(vals["stride"], "--op: field 'stride'")
     except ArchError as err:
         raise InputError(str(err)) from None
-    if kind == "depthwise" and d.get("out", cin) != cin:
-        raise InputError("--op: a depthwise op has out == in")
+    if kind in ("depthwise", "resize", "gate") and d.get("out", cin) != cin:
+        raise InputError(f"--op: a {kind} op has out == in")
     inputs = (0, 1) if kind == "add" else (0,)
     return Op(kind, kind, h, w, cin, cout, vals["kernel"], vals["stride"], inputs=inputs,
               output=len(inputs))

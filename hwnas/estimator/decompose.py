@@ -22,12 +22,13 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from hardware.graph import RESIDENT_SRAM_SHARE
+from hardware.graph import RESIDENT_SRAM_SHARE, RESIZE_TAPS
 from hardware.spec import OP_KINDS, HardwareSpec
 from hwnas.arch import ArchSpec, BlockSpec, StemSpec
 from hwnas.lowering import unit_graph_ops, unit_ops, units
 
-CONV, DEPTHWISE, FC, ADD, POOL = (OP_KINDS.index(k) for k in ("conv", "depthwise", "fc", "add", "pool"))
+CONV, DEPTHWISE, FC, ADD, POOL, RESIZE, GATE = (
+    OP_KINDS.index(k) for k in ("conv", "depthwise", "fc", "add", "pool", "resize", "gate"))
 _BASE = len(OP_KINDS) + 1  # kind codes: sum of (kind + 1) * _BASE ** position
 
 # Unit roles within a network (column ``role``).
@@ -116,11 +117,12 @@ def _op_sizes(o: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
     of an ``op_table`` (the rules of ``hardware.graph.Op``)."""
     kind, in_c, out_c, k = o["kind"], o["in_c"], o["out_c"], o["k"]
     flat = (kind == POOL) | (kind == FC)  # pool and fc collapse to 1x1
-    out_h = np.where(flat, 1, _ceil_div(o["in_h"], o["s"]))
-    out_w = np.where(flat, 1, _ceil_div(o["in_w"], o["s"]))
+    up = kind == RESIZE  # a resize's k is its upsampling factor
+    out_h = np.where(flat, 1, np.where(up, o["in_h"] * k, _ceil_div(o["in_h"], o["s"])))
+    out_w = np.where(flat, 1, np.where(up, o["in_w"] * k, _ceil_div(o["in_w"], o["s"])))
     in_el = o["in_h"] * o["in_w"] * in_c
     out_el = out_h * out_w * out_c
-    params = np.select([kind == CONV, kind == DEPTHWISE, kind == FC],
+    params = np.select([kind == CONV, kind == DEPTHWISE, (kind == FC) | (kind == GATE)],
                        [k * k * in_c * out_c + out_c, k * k * out_c + out_c, in_c * out_c + out_c], 0)
     return out_h, out_w, in_el, out_el, params
 
@@ -192,10 +194,12 @@ def decompose(archs: list[ArchSpec], spec: HardwareSpec | None, grouping: str = 
     f["residual"] = np.add.reduceat(is_add.astype(np.int64), starts)
 
     conv_macs = pixels * out_c * k * k * in_c
-    macs = np.select([kind == CONV, kind == DEPTHWISE, kind == FC],
+    is_gate = kind == GATE
+    macs = np.select([kind == CONV, kind == DEPTHWISE, (kind == FC) | is_gate],
                      [conv_macs, pixels * out_c * k * k, in_c * out_c], 0)
-    gemm = (kind == CONV) | (kind == FC)
-    vec_el = np.select([is_add, kind == POOL], [out_el, in_el], 0)
+    gemm = (kind == CONV) | (kind == FC) | is_gate  # a gate's FC runs on the array
+    vec_el = np.select([is_add, kind == POOL, kind == RESIZE, is_gate],
+                       [out_el, in_el, RESIZE_TAPS * out_el, 2 * in_el], 0)
     f["macs"] = np.add.reduceat(macs, starts)
     f["gemm_macs"] = np.add.reduceat(np.where(gemm, macs, 0), starts)
     f["dw_macs"] = np.add.reduceat(np.where(kind == DEPTHWISE, macs, 0), starts)
@@ -212,11 +216,12 @@ def decompose(archs: list[ArchSpec], spec: HardwareSpec | None, grouping: str = 
     f["in_bytes"] = kin_el * bpe
     f["out_bytes"] = kout_el * bpe
     f["weight_bytes"] = f["params"] * bpe
-    f["act_bytes"] = np.add.reduceat(in_el + out_el, starts) * bpe
+    # A gate reads its input twice (pooling pass, scaling pass).
+    f["act_bytes"] = np.add.reduceat(np.where(is_gate, 2, 1) * in_el + out_el, starts) * bpe
 
     if spec is not None:
         R, C, L = spec.mac_array.rows, spec.mac_array.cols, spec.vector_unit.lanes
-        m = np.where(kind == FC, 1, pixels)
+        m = np.where((kind == FC) | is_gate, 1, pixels)
         kk = k * k * in_c
         folds = np.where(gemm, _ceil_div(m, R) * _ceil_div(out_c, C), 0)
         f["gemm_folds"] = np.add.reduceat(folds, starts)
@@ -229,8 +234,11 @@ def decompose(archs: list[ArchSpec], spec: HardwareSpec | None, grouping: str = 
             dw_pad = np.where(kind == DEPTHWISE, out_c * _ceil_div(pixels, R) * R * C * k * k, 0)
         else:
             dw_pad = np.where(kind == DEPTHWISE, _ceil_div(out_c, L) * L * pixels * k * k, 0)
-        vec_pad = np.where(is_add | (kind == POOL),
-                           _ceil_div(lanes_c, L) * L * np.where(kind == POOL, in_h * in_w, pixels), 0)
+        vec_pad = np.select(
+            [is_add | (kind == POOL), kind == RESIZE, is_gate],
+            [_ceil_div(lanes_c, L) * L * np.where(kind == POOL, in_h * in_w, pixels),
+             _ceil_div(out_c, L) * L * pixels * RESIZE_TAPS,
+             2 * _ceil_div(in_c, L) * L * in_h * in_w], 0)
         f["dw_padded"] = np.add.reduceat(dw_pad, starts)
         f["vector_padded"] = np.add.reduceat(vec_pad, starts)
         vec_work = f["dw_macs"] + f["vector_elems"]
@@ -253,8 +261,12 @@ def decompose(archs: list[ArchSpec], spec: HardwareSpec | None, grouping: str = 
         f["out_resident"] = resident.astype(np.int64)
         f["in_dram_bytes"] = (kin_el - np.where(in_res, first_in, 0)) * bpe
         f["out_dram_bytes"] = np.where(resident, 0, kout_el) * bpe
-        f["dram_min_bytes"] = f["weight_bytes"] + f["in_dram_bytes"] + f["out_dram_bytes"]
         ws = f["in_bytes"] + f["weight_bytes"] + f["out_bytes"]
+        # A gate opening a kernel that does not fit in SRAM reads its input from DRAM
+        # again after pooling it (the simulator's rule), unless it stayed in SRAM.
+        reread = is_gate[starts] & ~in_res & (ws > spec.sram_bytes)
+        f["dram_min_bytes"] = (f["weight_bytes"] + f["in_dram_bytes"] + f["out_dram_bytes"]
+                               + np.where(reread, first_in * bpe, 0))
         f["working_set_bytes"] = ws
         f["sram_ratio"] = ws / spec.sram_bytes
         f["sram_tiles"] = _ceil_div(ws, spec.sram_bytes)

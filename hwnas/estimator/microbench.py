@@ -4,7 +4,7 @@ Backends:
 - ``sim``: the analytic simulator with measurement noise on (one seeded draw per repeat);
   one row per fused kernel of the unit (the estimator's model key is the kernel kind).
 - ``cpu``: this machine's CPU, timing the real PyTorch module of the unit (stem
-  ``ConvBNAct``, ``IBN``/``FusedIBN``/``ConvBlock``, classifier head) with warm-up,
+  ``ConvBNAct``, ``IBN``/``FusedIBN``/``ConvBlock``, the task's head module) with warm-up,
   repeats and a fixed thread count; one row per unit (block kinds).
 
 A second round samples neighbours of the units a first model gets most wrong
@@ -24,8 +24,8 @@ from hardware.spec import HardwareSpec
 from hwnas.arch import encode
 from hwnas.errors import UserError
 from hwnas.estimator.decompose import decompose, feature_names
-from hwnas.estimator.sampling import (MAX_BLOCK_MACS, Sample, network_samples, neighbour,
-                                      random_sample, space_configs, spaces_for)
+from hwnas.estimator.sampling import (MAX_BLOCK_MACS, Sample, map_size, network_samples,
+                                      neighbour, random_sample, space_configs, spaces_for)
 
 BACKENDS = ("sim", "cpu")
 GROUPING = {"sim": "kernel", "cpu": "block"}
@@ -110,8 +110,9 @@ def unit_module(sample: Sample):
         return (ConvBNAct(a.input.channels, a.stem.out, a.stem.kernel, a.stem.stride),
                 (1, a.input.channels, a.input.height, a.input.width))
     shape = (1, a.stem.out, a.input.height, a.input.width)  # the stub stem is 1x1, stride 1
-    if sample.role == "head":
-        return tasks.torch_task(a.head.task).head_module(a.stem.out, a.head), shape
+    if sample.role == "head":  # its stub may stride (a decoder that upsamples): see sampling
+        shape = (1, a.last_channels, *map_size(a))
+        return tasks.torch_task(a.head.task).head_module(a.last_channels, a.head), shape
     block = a.blocks[sample.unit - 1]
     return BLOCKS[block.type](a.stem.out, block), shape
 

@@ -1,9 +1,10 @@
 """What the microbenchmarks measure: units (stem, blocks, head) in the context of a network.
 
 A ``Sample`` is one unit inside a small network that gives it a real neighbourhood: a
-stub 1x1 stem producing the unit's input, the unit, the unit that follows it in the
-network it came from (which decides whether the unit's output may stay in SRAM), and a
-head. Only the unit's own kernels are measured and recorded.
+stub 1x1 stem producing the unit's input (with stride-2 1x1 blocks before a head whose
+ops depend on the backbone's stride, such as a decoder's upsampling), the unit, the unit
+that follows it in the network it came from (which decides whether the unit's output may
+stay in SRAM), and a head. Only the unit's own kernels are measured and recorded.
 
 Samples come from three places (nn-Meter's recipe):
 - ``network``: units of networks drawn from the search spaces the searches use, at
@@ -21,7 +22,7 @@ from math import ceil
 import numpy as np
 
 from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead, InputSpec, StemSpec, validate
-from hwnas.lowering import block_ops, unit_graph_ops
+from hwnas.lowering import block_ops, unit_graph_ops, unit_ops
 from hwnas.space import BASE_STAGES_32, BASE_STAGES_224, SpaceConfig, curated_space, uncurated_space
 
 # Limits of what the microbenchmarks cover (and the estimator is trained on).
@@ -55,7 +56,8 @@ def space_configs(entries: list[dict]) -> list[SpaceConfig]:
         stages = e.pop("stages", 32)
         table = (tuple(tuple(s) for s in stages) if isinstance(stages, list)
                  else {32: BASE_STAGES_32, 224: BASE_STAGES_224}[int(stages)])
-        for key in ("kernels", "expands", "types", "depth_multipliers", "width_range"):
+        for key in ("kernels", "expands", "types", "depth_multipliers", "width_range",
+                    "resolutions", "out_strides"):
             if key in e:
                 e[key] = tuple(e[key])
         configs.append(SpaceConfig(stages=table, **e))
@@ -89,10 +91,35 @@ def stem_in_context(arch: ArchSpec, source: str) -> Sample:
 
 
 def head_in_context(head: ClassificationHead, c: int, h: int, w: int, source: str) -> Sample:
-    if hasattr(head, "stride"):  # a head that checks the map's stride (detection): the stub's
-        head = replace(head, stride=1)
-    arch = ArchSpec(stem=StemSpec(c, 1, 1), blocks=(), head=head, input=InputSpec(3, h, w))
-    return Sample(validate(arch), 1, source)
+    """A head fed a ``c`` x ``h`` x ``w`` map by a stub: a 1x1 stem, and for a head whose ops
+    depend on its stride (a decoder's upsampling factor) stride-2 1x1 conv blocks reaching
+    that stride from an input ``stride`` times larger. A head that only checks the stride
+    (detection) is moved to stride 1 instead: same ops, smaller stub."""
+    stride = getattr(head, "stride", 1)
+    if stride != 1 and _ops_at_stride_1(head, c):
+        head, stride = replace(head, stride=1), 1
+    blocks = (BlockSpec("conv", 1, c, 2, 1),) * (stride.bit_length() - 2) if stride > 1 else ()
+    arch = ArchSpec(stem=StemSpec(c, 1, min(stride, 2)), blocks=blocks, head=head,
+                    input=InputSpec(3, h * stride, w * stride))
+    return Sample(validate(arch), len(blocks) + 1, source)
+
+
+def _ops_at_stride_1(head, c: int) -> bool:
+    """Whether ``head`` lowers to the same ops at stride 1 (then its stride is only a check)."""
+    try:
+        moved = replace(head, stride=1)
+        moved.validate()
+        return unit_ops(moved, c) == unit_ops(head, c)
+    except (TypeError, ValueError, ZeroDivisionError):  # no such head at stride 1 (ArchError)
+        return False
+
+
+def map_size(arch: ArchSpec) -> tuple[int, int]:
+    """Height and width of the feature map the head of ``arch`` reads."""
+    h, w = ceil(arch.input.height / arch.stem.stride), ceil(arch.input.width / arch.stem.stride)
+    for b in arch.blocks:
+        h, w = ceil(h / b.stride), ceil(w / b.stride)
+    return h, w
 
 
 def unit_of(arch: ArchSpec, u: int, source: str) -> Sample:
@@ -212,6 +239,7 @@ def neighbour(sample: Sample, rng: np.random.Generator, source: str | None = Non
                 return Sample(validate(new), 0, source)
             c, h = arch.stem.out, arch.input.height
             if sample.role == "head":
+                h = map_size(arch)[0]  # the input itself unless the stub strides
                 c2 = int(np.clip(c + rng.integers(-16, 17), 8, CHANNELS[1]))
                 h2 = int(np.clip(h + rng.integers(-1, 2), 1, 20))
                 return head_in_context(arch.head, c2, h2, h2, source)
