@@ -33,6 +33,7 @@ MAX_CHANNELS = 65536    # any channel count (input, stem, block out, expanded wi
 MAX_CLASSES = 65536
 MAX_KERNEL = 31
 MAX_BLOCKS = 512
+MAX_TOTAL_STRIDE = 64  # a head's feature-map stride
 
 
 class ArchError(UserError):
@@ -70,6 +71,15 @@ def check_stride(value, where: str) -> int:
     value = check_int(value, where)
     if value not in (1, 2):
         raise ArchError(f"{where}: stride must be 1 or 2, got {value}")
+    return value
+
+
+def check_total_stride(value, where: str) -> int:
+    """A stride a head reads or writes at: a power of 2 (a product of 1s and 2s)."""
+    value = check_int(value, where, 1, MAX_TOTAL_STRIDE)
+    if value & (value - 1):
+        raise ArchError(f"{where}: must be a power of 2 (the product of the stem's and "
+                        f"blocks' strides), got {value}")
     return value
 
 
@@ -255,8 +265,10 @@ def validate(arch: ArchSpec) -> ArchSpec:
     if head_cls is None or not isinstance(arch.head, head_cls):
         raise ArchError(f"head.task: unknown task (known: {', '.join(HEADS)})")
     arch.head.validate()
-    if hasattr(arch.head, "validate_arch"):  # a head that reads the feature map's stride
-        arch.head.validate_arch(stride)
+    head_stride = getattr(arch.head, "stride", None)  # a head that reads a feature map
+    if head_stride is not None and head_stride != stride:
+        raise ArchError(f"head.stride: the head expects a stride-{head_stride} feature map, "
+                        f"the stem and blocks give stride {stride}")
     return arch
 
 

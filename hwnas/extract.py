@@ -27,7 +27,7 @@ from torch import nn
 
 from hwnas.arch import ArchError, ArchSpec, parse_arch
 from hwnas.errors import UserError
-from hwnas.model import build_model, fresh_model
+from hwnas.model import build_model, fit_input, fresh_model
 from hwnas.supernet import SuperNet, SupernetError, task_score, extract_subnet, recalibrate_bn
 from hwnas.training import TrainConfig, train_from_scratch
 
@@ -79,7 +79,8 @@ def _arch(text, where: str) -> ArchSpec:
 
 def pick_subnets(pareto: dict, chosen: Sequence[str] = CHOICES, extra: int = 0,
                  source: str = "pareto.json") -> dict[str, ArchSpec]:
-    """Name -> architecture: each ``chosen`` entry (``latency``, ``memory``), then
+    """Name -> architecture: each ``chosen`` entry (``latency``, ``memory``, a family's
+    ``A``...), then
     ``extra`` further Pareto networks spread evenly over the front's latency range
     (``pareto-1`` fastest), skipping networks already picked. A null choice is an
     error naming ``source`` and the key."""
@@ -90,8 +91,9 @@ def pick_subnets(pareto: dict, chosen: Sequence[str] = CHOICES, extra: int = 0,
                                f"{', '.join(pareto['chosen'])})")
         text = pareto["chosen"][name]
         if text is None:
-            why = ("no Pareto network reaches the baseline's score" if name == "latency"
-                   else "no network fits the memory budget within 1 point of the baseline")
+            why = {"latency": "no Pareto network reaches the baseline's score",
+                   "memory": "no network fits the memory budget within 1 point of the "
+                             "baseline"}.get(name, "no candidate is as fast as its latency cut")
             raise ExtractError(f"{source}: chosen.{name} is null ({why}); nothing to extract. "
                                f"Search longer (search.candidates) or drop '{name}' from "
                                f"extract.chosen")
@@ -257,7 +259,9 @@ def export_onnx(net: nn.Module, path: str | Path, example: torch.Tensor,
                 check_inputs: torch.Tensor | None = None) -> float:
     """Export with the TorchScript exporter (``dynamo=False``; dynamic batch axis) and
     return the largest absolute difference between onnxruntime's and PyTorch's logits
-    on ``check_inputs`` (default: ``example``). Exports a CPU copy: ``net`` may be on a GPU."""
+    on ``check_inputs`` (default: ``example``). Exports a CPU copy: ``net`` may be on a GPU.
+    The images are first scaled to the network's input (the host's work, ``fit_input``), so
+    the graph is the network alone, at its own resolution."""
     import copy
 
     import onnxruntime as ort
@@ -265,10 +269,14 @@ def export_onnx(net: nn.Module, path: str | Path, example: torch.Tensor,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = copy.deepcopy(net).cpu().eval()
-    example = example.cpu()
+    example = fit_input(example.cpu(), net.arch.input)
+    if check_inputs is not None:
+        check_inputs = fit_input(check_inputs.cpu(), net.arch.input)
     tmp = path.with_suffix(".tmp.onnx")
     with warnings.catch_warnings():  # the TorchScript exporter warns that it is legacy
         warnings.simplefilter("ignore", DeprecationWarning)
+        # fit_input's size check is traced as a constant: the graph's input is that size
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(net, (example[:1],), str(tmp), dynamo=False, input_names=["image"],
                           output_names=["logits"], dynamic_axes={"image": {0: "batch"},
                                                                  "logits": {0: "batch"}},

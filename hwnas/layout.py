@@ -51,7 +51,8 @@ def task_path(name: str, task: str) -> Path:
 
 
 def task_data(task: str) -> Path:
-    """What the task's data stage writes (a COCO root for detection)."""
+    """What the task's data stage writes (a COCO root for detection, a VOC-style one for
+    segmentation)."""
     return DATA / task
 
 

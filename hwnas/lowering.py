@@ -23,9 +23,9 @@ class OpSpec(NamedTuple):
     """One op of a unit; its input is the previous op's output (the unit's input first)."""
 
     name: str        # within the unit; "" names the op after the unit itself
-    kind: str        # conv | depthwise | fc | add | pool
+    kind: str        # conv | depthwise | fc | add | pool | resize | gate
     out_c: int
-    kernel: int = 1
+    kernel: int = 1  # resize: the integer upsampling factor (bilinear), not a window
     stride: int = 1
     residual: bool = False  # also reads the unit's input (the skip connection)
 

@@ -4,10 +4,11 @@ same structure; block types come from a registry and absent parts are
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hwnas import tasks
-from hwnas.arch import ArchSpec, BlockSpec
+from hwnas.arch import ArchSpec, BlockSpec, InputSpec
 
 
 class ConvBNAct(nn.Sequential):
@@ -75,7 +76,17 @@ class Network(nn.Module):
         self.head = tasks.torch_task(arch.head.task).head_module(arch.last_channels, arch.head)
 
     def forward(self, x):
-        return self.head(self.blocks(self.stem(x)))
+        return self.head(self.blocks(self.stem(fit_input(x, self.arch.input))))
+
+
+def fit_input(x: torch.Tensor, inp: InputSpec) -> torch.Tensor:
+    """Images scaled to the network's input, as the host does before the accelerator runs
+    (a searched resolution reads the dataset's images at its own size); a no-op when they
+    already have it, so exported graphs hold no resize."""
+    if tuple(x.shape[-2:]) == (inp.height, inp.width):
+        return x
+    return F.interpolate(x, size=(inp.height, inp.width), mode="bilinear", align_corners=False,
+                         antialias=True)
 
 
 def build_model(arch: ArchSpec) -> Network:

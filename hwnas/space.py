@@ -59,15 +59,36 @@ class SearchSpace:
     # When set, the head's width (``head.features``) is searched among these; otherwise
     # every network has ``head`` as it is.
     head_widths: tuple[int, ...] | None = None
+    # When set, the input resolution (square) and the head's output stride
+    # (``head.out_stride``, a segmentation head's) are searched among these.
+    resolutions: tuple[int, ...] | None = None
+    out_strides: tuple[int, ...] | None = None
 
-    def head_of(self, features: int | None = None):
-        """The head at width ``features`` (None: the space's own head)."""
-        return self.head if features is None else replace(self.head, features=features)
+    def head_of(self, features: int | None = None, out_stride: int | None = None):
+        """The head at width ``features`` and output stride ``out_stride`` (None: the
+        space's own)."""
+        head = self.head if features is None else replace(self.head, features=features)
+        return head if out_stride is None else replace(head, out_stride=out_stride)
+
+    def input_of(self, resolution: int | None = None) -> InputSpec:
+        """The input at ``resolution`` (None: the space's own)."""
+        return self.input if resolution is None else replace(self.input, height=resolution,
+                                                              width=resolution)
 
     def holds_head(self, head) -> bool:
-        return head == self.head or (self.head_widths is not None
-                                     and head.features in self.head_widths
-                                     and head == self.head_of(head.features))
+        return head in {self.head_of(f, o) for f in self.head_widths or (None,)
+                        for o in self.out_strides or (None,)}
+
+    def holds_input(self, inp: InputSpec) -> bool:
+        return inp in {self.input_of(r) for r in self.resolutions or (None,)}
+
+    def _extremes(self, pick) -> dict:
+        """``build``'s head and input arguments at the cheap (``min``) or costly (``max``)
+        end: narrow, coarse and small, or wide, fine and large."""
+        fine = max if pick is min else min
+        return {"head_width": pick(self.head_widths) if self.head_widths else None,
+                "out_stride": fine(self.out_strides) if self.out_strides else None,
+                "resolution": pick(self.resolutions) if self.resolutions else None}
 
     # ---- depth ----
 
@@ -108,15 +129,17 @@ class SearchSpace:
     # ---- per-stage choices <-> architectures ----
 
     def build(self, stem: int, stages: Sequence[StagePick], name: str = "",
-              head_width: int | None = None) -> ArchSpec:
+              head_width: int | None = None, out_stride: int | None = None,
+              resolution: int | None = None) -> ArchSpec:
         """The validated network of per-stage choices: each stage's stride on its first
-        block, expand 1 for conv blocks, a 3x3 stem, the head at ``head_width``."""
+        block, expand 1 for conv blocks, a 3x3 stem, the head at ``head_width`` and
+        ``out_stride``, the input at ``resolution``."""
         blocks = [BlockSpec(kind, kernel, out, stage.block_stride(j), 1 if kind == "conv" else e)
                   for stage, (out, picks) in zip(self.stages, stages, strict=True)
                   for j, (kind, kernel, e) in enumerate(picks)]
         return validate(ArchSpec(stem=StemSpec(stem, STEM_KERNEL, self.stem_stride),
-                                 blocks=tuple(blocks), head=self.head_of(head_width),
-                                 input=self.input, name=name))
+                                 blocks=tuple(blocks), head=self.head_of(head_width, out_stride),
+                                 input=self.input_of(resolution), name=name))
 
     def split(self, arch: ArchSpec, prefer: tuple[int, ...] | None = None,
               choices: bool = True) -> tuple[float | None, tuple[int, ...]] | None:
@@ -157,8 +180,11 @@ class SearchSpace:
                 picks.append((kind, kernel, 1 if kind == "conv" else pick(stage.expands)))
             stages.append((out, picks))
         stem = pick(self.stem_channels)
+        # drawn only when searched, so a space without them samples as it always did
         return self.build(stem, stages, head_width=pick(self.head_widths) if self.head_widths
-                          else None)
+                          else None,
+                          out_stride=pick(self.out_strides) if self.out_strides else None,
+                          resolution=pick(self.resolutions) if self.resolutions else None)
 
     # ---- named networks of the space ----
 
@@ -197,8 +223,7 @@ class SearchSpace:
         name = "largest" if largest else "smallest"
         if block_type is not None or kernel is not None:
             name += "".join(f"_{v}" for v in (block_type, kernel and f"k{kernel}") if v)
-        return self.build(pick(self.stem_channels), stages, name=name,
-                          head_width=pick(self.head_widths) if self.head_widths else None)
+        return self.build(pick(self.stem_channels), stages, name=name, **self._extremes(pick))
 
     def largest(self, block_type: str | None = None, kernel: int | None = None) -> ArchSpec:
         """Deepest, widest, largest kernel and expansion; ``fused_ibn`` where allowed
@@ -222,8 +247,7 @@ class SearchSpace:
                 depth = min(self.stage_depths(stage, m))
                 stages.append((min(stage.channels),
                                [(k, min(stage.kernels), min(stage.expands))] * depth))
-            out.append(self.build(min(self.stem_channels), stages,
-                                  head_width=min(self.head_widths) if self.head_widths else None))
+            out.append(self.build(min(self.stem_channels), stages, **self._extremes(min)))
         return out
 
     def size(self) -> int:
@@ -233,8 +257,9 @@ class SearchSpace:
             return prod(len(s.channels) * sum(per_block(s) ** d for d in self.stage_depths(s, m))
                         for s in self.stages)
         ms = self.depth_multipliers or (None,)
-        heads = len(self.head_widths or (None,))
-        return heads * len(self.stem_channels) * sum(stages_total(m) for m in ms)
+        heads = len(self.head_widths or (None,)) * len(self.out_strides or (None,))
+        inputs = len(self.resolutions or (None,))
+        return heads * inputs * len(self.stem_channels) * sum(stages_total(m) for m in ms)
 
     # ---- as data (stored with a supernet's weights so a checkpoint rebuilds alone) ----
 
@@ -242,8 +267,9 @@ class SearchSpace:
         out = asdict(self)
         if self.head.task != ClassificationHead.task:  # a classifier's head keeps its old form
             out["head"] = self.head.to_json()
-        if self.head_widths is None:  # and so does a space with a fixed head
-            del out["head_widths"]
+        for key in ("head_widths", "resolutions", "out_strides"):  # and so does a space
+            if out[key] is None:                                  # that does not search them
+                del out[key]
         return out
 
     @classmethod
@@ -257,7 +283,8 @@ class SearchSpace:
                          for s in data["stages"]),
             head=_head(data["head"]), stem_stride=data["stem_stride"],
             depth_multipliers=t(data.get("depth_multipliers")),
-            head_widths=t(data.get("head_widths")))
+            head_widths=t(data.get("head_widths")), resolutions=t(data.get("resolutions")),
+            out_strides=t(data.get("out_strides")))
 
 
 def _head(data: dict):
@@ -294,6 +321,8 @@ class SpaceConfig:
     types: tuple[str, ...] = ("ibn", "fused_ibn")
     depth_multipliers: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25)
     width_range: tuple[float, float] = (0.5, 1.5)
+    resolutions: tuple[int, ...] | None = None  # searched input resolutions
+    out_strides: tuple[int, ...] | None = None  # searched output strides (segmentation)
 
 
 def _space(name: str, cfg: SpaceConfig, step: int, curated: bool) -> SearchSpace:
@@ -310,7 +339,20 @@ def _space(name: str, cfg: SpaceConfig, step: int, curated: bool) -> SearchSpace
         name=name, input=InputSpec(cfg.in_channels, cfg.resolution, cfg.resolution),
         stem_channels=aligned_channels(32, step, lo, hi), stages=stages, head=head,
         stem_stride=cfg.stem_stride, depth_multipliers=cfg.depth_multipliers if curated else None,
-        head_widths=widths if head.searched_width and cfg.head_features in widths else None)
+        head_widths=widths if head.searched_width and cfg.head_features in widths else None,
+        resolutions=_choices(cfg.resolutions, cfg.resolution, "resolution"),
+        out_strides=_choices(cfg.out_strides, getattr(head, "out_stride", None), "out_stride"))
+
+
+def _choices(values: tuple[int, ...] | None, own, what: str) -> tuple[int, ...] | None:
+    """A searched choice's values; they must hold the space's own (its baseline's)."""
+    if values is None:
+        return None
+    if own is None:
+        raise SpaceError(f"{what}s: this task's head has no {what} to search")
+    if own not in values:
+        raise SpaceError(f"{what}s: {list(values)} must include the space's own {what} {own}")
+    return tuple(sorted(values))
 
 
 def curated_space(spec: HardwareSpec, cfg: SpaceConfig = SpaceConfig()) -> SearchSpace:

@@ -31,7 +31,7 @@ from torch import nn
 from hwnas import distributed, tasks
 from hwnas.arch import ArchSpec, BlockSpec
 from hwnas.errors import UserError, one_line
-from hwnas.model import ConvBNAct, Network, build_model
+from hwnas.model import ConvBNAct, Network, build_model, fit_input
 from hwnas.space import STEM_KERNEL, SearchSpace
 
 
@@ -220,7 +220,11 @@ class SuperNet(nn.Module):
                                 f"{sp.input.channels}")
         if not sp.holds_head(arch.head):
             raise SupernetError(f"head: {arch.head.encode()} is not among the supernet's "
-                                f"({sp.head.encode()}, widths {sp.head_widths or 'fixed'})")
+                                f"({sp.head.encode()}, widths {sp.head_widths or 'fixed'}, "
+                                f"output strides {sp.out_strides or 'fixed'})")
+        if not sp.holds_input(arch.input):
+            raise SupernetError(f"input: {arch.input.height}x{arch.input.width} is not among the "
+                                f"supernet's resolutions ({sp.resolutions or sp.input.height})")
         if arch.stem.out > self.stem_max:
             raise SupernetError(f"stem.out: {arch.stem.out} exceeds the supernet's {self.stem_max}")
         if arch.stem.kernel > STEM_KERNEL:
@@ -270,7 +274,7 @@ class SuperNet(nn.Module):
                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits and every stage's output (for stage-output distillation)."""
         plan = self.plan(arch)
-        x = to_channels_last(x)
+        x = to_channels_last(fit_input(x, arch.input))
         x = self.stem(x, arch.stem.out, arch.stem.kernel, arch.stem.stride)
         outputs = []
         for i, ((s, j), b) in enumerate(zip(plan, arch.blocks)):

@@ -18,7 +18,8 @@ def run(
     wait: Annotated[bool, typer.Option(help="Wait for a pipeline already running here.")] = False,
     force: Annotated[bool, typer.Option(help="Rerun the stages even if DVC finds them up to "
                                         "date (e.g. after a library upgrade).")] = False,
-    task: Annotated[str, typer.Option(help="The task's pipeline: classification or detection "
+    task: Annotated[str, typer.Option(help="The task's pipeline: classification, detection or "
+                                      "segmentation "
                                       "(added to params.yaml tasks when missing).")
                     ] = layout.DEFAULT_TASK,
     cluster: Annotated[Optional[str], typer.Option(

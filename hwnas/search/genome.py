@@ -30,6 +30,10 @@ def genes(space: SearchSpace) -> dict[str, tuple]:
             out[f"s{i}.b{j}.expand"] = stage.expands
     if space.head_widths:
         out["head"] = space.head_widths
+    if space.out_strides:
+        out["out_stride"] = space.out_strides
+    if space.resolutions:
+        out["resolution"] = space.resolutions
     return out
 
 
@@ -44,7 +48,8 @@ def to_arch(space: SearchSpace, genome: Genome) -> ArchSpec:
         depth = genome[f"s{i}.depth"] if m is None else space.stage_depths(stage, m)[0]
         stages.append((genome[f"s{i}.out"], [(genome[f"s{i}.b{j}.type"], genome[f"s{i}.b{j}.kernel"],
                                               genome[f"s{i}.b{j}.expand"]) for j in range(depth)]))
-    return space.build(genome["stem"], stages, head_width=genome.get("head"))
+    return space.build(genome["stem"], stages, head_width=genome.get("head"),
+                       out_stride=genome.get("out_stride"), resolution=genome.get("resolution"))
 
 
 def from_arch(space: SearchSpace, arch: ArchSpec) -> Genome:
@@ -62,6 +67,10 @@ def from_arch(space: SearchSpace, arch: ArchSpec) -> Genome:
     put("stem", arch.stem.out)
     if space.head_widths:
         put("head", arch.head.features)
+    if space.out_strides:
+        put("out_stride", arch.head.out_stride)
+    if space.resolutions:
+        put("resolution", arch.input.height)
     # the split ignores widths and types so that the gene checks below name the culprit
     fit = space.split(arch, choices=False)
     if fit is None:
@@ -80,7 +89,8 @@ def from_arch(space: SearchSpace, arch: ArchSpec) -> Genome:
         pos += n
     if m is not None:
         genome["depth"] = m
-    if to_arch(space, genome).blocks != arch.blocks or not space.holds_head(arch.head):
+    if (to_arch(space, genome).blocks != arch.blocks or not space.holds_head(arch.head)
+            or not space.holds_input(arch.input)):
         raise ValueError("the architecture's stages do not line up with the space's stages")
     return genome
 

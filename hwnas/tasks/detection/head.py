@@ -28,12 +28,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from hwnas.arch import MAX_CHANNELS, MAX_CLASSES, ArchError, _fields, check_int, register_head
+from hwnas.arch import (MAX_CHANNELS, MAX_CLASSES, _fields, check_int,
+                        check_total_stride, register_head)
 from hwnas.lowering import HEAD_OPS, OpSpec
 
 HEAD_KERNEL = 3  # the head's first conv
 BOX_CHANNELS = 4  # l, t, r, b
-MAX_STRIDE = 64
 
 
 @register_head
@@ -57,18 +57,12 @@ class DetectionHead:
         return cls(features=check_int(data.get("features", 64), f"{where}.features", 1,
                                       MAX_CHANNELS),
                    classes=check_int(data["classes"], f"{where}.classes", 1, MAX_CLASSES),
-                   stride=_check_stride(data.get("stride", 8), f"{where}.stride"))
+                   stride=check_total_stride(data.get("stride", 8), f"{where}.stride"))
 
     def validate(self) -> None:
         check_int(self.features, "head.features", 1, MAX_CHANNELS)
         check_int(self.classes, "head.classes", 1, MAX_CLASSES)
-        _check_stride(self.stride, "head.stride")
-
-    def validate_arch(self, total_stride: int) -> None:
-        """The backbone must end at the stride the head decodes boxes with."""
-        if total_stride != self.stride:
-            raise ArchError(f"head.stride: the head expects a stride-{self.stride} feature map, "
-                            f"the stem and blocks give stride {total_stride}")
+        check_total_stride(self.stride, "head.stride")
 
     @property
     def out_channels(self) -> int:
@@ -84,14 +78,6 @@ class DetectionHead:
     @classmethod
     def decode(cls, fields: dict[str, str]) -> "DetectionHead":
         return cls(features=int(fields["f"]), classes=int(fields["n"]), stride=int(fields["s"]))
-
-
-def _check_stride(value, where: str) -> int:
-    value = check_int(value, where, 1, MAX_STRIDE)
-    if value & (value - 1):
-        raise ArchError(f"{where}: must be a power of 2 (the product of the stem's and "
-                        f"blocks' strides), got {value}")
-    return value
 
 
 def detection_ops(head: DetectionHead, in_c: int) -> tuple[OpSpec, ...]:
