@@ -1,3 +1,4 @@
+import hashlib
 import os
 
 import pytest
@@ -25,3 +26,9 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def file_hashes(folder):
+    """Relative path -> sha256 of every file under ``folder`` (byte-identical outputs)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -1,6 +1,5 @@
 """The detection task's data and metric: scene generator, COCO loader, mAP and presence."""
 import copy
-import hashlib
 import json
 
 import numpy as np
@@ -12,13 +11,9 @@ from pydantic import ValidationError
 from hwnas import data
 from hwnas.errors import UserError
 from hwnas.tasks.detection import coco, metrics, scenes
+from conftest import file_hashes
 
 SMALL = scenes.SceneConfig(seed=3, counts={"train": 24, "val": 8, "test": 8})
-
-
-def _hashes(folder):
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +35,13 @@ def test_same_config_same_bytes(generated, tmp_path):
     out, stats = generated
     again = tmp_path / "again"
     assert scenes.generate(SMALL, again) == stats
-    first = _hashes(out)
-    assert first == _hashes(again)
+    first = file_hashes(out)
+    assert first == file_hashes(again)
     assert {"train/instances.json", "val/instances.json", "test/instances.json", "stats.json",
             "contact_sheet.png", "train/images/000023.png", "test/images/000007.png"} <= set(first)
     other = tmp_path / "other"
     scenes.generate(SMALL.model_copy(update={"seed": 4}), other)
-    assert _hashes(other)["train/images/000000.png"] != first["train/images/000000.png"]
+    assert file_hashes(other)["train/images/000000.png"] != first["train/images/000000.png"]
 
 
 def test_scene_depends_only_on_seed_split_index(sources):

@@ -1,4 +1,4 @@
-"""``hwnas scenes``: the detection task's data, generated (deterministic COCO folders)."""
+"""``hwnas scenes``: a task's data, generated (deterministic COCO or VOC-style folders)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,21 +14,29 @@ from hwnas.params import MAX_SEED
 @app.command()
 def scenes(
     out: Annotated[Path, typer.Option(help="Folder to write (replaced whole): train/, val/, "
-                                      "test/ in COCO format, stats.json, contact_sheet.png.")],
+                                      "test/ (COCO for detection; images/ + masks/ for "
+                                      "segmentation), stats.json, contact_sheet.png.")],
     config: Annotated[Optional[Path], typer.Option(
         help="YAML of generator settings (hwnas.tasks.detection.scenes.SceneConfig).")] = None,
+    task: Annotated[str, typer.Option(help="detection (boxes) or segmentation (masks).")
+                    ] = "detection",
     seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED)] = None,
     resolution: Annotated[Optional[int], typer.Option(help="Scene side, pixels (32-256).")] = None,
     classes: Annotated[Optional[str], typer.Option(
         help="presence (one class: any digit) or digits (0-9).")] = None,
 ):
-    """Generate detection scenes: real MNIST digits on crops of real photographs, with
-    clutter and empty scenes; the same settings give the same bytes."""
+    """Generate scenes: real MNIST digits on crops of real photographs, with clutter and
+    empty scenes, labelled with boxes or masks; the same settings give the same bytes."""
     from pydantic import ValidationError
 
-    from hwnas.errors import read_yaml
+    from hwnas.errors import UserError, one_line, read_yaml
     from hwnas.params import validation_message
-    from hwnas.tasks.detection.scenes import SceneConfig, generate
+    from hwnas.tasks import scene_generator
+
+    try:
+        SceneConfig, generate = scene_generator(task)
+    except UserError as err:
+        fail(f"--task: {one_line(err).removeprefix('task: ')}")
 
     where = str(config) if config else "scenes"
     settings = (read_yaml(config) or {}) if config else {}
@@ -47,6 +55,7 @@ def scenes(
              "would be replaced: name a new folder")
     stats = generate(cfg, out)
     for split, s in stats.items():
-        typer.echo(f"{split}: {s['scenes']} scenes, {s['boxes']} boxes, "
-                   f"{100 * s['empty_share']:.0f}% empty")
+        labels = f"{s['boxes']} boxes" if "boxes" in s else (
+            f"{100 * s['foreground_share']['mean']:.1f}% foreground pixels")
+        typer.echo(f"{split}: {s['scenes']} scenes, {labels}, {100 * s['empty_share']:.0f}% empty")
     typer.echo(f"-> {out}/ (contact_sheet.png shows the first training scenes)")

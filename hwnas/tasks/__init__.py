@@ -2,7 +2,7 @@
 
 Everything else (backbone, supernet, extraction, estimator, search, tracking, evaluation,
 report) speaks of "the task's score": a number in percent, higher is better, named by the
-task's ``metric`` (``accuracy``, ``map50``). A task is one entry of ``TASKS`` and one
+task's ``metric`` (``accuracy``, ``map50``, ``miou``). A task is one entry of ``TASKS`` and one
 package with two halves:
 
 - its head's spec (free of torch): the architecture fields (registered in
@@ -12,7 +12,8 @@ package with two halves:
   supernet's elastic version, the data, the loss, in-place distillation and the score.
 
 Classification is built in (its head spec lives in ``hwnas.arch``, its data in
-``hwnas.data``); detection is the package ``hwnas.tasks.detection``.
+``hwnas.data``); detection and segmentation are the packages ``hwnas.tasks.detection`` and
+``hwnas.tasks.segmentation``.
 """
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "hwnas.tasks.classification"),
     Task("detection", "map50", "mAP@0.5", "hwnas.tasks.detection.head",
          "hwnas.tasks.detection.modules"),
+    Task("segmentation", "miou", "mIoU", "hwnas.tasks.segmentation.head",
+         "hwnas.tasks.segmentation.modules"),
 )}
 
 
@@ -68,6 +71,20 @@ class TorchTask(Protocol):
     def examples(self, nets: dict[str, nn.Module], data, path) -> dict:
         """A picture of test inputs with each network's output (the report shows it), and
         any figures measured on the way (detection: the host's post-processing time)."""
+
+
+# Tasks whose data a generator writes: its module and config class (``generate(config, out)``).
+SCENES = {"detection": ("hwnas.tasks.detection.scenes", "SceneConfig"),
+          "segmentation": ("hwnas.tasks.segmentation.scenes", "SegmentationScenes")}
+
+
+def scene_generator(name: str):
+    """(config class, ``generate``) of task ``name``'s scene generator."""
+    if name not in SCENES:
+        raise UserError(f"task: {name!r} has no scene generator (these do: {', '.join(SCENES)})")
+    module, config = SCENES[name]
+    scenes = import_module(module)
+    return getattr(scenes, config), scenes.generate
 
 
 def get(name: str) -> Task:
