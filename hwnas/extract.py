@@ -82,18 +82,21 @@ def pick_subnets(pareto: dict, chosen: Sequence[str] = CHOICES, extra: int = 0,
     """Name -> architecture: each ``chosen`` entry (``latency``, ``memory``, a family's
     ``A``...), then
     ``extra`` further Pareto networks spread evenly over the front's latency range
-    (``pareto-1`` fastest), skipping networks already picked. A null choice is an
-    error naming ``source`` and the key."""
+    (``pareto-1`` fastest), skipping networks already picked. A null latency or memory
+    choice is an error naming ``source`` and the key; a null family member (no candidate
+    in its band of latency cuts) is left out: the evaluation tables the members there are."""
     out: dict[str, ArchSpec] = {}
     for name in chosen:
         if name not in pareto["chosen"]:
             raise ExtractError(f"{source}: chosen.{name} is missing (known: "
                                f"{', '.join(pareto['chosen'])})")
         text = pareto["chosen"][name]
+        if text is None and name not in ("latency", "memory"):
+            continue
         if text is None:
             why = {"latency": "no Pareto network reaches the baseline's score",
                    "memory": "no network fits the memory budget within 1 point of the "
-                             "baseline"}.get(name, "no candidate is as fast as its latency cut")
+                             "baseline"}[name]
             raise ExtractError(f"{source}: chosen.{name} is null ({why}); nothing to extract. "
                                f"Search longer (search.candidates) or drop '{name}' from "
                                f"extract.chosen")

@@ -72,6 +72,9 @@ class _SpaceChoices(_Section):
     depth_multipliers: list[Annotated[float, Field(gt=0, le=4)]] = Field(
         default=[0.5, 0.75, 1.0, 1.25], min_length=1)
     width_range: Annotated[list[PosFloat], Field(min_length=2, max_length=2)] = [0.5, 1.5]
+    # searched input resolutions and output strides (a segmentation head's); None: fixed
+    resolutions: list[Resolution] | None = Field(default=None, min_length=1)
+    out_strides: list[Literal[1, 2, 4, 8, 16, 32]] | None = Field(default=None, min_length=1)
 
     @field_validator("stages", check_fields=False)
     @classmethod
@@ -175,7 +178,8 @@ class Data(_Section):
     resolution: Resolution
     val_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1  # a classifier's dataset is split;
     test_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2  # a COCO root has its own splits
-    channels: Literal[1, 3] = 1  # detection: images read as grayscale or RGB
+    channels: Literal[1, 3] = 1  # detection, segmentation: images read as grayscale or RGB
+    classes: PosInt | None = None  # segmentation: the foreground classes of the masks
 
     @field_validator("test_fraction")
     @classmethod
@@ -248,6 +252,7 @@ class Search(_Section):
     score_tie: NonNegFloat | None
     confirm: NonNegInt
     confirm_seeds: PosInt
+    family: list[Annotated[float, Field(gt=0, lt=1)]] = Field(max_length=10)
     memory_budget: PosFloat | None
     calib_images: PosInt
     val_images: PosInt
@@ -255,7 +260,8 @@ class Search(_Section):
 
 
 class Extract(_Section):
-    chosen: list[Literal["latency", "memory"]] = Field(min_length=1)
+    # the latency and memory models, and the members of a family (``search.family``)
+    chosen: list[Annotated[str, Field(pattern="^(latency|memory|[A-J])$")]] = Field(min_length=1)
     pareto_extra: NonNegInt
     baseline: bool
     scratch: bool
@@ -277,6 +283,10 @@ class Targets(_Section):
     latency_score_drop: NonNegFloat
     memory_reduction: Share
     memory_score_drop: NonNegFloat
+    # a family (``search.family``): its latency reductions span at least from the first to
+    # the second, each member within ``family_score_drop`` points of the baseline
+    family_span: Annotated[list[Share], Field(min_length=2, max_length=2)] = [0.27, 0.51]
+    family_score_drop: NonNegFloat = 1.0
 
 
 class Evaluate(_Section):
@@ -331,8 +341,8 @@ class Findings(_Section):
 
 
 class Scenes(_Section):
-    """The detection task's scene generator (``hwnas.tasks.detection.scenes.SceneConfig``
-    checks every field when the data stage runs)."""
+    """A task's scene generator (detection's ``SceneConfig``, segmentation's
+    ``SegmentationScenes``, which check every field when the data stage runs)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 
@@ -345,6 +355,7 @@ class Params(_Section):
     tasks: list[TaskName] = Field(default=["classification"], min_length=1)
     classification: dict = {}
     detection: dict = {}
+    segmentation: dict = {}
     scenes: Scenes | None = None
     host_targets: list[Literal[layout.HOST_TARGETS]]
     references: References

@@ -37,9 +37,9 @@ def main() -> None:
                   targets=p["targets"], margin=float(p["non_inferiority_margin"]))
     task = tasks.get(layout.current_task())
     metrics = {"task": task.name, "metric": task.metric, **ev.metrics}
-    nets = {name: load_subnet(path)[0] for name, path in (
-        ("latency model", layout.SUBNETS / "latency.pt"), ("baseline", layout.BASELINE_MODEL))
-        if path.is_file()}
+    shown = [("latency model", layout.SUBNETS / "latency.pt"), ("baseline", layout.BASELINE_MODEL),
+             *((f["name"], layout.SUBNETS / f"{f['name']}.pt") for f in metrics.get("family", ()))]
+    nets = {name: load_subnet(path)[0] for name, path in shown if path.is_file()}
     test = tasks.torch_task(task.name).load(params["train_supernet"]["data"], p["seed"]).test
 
     out = layout.EVALUATE

@@ -62,6 +62,9 @@ def main() -> None:
     check_x = ctx.splits.test.x[:max(1, p["onnx_check_images"])]
     spec = load_spec(p["hardware"])
     say(f"{len(archs)} networks ({', '.join(archs)}), {ft.epochs} fine-tuning epoch(s) each")
+    if missing := [n for n in p["chosen"] if n not in archs]:
+        say(f"no candidate in the latency band of family member(s) {', '.join(missing)} "
+            f"(search.family): left out")
 
     records, done, scratch = {}, {}, {}
     with tracking.run("extract", params={k: v for k, v in p.items()},

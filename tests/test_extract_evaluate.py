@@ -113,6 +113,10 @@ def test_null_choice_names_the_file_and_key(archs):
         pick_subnets(_pareto(archs, memory=None), ("memory",), source="results/x.json")
     # only what is asked for must be present
     assert list(pick_subnets(_pareto(archs, memory=None), ("latency",))) == ["latency"]
+    # a family member with no candidate in its band is left out, the others kept
+    family = _pareto(archs)
+    family["chosen"].update(A=None, B=archs["deep"].encode())
+    assert list(pick_subnets(family, ("latency", "A", "B"))) == ["latency", "B"]
 
 
 def test_pick_subnets_adds_distinct_pareto_networks(archs):

@@ -12,7 +12,8 @@ from hwnas.evaluation import EvaluateError
 # network with 45% less memory within 1 point: the defaults of ``build_metrics`` (the
 # pipeline's are params.yaml's ``evaluate.targets``, per task).
 TARGETS = {"latency_reduction": 0.50, "latency_score_drop": 0.3,
-           "memory_reduction": 0.45, "memory_score_drop": 1.0}
+           "memory_reduction": 0.45, "memory_score_drop": 1.0,
+           "family_span": [0.27, 0.51], "family_score_drop": 1.0}
 
 SIM_KEYS = ("latency_ms", "energy_mj", "memory_bytes", "params_bytes", "peak_activation_bytes",
             "macs", "cycles", "dram_bytes", "utilization")
@@ -109,7 +110,7 @@ def verdict(m: dict) -> str:
 def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
                   latency_name: str = "latency", memory_name: str | None = "memory",
                   targets: dict = TARGETS, scratch_name: str = "baseline-scratch",
-                  margin: float = 0.5) -> dict:
+                  margin: float = 0.5, family_names: Sequence[str] = ()) -> dict:
     """``metrics.json``: the latency-chosen model against the baseline, the memory-budget
     model's figures and whether the targets are met. Where a chosen model was
     also trained from scratch (``scratch_score``) and the baseline was (``scratch_name``),
@@ -117,13 +118,15 @@ def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
     the same budget and seeds (``score_basis: scratch``; the saved weights' own test
     score is ``model_score``). Otherwise the saved weights' score meets the stronger
     of the ``baseline_names`` variants by test score (a conservative comparison). Each
-    chosen model's score is also judged equal or not by ``equality`` within ``margin``."""
+    chosen model's score is also judged equal or not by ``equality`` within ``margin``.
+    ``family_names`` (a family's members, ``search.family``) are tabled under ``family``."""
     missing = [n for n in (latency_name, *baseline_names) if n not in models]
     if memory_name and memory_name not in models:
         missing.append(memory_name)
     if missing:
         raise EvaluateError(f"no evaluated model named '{missing[0]}' "
                             f"(have: {', '.join(models)})")
+    targets = {**TARGETS, **targets}
     variants = {n: models[n]["score"] for n in baseline_names}
     chosen = models[latency_name]
     by_scratch = "scratch_score" in chosen and scratch_name in models
@@ -196,7 +199,57 @@ def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
         out["targets"].update(memory_reduction_min=targets["memory_reduction"],
                               memory_score_drop_max=targets["memory_score_drop"],
                               memory_met=bool(mem_ok))
+    if family_names:
+        out["baseline_input_resolution"], out["baseline_output_stride"] = _resolutions(base)
+        out["family"] = []
+        for name in family_names:
+            m = models[name]
+            runs = kept(m).get("score_runs") or []
+            resolution, stride = _resolutions(m)
+            out["family"].append({
+                "name": name, "arch": m["arch"], "score": score_of(m),
+                "score_delta": score_of(m) - base["score"],
+                "score_delta_se": paired_se(runs, base_runs), "score_runs": runs,
+                "latency_ms": m["latency_ms"], "latency_reduction": reduction("latency_ms", m),
+                "memory_bytes": m["memory_bytes"],
+                "memory_reduction": reduction("memory_bytes", m),
+                "energy_reduction": reduction("energy_mj", m),
+                "input_resolution": resolution, "output_stride": stride,
+                **equality(runs, base_runs, margin)})
+        cuts = [f["latency_reduction"] for f in out["family"]]
+        low, high = targets["family_span"]
+        out["targets"].update(
+            family_span=[low, high], family_score_drop_max=targets["family_score_drop"],
+            family_met=bool(min(cuts) <= low and max(cuts) >= high and all(
+                f["score_delta"] >= -targets["family_score_drop"] for f in out["family"])))
     return out
+
+
+def resolution_effect(metrics: dict, spec) -> None:
+    """What a family member's own input resolution and output stride bought: each member whose
+    choice differs from the baseline's gains ``at_baseline_resolution``, the same blocks and
+    head width simulated at the baseline's input and output stride, and the latency and memory
+    its choice saves against that."""
+    from dataclasses import replace
+
+    res, stride = metrics["baseline_input_resolution"], metrics["baseline_output_stride"]
+    for f in metrics["family"]:
+        if (f["input_resolution"], f["output_stride"]) == (res, stride):
+            continue
+        arch = parse_arch(f["arch"])
+        same = replace(arch, input=replace(arch.input, height=res, width=res),
+                       head=replace(arch.head, out_stride=stride))
+        sim = simulate_models({"same": same}, spec)["same"]
+        f["at_baseline_resolution"] = {
+            "latency_ms": sim["latency_ms"], "memory_bytes": sim["memory_bytes"],
+            "latency_saved": 1.0 - f["latency_ms"] / sim["latency_ms"],
+            "memory_saved": 1.0 - f["memory_bytes"] / sim["memory_bytes"]}
+
+
+def _resolutions(m: dict) -> tuple[int, int | None]:
+    """A model's input resolution and its head's output stride (None: a head without one)."""
+    arch = parse_arch(m["arch"])
+    return arch.input.height, getattr(arch.head, "out_stride", None)
 
 
 def headline(metrics: dict) -> dict:
@@ -206,6 +259,8 @@ def headline(metrics: dict) -> dict:
                                    "energy_reduction") if metrics.get(k) is not None}
     out["latency_met"] = metrics["targets"]["latency_met"]
     out["shown_equal"] = metrics.get("shown_equal")
+    if "family_met" in metrics["targets"]:
+        out["family_met"] = metrics["targets"]["family_met"]
     if mem := metrics.get("memory_model"):
         out.update(memory_reduction=mem["memory_reduction"],
                    memory_score_delta=mem["score_delta"],

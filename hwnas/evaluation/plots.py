@@ -19,13 +19,18 @@ def plot(candidates: pd.DataFrame, baseline_search: dict, models: dict[str, dict
     or not), the feasible front, the baseline and the evaluated models. Right: the
     evaluated models at simulated latency and test score (from scratch, the mean over
     seeds, where a model was so trained; else after fine-tuning), the baseline variants
-    marked, and with ``metrics`` the latency target's region (``build_metrics``)."""
+    marked, and with ``metrics`` the latency target's region (``build_metrics``). With a
+    family in ``metrics``, a third panel: ``plot_family``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
+    family = bool(metrics and metrics.get("family"))
+    fig, axes = plt.subplots(1, 3 if family else 2, figsize=(19.5 if family else 13, 5.2))
+    ax1, ax2 = axes[:2]
+    if family:
+        plot_family(axes[2], metrics)
     feasible = candidates.get("feasible", pd.Series(True, index=candidates.index)).to_numpy(bool)
     lat, acc = candidates[latency_col].to_numpy(), candidates["score"].to_numpy()
     ax1.scatter(lat[feasible], acc[feasible], s=7, c="#9e9e9e", label="feasible candidate")
@@ -88,3 +93,33 @@ def plot(candidates: pd.DataFrame, baseline_search: dict, models: dict[str, dict
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_family(ax, metrics: dict) -> None:
+    """A family's members (from scratch: mean and paired standard error over seeds) and the
+    baseline at simulated latency, each labelled with its input resolution and output
+    stride."""
+    fam, base = metrics["family"], metrics
+    ax.scatter([base["baseline_latency_ms"]], [base["baseline_score"]], marker="*", s=220,
+               c="#1f77b4", label="baseline", zorder=5)
+    ax.annotate(f"baseline\n{base['baseline_input_resolution']} px, "
+                f"/{base['baseline_output_stride']}", (base["baseline_latency_ms"],
+                                                       base["baseline_score"]),
+                textcoords="offset points", xytext=(-30, -26), fontsize=8)
+    ax.errorbar([f["latency_ms"] for f in fam], [f["score"] for f in fam],
+                yerr=[f["score_delta_se"] or 0.0 for f in fam], fmt="o-", ms=6, c="#d62728",
+                capsize=3, label="members (+-1 paired SE of the change)", zorder=6)
+    for f in fam:
+        ax.annotate(f"{f['name']}: -{100 * f['latency_reduction']:.0f}%\n"
+                    f"{f['input_resolution']} px, /{f['output_stride']}",
+                    (f["latency_ms"], f["score"]), textcoords="offset points", xytext=(6, 4),
+                    fontsize=8)
+    drop = base["targets"]["family_score_drop_max"]
+    ax.axhline(base["baseline_score"] - drop, c="#1f77b4", ls=":", lw=1,
+               label=f"baseline - {drop:g} points")
+    ax.set_xlim(0, 1.15 * base["baseline_latency_ms"])
+    ax.set_xlabel("simulated latency (ms)")
+    ax.set_ylabel("test score (%; from scratch: mean over seeds)")
+    ax.set_title("the family (input px, /output stride)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)

@@ -82,6 +82,7 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
                   f"| {mm['score']:.2f} | {mm['score_delta']:+.2f} points | "
                   f"{mm['memory_bytes']:,} | {_pct(mm['memory_reduction'])} | "
                   f"{mm['latency_ms']:.4f} | {_pct(mm['latency_reduction'])} |"]
+    lines += family_section(metrics)
     lines += ["", "## Equal score, stated statistically", "",
               f"- latency model: {verdict(metrics)}"]
     if mm:
@@ -100,6 +101,14 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
                      f"baseline - {t['memory_score_drop_max']} points: "
                      f"**{'met' if t['memory_met'] else 'not met'}** "
                      f"({_pct(mm['memory_reduction'])}, {mm['score_delta']:+.2f} points)")
+    if fam := metrics.get("family"):
+        low, high = t["family_span"]
+        cuts = [f["latency_reduction"] for f in fam]
+        lines.append(f"- family: latency reductions from at most {_pct(low)} to at least "
+                     f"{_pct(high)}, each at score >= baseline - {t['family_score_drop_max']} "
+                     f"points: **{'met' if t['family_met'] else 'not met'}** ({_pct(min(cuts))} "
+                     f"to {_pct(max(cuts))}; score changes "
+                     + ", ".join(f"{f['name']} {f['score_delta']:+.2f}" for f in fam) + ")")
     lines += ["", "## Every evaluated model", "",
               "| model | test score (%) | search score (%) | inherited score (%) | from scratch (%) "
               "| latency (ms) | energy (mJ) | memory (bytes) | est. latency error "
@@ -135,6 +144,12 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
               f"{metrics.get('task', 'classification')}` writes them).", "",
               "![score vs simulated latency](pareto.png)", "",
               "## Test examples", "", "![test examples](examples.png)", ""]
+    if pixel := metrics.get("pixel_accuracy"):
+        lines += ["Pixel accuracy on the test split (%): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in pixel.items()) + ". The logits' "
+                  "bilinear upsampling to the labels' resolution and the argmax run on the host "
+                  "(not accelerator work, not in the simulated latency), as does scaling the "
+                  "image to a network's input resolution.", ""]
     if host := metrics.get("host_postprocess_ms"):
         lines += ["Host post-processing (not accelerator work, not in the simulated latency): "
                   "sigmoid, top-k, box decoding and class-wise NMS run on the host CPU after "
@@ -142,6 +157,46 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
                   + ", ".join(f"{k} {v:.2f} ms" for k, v in host.items()) + ".", ""]
     lines += [f"- {note}" for note in info.get("notes", ())]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def family_section(metrics: dict) -> list[str]:
+    """The family (A, B, ...) in the article's shape, with each member's searched input
+    resolution and output stride against the baseline's."""
+    from hwnas.evaluation.metrics import equal_word
+
+    fam = metrics.get("family")
+    if not fam:
+        return []
+    res, stride = metrics["baseline_input_resolution"], metrics["baseline_output_stride"]
+    lines = ["", "## The family", "",
+             f"Each member is the best network of the search within a latency cut "
+             f"(`search.family`), trained from scratch over the baseline's seeds; the baseline "
+             f"reads {res} px and writes logits at stride {stride}.", "",
+             "| model | latency reduction | memory reduction | energy reduction | score (%) | "
+             "change (points) | paired SE | equal? | input (px) | output stride |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+             f"| baseline | 0% | 0% | 0% | {metrics['baseline_score']:.2f} | | | | {res} | "
+             f"{stride} |"]
+    for f in fam:
+        lines.append(f"| {f['name']} | {_pct(f['latency_reduction'])} | "
+                     f"{_pct(f['memory_reduction'])} | {_pct(f['energy_reduction'])} | "
+                     f"{f['score']:.2f} | {f['score_delta']:+.2f} | "
+                     f"{_num(f['score_delta_se'], '.2f')} | {equal_word(f['shown_equal'])} | "
+                     f"{f['input_resolution']} | {f['output_stride']} |")
+    other = [f["name"] for f in fam
+             if (f["input_resolution"], f["output_stride"]) != (res, stride)]
+    lines += ["", (f"Members with a searched input or output resolution other than the "
+                   f"baseline's: {', '.join(other)}. What the choice bought (the same blocks "
+                   f"and head width at {res} px and stride {stride}, simulated):" if other else
+                   "Every member kept the baseline's input and output resolution.")]
+    for f in fam:
+        if same := f.get("at_baseline_resolution"):
+            lines.append(f"- {f['name']} ({f['input_resolution']} px, stride "
+                         f"{f['output_stride']}): {f['latency_ms']:.4f} ms against "
+                         f"{same['latency_ms']:.4f} ms, {_pct(same['latency_saved'])} of the "
+                         f"latency and {_pct(same['memory_saved'])} of the memory saved")
+    lines += ["", "The family is the right panel of the figure below (`pareto.png`)."]
+    return lines
 
 
 def table_definition(tolerance: float) -> str:

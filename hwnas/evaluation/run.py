@@ -146,7 +146,8 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print,
     task = layout.current_task()
     from hwnas.arch import parse_arch
     from hwnas.evaluation.ablation import ablation_table
-    from hwnas.evaluation.metrics import build_metrics, simulate_latencies, simulate_models
+    from hwnas.evaluation.metrics import (build_metrics, resolution_effect, simulate_latencies,
+                                          simulate_models)
     from hwnas.evaluation.report import table_definition
     from hwnas.space import SearchSpace
 
@@ -173,11 +174,16 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print,
     for name in ("latency", "memory"):
         if name not in models:
             log(f"note: no '{name}' model was extracted (extract.chosen)")
+    from hwnas.search.choice import FAMILY_NAMES
+
     metrics = build_metrics(models, [b for b in BASELINES if b in models],
                             latency_name="latency" if "latency" in models else
                             next(n for n in models if n not in BASELINES),
                             memory_name="memory" if "memory" in models else None,
-                            margin=margin, **({"targets": targets} if targets else {}))
+                            margin=margin, **({"targets": targets} if targets else {}),
+                            family_names=[n for n in FAMILY_NAMES if n in models])
+    if metrics.get("family"):
+        resolution_effect(metrics, spec)
 
     lat = simulate_latencies(list(candidates["arch"]) + [pareto["baseline"]["arch"]], spec)
     candidates = candidates.assign(sim_latency_ms=candidates["arch"].map(lat))

@@ -49,6 +49,27 @@ def confirmation_set(rows: pd.DataFrame, tie: float, k: int) -> pd.DataFrame:
     return tied.iloc[at]
 
 
+FAMILY_NAMES = "ABCDEFGHIJ"  # the family's members, by increasing latency cut
+
+
+def family(df: pd.DataFrame, base: dict, cuts: list[float], val_images: int = 0,
+           tie_se: float = 0.0) -> dict[str, str | None]:
+    """A model family (the article's segmentation models A-E): the cuts, sorted, split the
+    latency reductions against the baseline into bands (``[c_i, c_i+1)``, the last open);
+    each member is the best network (``pick``, ties as the latency model's) of its band,
+    whatever its score: the family shows what each cut costs, and its members differ.
+    None where no candidate falls in a band."""
+    reduction = 1 - df["latency_ms"] / base["latency_ms"]
+    edges = [*sorted(cuts), np.inf]
+    out = {}
+    for name, lo, hi in zip(FAMILY_NAMES, edges, edges[1:]):
+        rows = df[(reduction >= lo) & (reduction < hi)]
+        tie = tie_points(rows["score"].max(), val_images, tie_se) if len(rows) else 0.0
+        best = pick(rows, tie)
+        out[name] = None if best is None else best["arch"]
+    return out
+
+
 def summarize(df: pd.DataFrame, base: dict, budget: float | None,
               latency_budget: float | None = None, tie_se: float = 0.0,
               val_images: int = 0, confirm: int = 0,

@@ -25,7 +25,7 @@ class SearchResult:
 
 
 # ``search`` keys that choose among the finished candidates, not how they are found
-CHOICE_KEYS = ("score_tie", "confirm", "confirm_seeds")
+CHOICE_KEYS = ("score_tie", "confirm", "confirm_seeds", "family")
 
 
 def fingerprint(p: dict, *inputs: Path) -> str:
@@ -131,7 +131,7 @@ def run_search(ctx: SearchContext, objective_fn, train_on_val=None) -> SearchRes
     from hwnas.checkpoint import claim_run
     from hwnas.files import read_journal
     from hwnas.search.evolution import Constraints, search
-    from hwnas.search.choice import summarize
+    from hwnas.search.choice import family, summarize
     from hwnas.search.objectives import check_feasible
 
     p, spec, space, baseline = ctx.params, ctx.spec, ctx.space, ctx.baseline
@@ -164,7 +164,12 @@ def run_search(ctx: SearchContext, objective_fn, train_on_val=None) -> SearchRes
         fastest, smallest = summary.pop("_fastest"), summary.pop("_smallest")
         summary.update(search_seconds=round(seconds, 1), resumed_candidates=resumed,
                        score_mode=p["score"])
-        chosen = {"latency": fastest, "memory": smallest}
+        chosen = {"latency": fastest, "memory": smallest,
+                  **family(df, base, p["family"], p["val_images"], tie_se)}
+        if p["family"]:
+            summary["family"] = {n: None if a is None else 1 - float(
+                df.loc[df["arch"] == a, "latency_ms"].iloc[0]) / base["latency_ms"]
+                for n, a in chosen.items() if n not in ("latency", "memory")}
         tracking.log_metrics(summary)  # before the candidates: a kill while they log keeps it
         logged = tracking.log_candidates(df, active.info.run_id, fp, chosen)
         tracking.log_metrics({"candidate_runs_logged": logged})
