@@ -112,6 +112,16 @@ def pick_subnets(pareto: dict, chosen: Sequence[str] = CHOICES, extra: int = 0,
     return out
 
 
+def resolution_twins(archs: dict[str, ArchSpec], baseline: ArchSpec) -> dict[str, ArchSpec]:
+    """Each family member (``A``...) whose input resolution or output stride differs from the
+    baseline's, at the baseline's (``resolution_twin``)."""
+    from hwnas.search.choice import FAMILY_NAMES, resolution_twin
+
+    return {resolution_twin(n): a.at_resolution(*baseline.resolution()).with_name("")
+            for n, a in archs.items()
+            if n in FAMILY_NAMES and a.resolution() != baseline.resolution()}
+
+
 def search_record(pareto: dict, arch: ArchSpec) -> dict:
     """The search's own figures for ``arch`` (score, estimated latency/memory), or {}:
     the baseline, the chosen networks (which need not be on the front) or the front."""

@@ -6,7 +6,10 @@ Reads ``results/search/pareto.json`` (the ``chosen`` entries named by
 (its inherited test score is recorded), fine-tuned ``extract.epochs`` epochs with
 the supernet's optimizer and schedule at ``extract.lr``, recalibrated again and
 tested. With ``extract.baseline`` the baseline architecture goes through the same
-recipe (``baseline-finetuned``): the like-for-like comparison. With ``extract.scratch``
+recipe (``baseline-finetuned``): the like-for-like comparison. A family member whose input
+resolution or output stride differs from the baseline's has a twin at the baseline's
+(``A-baseline-resolution``, ``hwnas.extract.resolution_twins``), trained alike: what the
+searched resolution bought. With ``extract.scratch``
 the chosen networks are also trained from scratch with the baseline's budget
 (``scratch_score``: the mean over ``baseline.seeds`` runs, ``hwnas.scratch.scratch_runs``):
 architecture against architecture at equal training; each
@@ -34,8 +37,8 @@ def main() -> None:
     from hardware.spec import load_spec
     from hwnas import tracking
     from hwnas.extract import (ExtractError, FineTune, export_onnx, keep_better,
-                               materialize, pick_subnets, read_pareto, save_subnet,
-                               search_record)
+                               materialize, pick_subnets, read_pareto, resolution_twins,
+                               save_subnet, search_record)
     from hwnas.files import staged
     from hwnas.context import pipeline_baseline, train_context
     from hwnas.scratch import scratch_runs
@@ -53,8 +56,10 @@ def main() -> None:
             raise ExtractError(f"{layout.PARETO}: chosen network {name!r}: head "
                                f"{arch.head.encode()} does not match this task's data and "
                                f"supernet ({supernet.space.head.encode()})")
+    baseline = pipeline_baseline(supernet.space, params).with_name("")
+    archs.update(twins := resolution_twins(archs, baseline))
     if p["baseline"]:
-        archs["baseline-finetuned"] = pipeline_baseline(supernet.space, params).with_name("")
+        archs["baseline-finetuned"] = baseline
     seed = p["seed"]
     data = ctx.data(seed)
     ft = FineTune(epochs=p["epochs"], lr=float(p["lr"]),
@@ -82,7 +87,7 @@ def main() -> None:
                                        log=lambda m, n=name: say(f"  {n}: {m}"))
                 done[key] = (net, dict(rec))  # a pristine copy: rec gains per-name fields
             rec.update({f"search_{k}": v for k, v in search_record(pareto, arch).items()})
-            if p["scratch"] and name in p["chosen"]:
+            if p["scratch"] and (name in p["chosen"] or name in twins):
                 if key not in scratch:
                     scratch[key] = scratch_runs(
                         params, ctx, arch, log=lambda m, n=name: say(f"  {n} from scratch: {m}"))

@@ -17,6 +17,7 @@ from hwnas.arch import ArchError, decode
 from hwnas.data import Loader, TensorData
 from hwnas.evaluation.metrics import build_metrics, resolution_effect
 from hwnas.evaluation.report import family_section
+from hwnas.extract import resolution_twins
 from hwnas.lowering import to_graph
 from hwnas.model import build_model
 from hwnas.params import load_params, section, task_params
@@ -160,6 +161,16 @@ def test_family_takes_the_best_network_of_each_band_of_cuts():
     assert family(df, base, [0.4, 0.5]) == {"A": None, "B": "d"}  # an empty band: None
 
 
+def test_members_off_the_baseline_resolution_get_a_twin_at_it(space):
+    base = space.baseline()
+    small = base.at_resolution(24, 8)
+    assert small.resolution() == (24, 8) and small.blocks == base.blocks
+    assert small.head.features == base.head.features
+    twins = resolution_twins({"latency": small, "A": base, "B": small, "C": small}, base)
+    assert twins == {"B-baseline-resolution": base, "C-baseline-resolution": base}
+    assert space.holds_input(twins["B-baseline-resolution"].input)
+
+
 def _model(arch: str, latency: float, runs: list[float]) -> dict:
     return {"arch": arch, "score": sum(runs) / len(runs), "scratch_score": sum(runs) / len(runs),
             "scratch_score_runs": runs, "score_runs": runs, "latency_ms": latency,
@@ -173,7 +184,9 @@ def test_family_metrics_and_targets(space):
     models = {"latency": _model(small.encode(), 0.45, [70.0, 71.0, 69.5]),
               "baseline-scratch": _model(base.encode(), 1.0, [70.5, 71.0, 70.0]),
               "A": _model(base.encode(), 0.75, [70.4, 71.1, 70.0]),
-              "B": _model(small.encode(), 0.45, [70.0, 71.0, 69.5])}
+              "B": _model(small.encode(), 0.45, [70.0, 71.0, 69.5]),
+              # B's twin at the baseline's 32 px and stride 4: slower, and better by 1/3
+              "B-baseline-resolution": _model(base.encode(), 0.9, [70.5, 71.0, 70.0])}
     m = build_metrics(models, ["baseline-scratch"], memory_name=None, family_names=["A", "B"])
     a, b = m["family"]
     assert (a["name"], a["input_resolution"], a["output_stride"]) == ("A", 32, 4)
@@ -182,12 +195,14 @@ def test_family_metrics_and_targets(space):
     assert b["score_delta_se"] is not None and (m["baseline_input_resolution"],
                                                 m["baseline_output_stride"]) == (32, 4)
     assert m["targets"]["family_met"]  # 25% <= 27%, 55% >= 51%, both within 1 point
-    resolution_effect(m, SPEC)
-    assert "at_baseline_resolution" not in a
-    same = b["at_baseline_resolution"]
-    assert same["latency_saved"] == pytest.approx(1 - 0.45 / same["latency_ms"])  # 0.45: B's
+    resolution_effect(m, models)
+    assert "at_baseline_resolution" not in a  # A kept the baseline's resolution: no twin
+    twin = b["at_baseline_resolution"]
+    assert twin["latency_saved"] == pytest.approx(0.5) and twin["score"] == pytest.approx(70.5)
+    assert twin["score_gain"] == pytest.approx(-1 / 3) and twin["score_gain_se"] > 0
     text = family_section(m)
-    assert any(line.startswith("- B (24 px, stride 8)") for line in text)
+    line = next(x for x in text if x.startswith("- B (24 px, stride 8)"))
+    assert "latency -50.0%" in line and "-0.33 points" in line
     models["A"] = _model(base.encode(), 0.6, [70.4, 71.1, 70.0])  # 40%: the span misses 27%
     assert not build_metrics(models, ["baseline-scratch"], memory_name=None,
                              family_names=["A", "B"])["targets"]["family_met"]

@@ -225,31 +225,31 @@ def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
     return out
 
 
-def resolution_effect(metrics: dict, spec) -> None:
-    """What a family member's own input resolution and output stride bought: each member whose
-    choice differs from the baseline's gains ``at_baseline_resolution``, the same blocks and
-    head width simulated at the baseline's input and output stride, and the latency and memory
-    its choice saves against that."""
-    from dataclasses import replace
+def resolution_effect(metrics: dict, models: dict[str, dict]) -> None:
+    """What a family member's own input resolution and output stride bought: each member with
+    a twin (``resolution_twin``: the same blocks and head width at the baseline's resolution
+    and stride, trained alike) gains ``at_baseline_resolution``: the twin's latency, memory
+    and score, the latency and memory the member's choice saves against it, and the score
+    it gains (paired over seeds, with its standard error)."""
+    from hwnas.search.choice import resolution_twin
 
-    res, stride = metrics["baseline_input_resolution"], metrics["baseline_output_stride"]
     for f in metrics["family"]:
-        if (f["input_resolution"], f["output_stride"]) == (res, stride):
+        twin = models.get(resolution_twin(f["name"]))
+        if twin is None:
             continue
-        arch = parse_arch(f["arch"])
-        same = replace(arch, input=replace(arch.input, height=res, width=res),
-                       head=replace(arch.head, out_stride=stride))
-        sim = simulate_models({"same": same}, spec)["same"]
+        runs = twin.get("scratch_score_runs") or []
+        score = twin.get("scratch_score", twin["score"])
         f["at_baseline_resolution"] = {
-            "latency_ms": sim["latency_ms"], "memory_bytes": sim["memory_bytes"],
-            "latency_saved": 1.0 - f["latency_ms"] / sim["latency_ms"],
-            "memory_saved": 1.0 - f["memory_bytes"] / sim["memory_bytes"]}
+            "arch": twin["arch"], "latency_ms": twin["latency_ms"],
+            "memory_bytes": twin["memory_bytes"], "score": score, "score_runs": runs,
+            "latency_saved": 1.0 - f["latency_ms"] / twin["latency_ms"],
+            "memory_saved": 1.0 - f["memory_bytes"] / twin["memory_bytes"],
+            "score_gain": f["score"] - score, "score_gain_se": paired_se(f["score_runs"], runs)}
 
 
 def _resolutions(m: dict) -> tuple[int, int | None]:
     """A model's input resolution and its head's output stride (None: a head without one)."""
-    arch = parse_arch(m["arch"])
-    return arch.input.height, getattr(arch.head, "out_stride", None)
+    return parse_arch(m["arch"]).resolution()
 
 
 def headline(metrics: dict) -> dict:

@@ -70,6 +70,10 @@ def plot(candidates: pd.DataFrame, baseline_search: dict, models: dict[str, dict
                     label=f"score target: baseline - {t['latency_score_drop_max']:g} points")
         ax2.fill_between([0, x], y, y + 100, color="#2ca02c", alpha=0.08, lw=0,
                          label="latency target met")
+    from hwnas.search.choice import resolution_twin
+
+    twins = {resolution_twin(f["name"]) for f in (metrics or {}).get("family", ())}
+    models = {n: m for n, m in models.items() if n not in twins}  # in the family's panel
     for name, m in models.items():
         is_base = name in baseline_names
         a = m.get("scratch_score", m["score"])
@@ -98,7 +102,8 @@ def plot(candidates: pd.DataFrame, baseline_search: dict, models: dict[str, dict
 def plot_family(ax, metrics: dict) -> None:
     """A family's members (from scratch: mean and paired standard error over seeds) and the
     baseline at simulated latency, each labelled with its input resolution and output
-    stride."""
+    stride; a member's twin at the baseline's resolution (``at_baseline_resolution``) hollow,
+    an arrow from it to the member."""
     fam, base = metrics["family"], metrics
     ax.scatter([base["baseline_latency_ms"]], [base["baseline_score"]], marker="*", s=220,
                c="#1f77b4", label="baseline", zorder=5)
@@ -114,6 +119,15 @@ def plot_family(ax, metrics: dict) -> None:
                     f"{f['input_resolution']} px, /{f['output_stride']}",
                     (f["latency_ms"], f["score"]), textcoords="offset points", xytext=(6, 4),
                     fontsize=8)
+    twins = [(f, t) for f in fam if (t := f.get("at_baseline_resolution"))]
+    if twins:
+        ax.scatter([t["latency_ms"] for _, t in twins], [t["score"] for _, t in twins], s=45,
+                   facecolors="none", edgecolors="#d62728", zorder=6,
+                   label="a member's twin at the baseline's resolution (arrow: to the member)")
+        for f, t in twins:
+            ax.annotate("", (f["latency_ms"], f["score"]), (t["latency_ms"], t["score"]),
+                        arrowprops={"arrowstyle": "->", "color": "#d62728", "lw": 0.8,
+                                    "ls": ":"})
     drop = base["targets"]["family_score_drop_max"]
     ax.axhline(base["baseline_score"] - drop, c="#1f77b4", ls=":", lw=1,
                label=f"baseline - {drop:g} points")

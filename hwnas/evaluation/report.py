@@ -6,6 +6,11 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _change(x: float) -> str:
+    """A relative change, signed: +12.0% more, -12.0% less."""
+    return f"{100 * x:+.1f}%"
+
+
 def _num(x, fmt: str = ".4f") -> str:
     return "-" if x is None else format(x, fmt)
 
@@ -186,15 +191,20 @@ def family_section(metrics: dict) -> list[str]:
     other = [f["name"] for f in fam
              if (f["input_resolution"], f["output_stride"]) != (res, stride)]
     lines += ["", (f"Members with a searched input or output resolution other than the "
-                   f"baseline's: {', '.join(other)}. What the choice bought (the same blocks "
-                   f"and head width at {res} px and stride {stride}, simulated):" if other else
+                   f"baseline's: {', '.join(other)}. What the choice bought, against a twin "
+                   f"(`<member>-baseline-resolution`: the same blocks and head width at {res} px "
+                   f"and stride {stride}, trained from scratch over the same seeds):"
+                   if other else
                    "Every member kept the baseline's input and output resolution.")]
     for f in fam:
-        if same := f.get("at_baseline_resolution"):
-            lines.append(f"- {f['name']} ({f['input_resolution']} px, stride "
-                         f"{f['output_stride']}): {f['latency_ms']:.4f} ms against "
-                         f"{same['latency_ms']:.4f} ms, {_pct(same['latency_saved'])} of the "
-                         f"latency and {_pct(same['memory_saved'])} of the memory saved")
+        if twin := f.get("at_baseline_resolution"):
+            lines.append(
+                f"- {f['name']} ({f['input_resolution']} px, stride {f['output_stride']}): "
+                f"{f['latency_ms']:.4f} ms against {twin['latency_ms']:.4f} ms (latency "
+                f"{_change(-twin['latency_saved'])}, memory {_change(-twin['memory_saved'])}), "
+                f"score {f['score']:.2f} against {twin['score']:.2f}% "
+                f"({twin['score_gain']:+.2f} points, paired SE "
+                f"{_num(twin['score_gain_se'], '.2f')})")
     lines += ["", "The family is the right panel of the figure below (`pareto.png`)."]
     return lines
 

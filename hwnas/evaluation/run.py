@@ -183,7 +183,7 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print,
                             margin=margin, **({"targets": targets} if targets else {}),
                             family_names=[n for n in FAMILY_NAMES if n in models])
     if metrics.get("family"):
-        resolution_effect(metrics, spec)
+        resolution_effect(metrics, models)
 
     lat = simulate_latencies(list(candidates["arch"]) + [pareto["baseline"]["arch"]], spec)
     candidates = candidates.assign(sim_latency_ms=candidates["arch"].map(lat))

@@ -52,6 +52,12 @@ def confirmation_set(rows: pd.DataFrame, tie: float, k: int) -> pd.DataFrame:
 FAMILY_NAMES = "ABCDEFGHIJ"  # the family's members, by increasing latency cut
 
 
+def resolution_twin(member: str) -> str:
+    """The name of a family member's twin: its blocks and head width at the baseline's input
+    resolution and output stride, trained alike to show what the searched resolution bought."""
+    return f"{member}-baseline-resolution"
+
+
 def family(df: pd.DataFrame, base: dict, cuts: list[float], val_images: int = 0,
            tie_se: float = 0.0) -> dict[str, str | None]:
     """A model family (the article's segmentation models A-E): the cuts, sorted, split the
