@@ -203,7 +203,7 @@ class ArchSpec:
     def with_name(self, name: str) -> "ArchSpec":
         return replace(self, name=name)
 
-    def resolution(self) -> tuple[int, int | None]:
+    def resolution_and_stride(self) -> tuple[int, int | None]:
         """The input resolution and the head's output stride (None: a head without one)."""
         return self.input.height, getattr(self.head, "out_stride", None)
 
@@ -211,8 +211,8 @@ class ArchSpec:
         """The same blocks and head width reading ``resolution`` px (square) and, for a head
         with an output stride, writing at ``out_stride``."""
         head = self.head if out_stride is None else replace(self.head, out_stride=out_stride)
-        return replace(self, input=replace(self.input, height=resolution, width=resolution),
-                       head=head)
+        return validate(replace(self, input=replace(self.input, height=resolution,
+                                                    width=resolution), head=head))
 
     def to_json(self) -> dict:
         out = {"name": self.name} if self.name else {}

@@ -32,6 +32,13 @@ from hwnas.supernet import SuperNet, SupernetError, task_score, extract_subnet, 
 from hwnas.training import TrainConfig, train_from_scratch
 
 CHOICES = ("latency", "memory")
+FAMILY_NAMES = tuple("ABCDEFGHIJ")  # a family's members (search.family), by increasing cut
+
+
+def resolution_twin(member: str) -> str:
+    """The name of a family member's twin: its blocks and head width at the baseline's input
+    resolution and output stride, trained alike to show what the searched resolution bought."""
+    return f"{member}-baseline-resolution"
 
 
 class ExtractError(UserError):
@@ -115,11 +122,9 @@ def pick_subnets(pareto: dict, chosen: Sequence[str] = CHOICES, extra: int = 0,
 def resolution_twins(archs: dict[str, ArchSpec], baseline: ArchSpec) -> dict[str, ArchSpec]:
     """Each family member (``A``...) whose input resolution or output stride differs from the
     baseline's, at the baseline's (``resolution_twin``)."""
-    from hwnas.search.choice import FAMILY_NAMES, resolution_twin
-
-    return {resolution_twin(n): a.at_resolution(*baseline.resolution()).with_name("")
-            for n, a in archs.items()
-            if n in FAMILY_NAMES and a.resolution() != baseline.resolution()}
+    at = baseline.resolution_and_stride()
+    return {resolution_twin(n): a.at_resolution(*at).with_name("") for n, a in archs.items()
+            if n in FAMILY_NAMES and a.resolution_and_stride() != at}
 
 
 def search_record(pareto: dict, arch: ArchSpec) -> dict:

@@ -258,6 +258,13 @@ class Search(_Section):
     val_images: PosInt
     workers: Workers
 
+    @field_validator("family")
+    @classmethod
+    def _distinct(cls, v: list[float]) -> list[float]:
+        if len(set(v)) != len(v):  # a repeated cut would leave an empty band
+            raise ValueError(f"cuts must differ, got {v}")
+        return v
+
 
 class Extract(_Section):
     # the latency and memory models, and the members of a family (``search.family``)

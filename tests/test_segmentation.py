@@ -159,12 +159,14 @@ def test_family_takes_the_best_network_of_each_band_of_cuts():
     # reductions a 0.1, b 0.3, c 0.35, d 0.6, e 0.8; bands [0.05, 0.3), [0.3, 0.5), [0.5, 1]
     assert family(df, base, [0.5, 0.05, 0.3]) == {"A": "a", "B": "c", "C": "d"}
     assert family(df, base, [0.4, 0.5]) == {"A": None, "B": "d"}  # an empty band: None
+    over = pd.DataFrame([{**_row("f", 99.0, 0.66, 9), "feasible": False}])  # over a budget
+    assert family(pd.concat([df, over]), base, [0.05, 0.3, 0.5])["B"] == "c"
 
 
 def test_members_off_the_baseline_resolution_get_a_twin_at_it(space):
     base = space.baseline()
     small = base.at_resolution(24, 8)
-    assert small.resolution() == (24, 8) and small.blocks == base.blocks
+    assert small.resolution_and_stride() == (24, 8) and small.blocks == base.blocks
     assert small.head.features == base.head.features
     twins = resolution_twins({"latency": small, "A": base, "B": small, "C": small}, base)
     assert twins == {"B-baseline-resolution": base, "C-baseline-resolution": base}
@@ -286,3 +288,10 @@ def test_bad_masks_stop_the_stage_before_training(tmp_path, case):
     assert "\n" not in line and "Traceback" not in line
     assert "000003" in line, line
     assert previous.read_bytes() == b"the previous supernet"
+
+
+def test_missing_foreground_classes_is_one_line(tmp_path):
+    from hwnas.tasks.segmentation.masks import DatasetError
+
+    with pytest.raises(DatasetError, match=r"^train_supernet\.data\.classes: required"):
+        modules.Segmentation().load({"dataset": str(tmp_path), "resolution": 64}, seed=0)

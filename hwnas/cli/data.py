@@ -17,7 +17,8 @@ def scenes(
                                       "test/ (COCO for detection; images/ + masks/ for "
                                       "segmentation), stats.json, contact_sheet.png.")],
     config: Annotated[Optional[Path], typer.Option(
-        help="YAML of generator settings (hwnas.tasks.detection.scenes.SceneConfig).")] = None,
+        help="YAML of generator settings (the task's SceneConfig: "
+             "hwnas.tasks.detection.scenes, hwnas.tasks.segmentation.scenes).")] = None,
     task: Annotated[str, typer.Option(help="detection (boxes) or segmentation (masks).")
                     ] = "detection",
     seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_SEED)] = None,

@@ -231,7 +231,7 @@ def resolution_effect(metrics: dict, models: dict[str, dict]) -> None:
     and stride, trained alike) gains ``at_baseline_resolution``: the twin's latency, memory
     and score, the latency and memory the member's choice saves against it, and the score
     it gains (paired over seeds, with its standard error)."""
-    from hwnas.search.choice import resolution_twin
+    from hwnas.extract import resolution_twin
 
     for f in metrics["family"]:
         twin = models.get(resolution_twin(f["name"]))
@@ -249,7 +249,7 @@ def resolution_effect(metrics: dict, models: dict[str, dict]) -> None:
 
 def _resolutions(m: dict) -> tuple[int, int | None]:
     """A model's input resolution and its head's output stride (None: a head without one)."""
-    return parse_arch(m["arch"]).resolution()
+    return parse_arch(m["arch"]).resolution_and_stride()
 
 
 def headline(metrics: dict) -> dict:

@@ -70,7 +70,7 @@ def plot(candidates: pd.DataFrame, baseline_search: dict, models: dict[str, dict
                     label=f"score target: baseline - {t['latency_score_drop_max']:g} points")
         ax2.fill_between([0, x], y, y + 100, color="#2ca02c", alpha=0.08, lw=0,
                          label="latency target met")
-    from hwnas.search.choice import resolution_twin
+    from hwnas.extract import resolution_twin
 
     twins = {resolution_twin(f["name"]) for f in (metrics or {}).get("family", ())}
     models = {n: m for n, m in models.items() if n not in twins}  # in the family's panel
@@ -99,6 +99,10 @@ def plot(candidates: pd.DataFrame, baseline_search: dict, models: dict[str, dict
     plt.close(fig)
 
 
+def _stride(stride: int | None) -> str:
+    return "" if stride is None else f", /{stride}"
+
+
 def plot_family(ax, metrics: dict) -> None:
     """A family's members (from scratch: mean and paired standard error over seeds) and the
     baseline at simulated latency, each labelled with its input resolution and output
@@ -107,8 +111,8 @@ def plot_family(ax, metrics: dict) -> None:
     fam, base = metrics["family"], metrics
     ax.scatter([base["baseline_latency_ms"]], [base["baseline_score"]], marker="*", s=220,
                c="#1f77b4", label="baseline", zorder=5)
-    ax.annotate(f"baseline\n{base['baseline_input_resolution']} px, "
-                f"/{base['baseline_output_stride']}", (base["baseline_latency_ms"],
+    ax.annotate(f"baseline\n{base['baseline_input_resolution']} px"
+                f"{_stride(base['baseline_output_stride'])}", (base["baseline_latency_ms"],
                                                        base["baseline_score"]),
                 textcoords="offset points", xytext=(-30, -26), fontsize=8)
     ax.errorbar([f["latency_ms"] for f in fam], [f["score"] for f in fam],
@@ -116,7 +120,7 @@ def plot_family(ax, metrics: dict) -> None:
                 capsize=3, label="members (+-1 paired SE of the change)", zorder=6)
     for f in fam:
         ax.annotate(f"{f['name']}: -{100 * f['latency_reduction']:.0f}%\n"
-                    f"{f['input_resolution']} px, /{f['output_stride']}",
+                    f"{f['input_resolution']} px{_stride(f['output_stride'])}",
                     (f["latency_ms"], f["score"]), textcoords="offset points", xytext=(6, 4),
                     fontsize=8)
     twins = [(f, t) for f in fam if (t := f.get("at_baseline_resolution"))]

@@ -6,6 +6,11 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+def _at(resolution: int, stride: int | None) -> str:
+    """An input resolution and, for a head with one, its output stride."""
+    return f"{resolution} px" + ("" if stride is None else f", stride {stride}")
+
+
 def _change(x: float) -> str:
     """A relative change, signed: +12.0% more, -12.0% less."""
     return f"{100 * x:+.1f}%"
@@ -174,32 +179,33 @@ def family_section(metrics: dict) -> list[str]:
         return []
     res, stride = metrics["baseline_input_resolution"], metrics["baseline_output_stride"]
     lines = ["", "## The family", "",
-             f"Each member is the best network of the search within a latency cut "
-             f"(`search.family`), trained from scratch over the baseline's seeds; the baseline "
-             f"reads {res} px and writes logits at stride {stride}.", "",
+             f"Each member is the search's best network (supernet score, val split) of its "
+             f"band of latency reductions (`search.family`: from its cut to the next), trained "
+             f"from scratch over the baseline's seeds; the baseline "
+             f"reads {_at(res, stride)}.", "",
              "| model | latency reduction | memory reduction | energy reduction | score (%) | "
              "change (points) | paired SE | equal? | input (px) | output stride |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
              f"| baseline | 0% | 0% | 0% | {metrics['baseline_score']:.2f} | | | | {res} | "
-             f"{stride} |"]
+             f"{_num(stride, 'd')} |"]
     for f in fam:
         lines.append(f"| {f['name']} | {_pct(f['latency_reduction'])} | "
                      f"{_pct(f['memory_reduction'])} | {_pct(f['energy_reduction'])} | "
                      f"{f['score']:.2f} | {f['score_delta']:+.2f} | "
                      f"{_num(f['score_delta_se'], '.2f')} | {equal_word(f['shown_equal'])} | "
-                     f"{f['input_resolution']} | {f['output_stride']} |")
+                     f"{f['input_resolution']} | {_num(f['output_stride'], 'd')} |")
     other = [f["name"] for f in fam
              if (f["input_resolution"], f["output_stride"]) != (res, stride)]
     lines += ["", (f"Members with a searched input or output resolution other than the "
                    f"baseline's: {', '.join(other)}. What the choice bought, against a twin "
-                   f"(`<member>-baseline-resolution`: the same blocks and head width at {res} px "
-                   f"and stride {stride}, trained from scratch over the same seeds):"
+                   f"(`<member>-baseline-resolution`: the same blocks and head width at "
+                   f"{_at(res, stride)}, trained from scratch over the same seeds):"
                    if other else
                    "Every member kept the baseline's input and output resolution.")]
     for f in fam:
         if twin := f.get("at_baseline_resolution"):
             lines.append(
-                f"- {f['name']} ({f['input_resolution']} px, stride {f['output_stride']}): "
+                f"- {f['name']} ({_at(f['input_resolution'], f['output_stride'])}): "
                 f"{f['latency_ms']:.4f} ms against {twin['latency_ms']:.4f} ms (latency "
                 f"{_change(-twin['latency_saved'])}, memory {_change(-twin['memory_saved'])}), "
                 f"score {f['score']:.2f} against {twin['score']:.2f}% "

@@ -174,7 +174,7 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print,
     for name in ("latency", "memory"):
         if name not in models:
             log(f"note: no '{name}' model was extracted (extract.chosen)")
-    from hwnas.search.choice import FAMILY_NAMES
+    from hwnas.extract import FAMILY_NAMES
 
     metrics = build_metrics(models, [b for b in BASELINES if b in models],
                             latency_name="latency" if "latency" in models else

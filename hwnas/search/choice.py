@@ -1,6 +1,7 @@
 """Which candidates a finished search hands on: the latency model (the best network
-within the latency budget at baseline score) and the memory model (the best within
-the memory budget), with supernet scores within noise of each other counted as tied.
+within the latency budget at baseline score), the memory model (the best within
+the memory budget) and a family's members (``family``: the best of each band of latency
+cuts), with supernet scores within noise of each other counted as tied.
 Where the supernet cannot tell the latency model's tied candidates apart, a few of them
 may be confirmed by training (``confirmation_set``; the article's multishot step)."""
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+
+from hwnas.extract import FAMILY_NAMES
 
 
 def tie_points(score: float, images: int, standard_errors: float) -> float:
@@ -49,15 +52,6 @@ def confirmation_set(rows: pd.DataFrame, tie: float, k: int) -> pd.DataFrame:
     return tied.iloc[at]
 
 
-FAMILY_NAMES = "ABCDEFGHIJ"  # the family's members, by increasing latency cut
-
-
-def resolution_twin(member: str) -> str:
-    """The name of a family member's twin: its blocks and head width at the baseline's input
-    resolution and output stride, trained alike to show what the searched resolution bought."""
-    return f"{member}-baseline-resolution"
-
-
 def family(df: pd.DataFrame, base: dict, cuts: list[float], val_images: int = 0,
            tie_se: float = 0.0) -> dict[str, str | None]:
     """A model family (the article's segmentation models A-E): the cuts, sorted, split the
@@ -65,6 +59,7 @@ def family(df: pd.DataFrame, base: dict, cuts: list[float], val_images: int = 0,
     each member is the best network (``pick``, ties as the latency model's) of its band,
     whatever its score: the family shows what each cut costs, and its members differ.
     None where no candidate falls in a band."""
+    df = df[df["feasible"]] if "feasible" in df else df  # within the search's constraints
     reduction = 1 - df["latency_ms"] / base["latency_ms"]
     edges = [*sorted(cuts), np.inf]
     out = {}

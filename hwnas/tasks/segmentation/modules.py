@@ -145,6 +145,9 @@ class Segmentation:
     data_parallel = False
 
     def load(self, data: dict, seed: int) -> Splits:
+        if not data.get("classes"):
+            raise masks.DatasetError("train_supernet.data.classes: required for segmentation "
+                                     "(the masks' foreground classes, ids 1..classes)")
         return masks.load(Path(data["dataset"]), data["resolution"], data.get("channels", 1),
                           data["classes"], seed)
 
