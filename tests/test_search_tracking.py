@@ -17,7 +17,8 @@ SPACE = curated_space(SPEC, SpaceConfig(head_features=64, stem_stride=2,
 BASELINE = SPACE.baseline([32, 64, 96])
 PARAMS = {"score": "naswot", "candidates": 24, "population": 8, "seed": 0,
           "max_latency_ms": None, "latency_budget": 0.8, "score_tie": 0.0,
-          "memory_budget": None, "val_images": 100, "confirm": 0, "confirm_seeds": 1}
+          "memory_budget": None, "val_images": 100, "confirm": 0, "confirm_seeds": 1,
+          "family": []}
 
 
 def estimate(archs):
