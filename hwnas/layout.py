@@ -83,12 +83,13 @@ def codesign_dir(task: str) -> Path:
     return CODESIGN / task
 
 
-HOST_TARGETS = ("cpu",)  # measured on this machine, not simulated (params.yaml host_targets)
+HOST_TARGETS = ("onnxruntime",)  # measured on this machine (params.yaml host_targets)
+MEASURED_TARGETS = (*HOST_TARGETS, "imported")  # imported: a device team's timings of a plan
 
 
 def target_name(backend: str, spec_name: str) -> str:
-    """The key of a measurement target: the spec for the simulator, ``cpu`` for the host."""
-    return spec_name if backend == "sim" else "cpu"
+    """The key of a measurement target: the spec for the simulator, else the backend."""
+    return spec_name if backend == "sim" else backend
 
 
 def microbench_table(target: str) -> Path:

@@ -125,18 +125,19 @@ class References(_Section):
     noise: Noise
 
 
-class _CpuTiming(_Section):
-    """Overrides for the host-CPU backend: how it times, and which spaces it samples."""
+class _Measured(_Section):
+    """Overrides for a measured target (``onnxruntime``): how it times, which spaces it samples."""
 
     repeats: PosInt | None = None
     warmup: NonNegInt | None = None
-    threads: Workers | None = None
     min_repeat_ms: NonNegFloat | None = None
     clock: Literal["thread", "wall"] | None = None
     spaces: list[SpaceParams] | None = None
 
 
-class MicrobenchCpu(_CpuTiming):
+class MicrobenchMeasured(_Measured):
+    units: Literal["profiled", "isolated"] | None = None
+    network_share: Share | None = None
     samples: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] | None = None
     time_budget_s: PosFloat | None = None
     calibration_networks: NonNegInt | None = None
@@ -153,10 +154,10 @@ class Microbench(_Section):
     adaptive_share: Annotated[float, Field(ge=0, lt=1)]
     adaptive_top: Share
     spaces: list[SpaceParams] = Field(min_length=1)
-    cpu: MicrobenchCpu = MicrobenchCpu()
+    onnxruntime: MicrobenchMeasured = MicrobenchMeasured()
 
 
-class TrainEstimatorCpu(_CpuTiming):
+class TrainEstimatorMeasured(_Measured):
     eval_networks: PosInt | None = None
 
 
@@ -170,7 +171,7 @@ class TrainEstimator(_Section):
     eval_seed: Seed
     references: bool
     spaces: list[SpaceParams] = Field(min_length=1)
-    cpu: TrainEstimatorCpu = TrainEstimatorCpu()
+    onnxruntime: TrainEstimatorMeasured = TrainEstimatorMeasured()
 
 
 class Data(_Section):
@@ -440,11 +441,10 @@ def section(params: dict, name: str) -> dict:
 
 
 def backend_section(params: dict, name: str, backend: str) -> dict:
-    """``section`` with its ``cpu:`` overrides applied for the host-CPU backend."""
+    """``section`` with the backend's own overrides (``onnxruntime:``) applied."""
     p = section(params, name)
-    overrides = p.pop("cpu", None) or {}
-    if backend == "cpu":
-        p.update(overrides)
+    overrides = {b: p.pop(b, None) or {} for b in layout.HOST_TARGETS}
+    p.update(overrides.get(backend, {}))
     return p
 
 

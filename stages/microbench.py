@@ -1,7 +1,8 @@
-"""DVC stage ``microbench`` (and ``microbench_host@cpu``): measure sampled units on a backend.
+"""DVC stage ``microbench`` (and ``microbench_host@onnxruntime``): measure sampled units on a
+backend.
 
 Writes ``data/microbench/<target>.parquet`` (every raw repeat): the spec name for the
-``sim`` backend, ``cpu`` for the host CPU (``hwnas.layout``).
+``sim`` backend, ``onnxruntime`` for this CPU through ONNX Runtime (``hwnas.layout``).
 """
 from __future__ import annotations
 

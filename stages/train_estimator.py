@@ -1,4 +1,4 @@
-"""DVC stage ``train_estimator`` (and ``train_estimator_host@cpu``): fit the LightGBM latency
+"""DVC stage ``train_estimator`` (and ``train_estimator_host@onnxruntime``): fit the LightGBM latency
 models on the microbenchmark table, then score them on held-out networks.
 
 Writes ``models/estimator/<hw>/`` (LightGBM text files + manifest.json),
@@ -34,19 +34,17 @@ def main(argv: list[str] | None = None) -> None:
     out_dir, res_dir = layout.estimator_dir(hw), layout.estimator_results(hw)
     tcfg = config_from(LightGBMConfig, {**p, "seed": p["seed"]})
     ecfg = config_from(EvalConfig, p)
-    threads = (backend_section(params, "microbench", backend).get("threads")
-               if backend == "cpu" else None)
     with tracking.run(f"train_estimator[{hw}]", params={**{k: v for k, v in p.items()
                                                            if k != "spaces"}, "backend": backend},
                       tags={"stage": "train_estimator", "hardware": hw,
-                            "spec_hash": spec.spec_hash() if backend == "sim" else "cpu"}):
+                            "spec_hash": spec.spec_hash() if backend == "sim" else backend}):
         # the old model and results stay until the new ones are whole
         with staged() as files:
             folder, png = files.dir(out_dir), files.path(res_dir / "pred_vs_true.png")
-            manifest = train(table, spec, backend, tcfg, folder, file_hash(data), threads)
+            manifest = train(table, spec, backend, tcfg, folder, file_hash(data))
             est = Estimator.load(folder, spec)  # score what was saved, from disk
             with Progress(transient=True) as bar:
-                task = bar.add_task(f"timing {ecfg.eval_networks} networks", total=None)
+                task = bar.add_task(f"held-out networks ({hw})", total=None)
                 metrics = score_estimator(est, spec, backend, ecfg, png,
                                           progress=lambda n: bar.advance(task, n))
             metrics["training_rows"] = {k: v["rows"] for k, v in manifest["kinds"].items()}

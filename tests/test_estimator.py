@@ -19,8 +19,7 @@ from hwnas.arch import ArchSpec, BlockSpec, ClassificationHead, InputSpec, StemS
 from hwnas.estimator import Estimator, EstimatorError, LightGBMConfig
 from hwnas.estimator.decompose import ROLE_HEAD, decompose, feature_names, network_memory
 from hwnas.estimator.microbench import (MicrobenchConfig, MicrobenchError, read_table,
-                                        run_microbench, time_module, unit_module)
-from hwnas.estimator.sampling import random_sample
+                                        run_microbench)
 from hwnas.estimator.scoring import error_metrics
 from hwnas.estimator.train import train
 from hwnas.lowering import HEAD_OPS, OpSpec, static_cost, to_graph
@@ -238,21 +237,6 @@ def test_cli_estimate_bad_input(tiny):
         assert r.exit_code == 2, (args, r.output)
         assert r.stdout == ""
         assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
-
-
-def test_cpu_backend_times_real_modules():
-    rng = np.random.default_rng(0)
-    samples = [random_sample(rng, max_macs=2e6) for _ in range(3)]
-    module, shape = unit_module(samples[0])
-    times = time_module(module, shape, repeats=3, warmup=1, min_repeat_ms=0.1)
-    assert len(times) == 3 and min(times) > 0
-    cfg = MicrobenchConfig(backend="cpu", samples=6, repeats=2, warmup=1, min_repeat_ms=0.1,
-                           spaces=SPACES[:1], adaptive_share=0, max_block_macs=2e6,
-                           calibration_networks=1)
-    table = run_microbench(cfg, None)
-    assert (table.groupby("sample").size() == 2).all()  # one row per unit and repeat
-    assert table["kind"].str.contains("conv|network").all() and (table["latency_ms"] > 0).all()
-    assert (table["kind"] == "network").sum() == 2  # one whole network, two repeats
 
 
 def test_calibration_fits_network_overhead():

@@ -98,8 +98,8 @@ def test_dvc_outputs_are_where_the_code_writes_them():
                    "findings"}
 
     def outs(stage):
-        # host stages are foreach over host_targets (cpu), task stages over tasks
-        each = layout.current_task() if stage in task_stages else "cpu"
+        # host stages are foreach over host_targets (onnxruntime), task stages over tasks
+        each = layout.current_task() if stage in task_stages else "onnxruntime"
         declared = []
         for key in ("outs", "metrics", "plots"):
             for item in DVC[stage].get("do", DVC[stage]).get(key, []):
@@ -111,8 +111,9 @@ def test_dvc_outputs_are_where_the_code_writes_them():
     expected = {
         "microbench": [layout.microbench_table(target)],
         "train_estimator": [layout.estimator_dir(target), layout.estimator_results(target)],
-        "microbench_host": [layout.microbench_table("cpu")],
-        "train_estimator_host": [layout.estimator_dir("cpu"), layout.estimator_results("cpu")],
+        "microbench_host": [layout.microbench_table("onnxruntime")],
+        "train_estimator_host": [layout.estimator_dir("onnxruntime"),
+                                 layout.estimator_results("onnxruntime")],
         "data": [layout.task_data(layout.current_task())],
         "train_supernet": [layout.SUPERNET, layout.SUPERNET_CHECKPOINT.parent,
                            layout.TRAIN_SUPERNET],

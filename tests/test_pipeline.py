@@ -172,7 +172,7 @@ def test_a_foreach_stage_runs_its_items_and_nothing_else(project, harness):
     pipeline(stages=["host"])  # host_targets: [] in the project's params
     assert not list(project.glob("host_*")) and not (project / "a.txt").exists()
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["host_targets"] = ["cpu"]
+    params["host_targets"] = ["onnxruntime"]
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     pipeline(stages=["host"])
-    assert (project / "host_cpu.txt").exists() and not (project / "a.txt").exists()
+    assert (project / "host_onnxruntime.txt").exists() and not (project / "a.txt").exists()

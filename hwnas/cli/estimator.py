@@ -26,7 +26,7 @@ def estimate(
              "or '-' for one per stdin line.")] = ...,
     estimator: Annotated[Optional[Path], typer.Option(
         help="Estimator directory (default: models/estimator/<spec name>, or "
-             "models/estimator/cpu with --hardware cpu).")] = None,
+             "models/estimator/onnxruntime with --hardware onnxruntime).")] = None,
     as_json: JsonOpt = False,
     per_kernel: Annotated[bool, typer.Option(help="Add per-kernel estimates.")] = False,
 ):
@@ -59,25 +59,35 @@ def estimate(
 
 @app.command()
 def microbench(
-    backend: Annotated[str, typer.Option(help="sim (the simulator, noise on) or cpu (this CPU).")] = "sim",
+    backend: Annotated[str, typer.Option(
+        help="sim (the simulator, noise on) or onnxruntime (this CPU, through ONNX Runtime).")] = "sim",
     hardware: Annotated[Optional[str], typer.Option(
         "--hardware", "-H", help="Spec name or YAML (default: params.yaml's base.hardware).")] = None,
     samples: Annotated[Optional[int], typer.Option(min=1, max=MAX_SAMPLES, help="At most this many units.")] = None,
     time_budget: Annotated[Optional[float], typer.Option(help="Seconds before sampling stops.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Parquet table to write.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Parquet table to write (with --plan: the plan's folder).")] = None,
     params: Annotated[Path, typer.Option(help="params.yaml with a microbench section.")] = Path("params.yaml"),
+    plan: Annotated[Optional[int], typer.Option(
+        min=1, max=MAX_SAMPLES,
+        help="Measure nothing: write N units for a device team to time on its own device "
+             "(ONNX files, plan.csv, timings_template.csv) to --out.")] = None,
 ):
-    """Run the microbenchmarks (defaults from params.yaml's microbench section)."""
+    """Run the microbenchmarks (defaults from params.yaml's microbench section), or write
+    a plan of units for another device (--plan)."""
     from rich.progress import Progress
 
-    from hwnas.estimator.microbench import MicrobenchConfig, MicrobenchError, run_microbench
+    from hwnas.estimator.microbench import (BACKENDS, MicrobenchConfig, MicrobenchError,
+                                            run_microbench)
     from hwnas.estimator.train import config_from
     from hwnas.params import ParamsError, backend_section, load_params
 
     try:
-        if backend not in ("sim", "cpu"):
-            raise InputError(f"--backend must be sim or cpu, got {backend!r}")
-        p = {**backend_section(load_params(params), "microbench", backend), "backend": backend}
+        if backend not in BACKENDS:
+            raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        # a plan is for a measured device: the measured targets' settings (whole networks too)
+        section = "onnxruntime" if plan is not None else backend
+        p = {**backend_section(load_params(params), "microbench", section), "backend": section}
         if hardware is not None:
             p["hardware"] = hardware
         if samples is not None:
@@ -88,8 +98,15 @@ def microbench(
             raise InputError(f"--out: {out}: the table is written as Parquet; name it *.parquet")
         spec = load_spec(p["hardware"])
         cfg = config_from(MicrobenchConfig, p)
+        if plan is not None and out is None:
+            raise InputError("--plan needs --out DIR, the folder to write the plan to")
+        if plan is not None and out.exists() and any(out.iterdir()):
+            raise InputError(f"--out: {out}: not empty; a plan is written to a new folder")
     except (SpecError, InputError, ParamsError, MicrobenchError) as err:
         fail(str(err))
+    if plan is not None:
+        write_planned(cfg, spec, plan, out)
+        return
     path = out or layout.microbench_table(layout.target_name(backend, spec.name))
     with Progress(transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task(f"microbench {backend}", total=cfg.samples)
@@ -129,3 +146,44 @@ def train_estimator(
         manifest = train(data, spec, backend, LightGBMConfig(n_estimators=n_estimators), tmp,
                          file_hash(table))
     typer.echo(f"{len(manifest['kinds'])} models ({', '.join(manifest['kinds'])}) -> {path}")
+
+
+def write_planned(cfg, spec, n: int, out: Path) -> None:
+    from hwnas.estimator.microbench import first_round
+    from hwnas.estimator.plan import write_plan
+
+    samples, networks = first_round(cfg, spec, n)
+    with atomic_dir(out) as tmp, console.status(f"exporting {n} units and "
+                                                f"{len(networks)} networks to ONNX"):
+        info = write_plan(samples, networks, tmp, spec.name)
+    typer.echo(f"plan {info['plan']}: {info['units']} units and {info['networks']} networks -> "
+               f"{out} (time them, fill {out}/timings_template.csv, then "
+               f"`hwnas import-timings {out}/timings_template.csv --plan {out}`)")
+
+
+@app.command("import-timings")
+def import_timings(
+    timings: Annotated[Path, typer.Argument(help="CSV of timings (plan, unit_id, input_shape, "
+                                                 "latency_ms), from a plan's template.")],
+    plan: Annotated[Path, typer.Option(help="The plan folder the units came from.")],
+    out: Annotated[Optional[Path], typer.Option(
+        help="Estimator directory to write (default: models/estimator/imported).")] = None,
+    n_estimators: Annotated[int, typer.Option(min=1, max=100_000, help="Boosting rounds per kind.")] = 200,
+):
+    """Train an estimator from a device team's own timings of a plan's units."""
+    from hwnas.estimator.model import LightGBMConfig, file_hash
+    from hwnas.estimator.plan import BACKEND, PlanError, read_timings
+    from hwnas.estimator.train import train
+
+    try:
+        table = read_timings(timings, plan)
+    except PlanError as err:
+        fail(str(err))
+    path = out or layout.estimator_dir(BACKEND)
+    with atomic_dir(path) as tmp:  # the old estimator stays whole until the new one is
+        manifest = train(table, None, BACKEND, LightGBMConfig(n_estimators=n_estimators), tmp,
+                         file_hash(timings))
+    cal = manifest["calibration"]
+    typer.echo(f"{table['sample'].nunique()} timed units; {len(manifest['kinds'])} models "
+               f"({', '.join(manifest['kinds'])})"
+               + (f", calibrated on {cal['networks']} networks" if cal else "") + f" -> {path}")

@@ -154,12 +154,13 @@ def parse_op(text: str) -> Op:
 
 def load_estimator(hardware: str, estimator: Path | None):
     """The estimator for a spec name (default dir models/estimator/<spec name>), or
-    the host-CPU one for ``cpu``."""
+    a measured target's (``onnxruntime``, ``imported``)."""
     from hwnas.estimator import Estimator
 
     from hwnas import layout
 
-    spec = load_spec(DEFAULT_SPEC if hardware == "cpu" else hardware)
-    target = layout.target_name("cpu" if hardware == "cpu" else "sim", spec.name)
+    measured = hardware in layout.MEASURED_TARGETS
+    spec = load_spec(DEFAULT_SPEC if measured else hardware)
+    target = layout.target_name(hardware if measured else "sim", spec.name)
     return Estimator.load(estimator or layout.estimator_dir(target), spec)
 

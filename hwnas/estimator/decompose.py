@@ -31,6 +31,10 @@ CONV, DEPTHWISE, FC, ADD, POOL, RESIZE, GATE = (
     OP_KINDS.index(k) for k in ("conv", "depthwise", "fc", "add", "pool", "resize", "gate"))
 _BASE = len(OP_KINDS) + 1  # kind codes: sum of (kind + 1) * _BASE ** position
 
+# How each backend's measurements are grouped: fused kernels on the simulator, whole units
+# (stem, block, head) where they are measured; ``imported``: a device team's timings of a plan.
+GROUPING = {"sim": "kernel", "onnxruntime": "block", "imported": "block"}
+
 # Unit roles within a network (column ``role``).
 ROLE_STEM, ROLE_BLOCK, ROLE_HEAD = 0, 1, 2
 
@@ -48,15 +52,17 @@ ARRAY_FEATURES = ("gemm_folds", "gemm_padded_macs", "gemm_k", "array_util", "dw_
 SPEC_FEATURES = ("spec_rows", "spec_cols", "spec_lanes", "spec_sram_bytes",
                  "spec_dram_bytes_per_cycle", "spec_bytes_per_element",
                  "spec_launch_overhead_cycles", "spec_clock_mhz")
+# A CPU's vector units: how the channels fill 8- and 16-float registers (AVX2, AVX-512; ONNX
+# Runtime's blocked NCHWc kernels run only on aligned channels). Measured targets only.
+SIMD_FEATURES = tuple(f"{c}_{op}{b}" for c in ("in_c", "mid_c", "out_c") for op in ("pad", "mod")
+                      for b in (8, 16))
 # Features whose trained range is checked at estimation time (out_of_range flags).
 RANGE_FEATURES = ("in_h", "in_c", "out_c", "mid_c", "kernel", "macs")
 
 
 def feature_names(spec: HardwareSpec | None) -> list[str]:
     names = list(SHAPE_FEATURES + WORK_FEATURES)
-    if spec is not None:
-        names += list(ARRAY_FEATURES + SPEC_FEATURES)
-    return names
+    return names + list(ARRAY_FEATURES + SPEC_FEATURES if spec is not None else SIMD_FEATURES)
 
 
 def kind_name(code: int) -> str:
@@ -219,7 +225,12 @@ def decompose(archs: list[ArchSpec], spec: HardwareSpec | None, grouping: str = 
     # A gate reads its input twice (pooling pass, scaling pass).
     f["act_bytes"] = np.add.reduceat(np.where(is_gate, 2, 1) * in_el + out_el, starts) * bpe
 
-    if spec is not None:
+    if spec is None:
+        for c in ("in_c", "mid_c", "out_c"):
+            for b in (8, 16):
+                f[f"{c}_pad{b}"] = _ceil_div(f[c], b) * b
+                f[f"{c}_mod{b}"] = f[c] % b
+    else:
         R, C, L = spec.mac_array.rows, spec.mac_array.cols, spec.vector_unit.lanes
         m = np.where((kind == FC) | is_gate, 1, pixels)
         kk = k * k * in_c

@@ -3,9 +3,10 @@
 Backends:
 - ``sim``: the analytic simulator with measurement noise on (one seeded draw per repeat);
   one row per fused kernel of the unit (the estimator's model key is the kernel kind).
-- ``cpu``: this machine's CPU, timing the real PyTorch module of the unit (stem
-  ``ConvBNAct``, ``IBN``/``FusedIBN``/``ConvBlock``, the task's head module) with warm-up,
-  repeats and a fixed thread count; one row per unit (block kinds).
+- ``onnxruntime``: this machine's CPU through ONNX Runtime: the real PyTorch module of the
+  unit (stem ``ConvBNAct``, ``IBN``/``FusedIBN``/``ConvBlock``, the task's head module)
+  exported to ONNX and timed by ``hwnas.estimator.onnxrt``'s protocol; one row per unit
+  (block kinds), plus whole networks that calibrate the sum of units.
 
 A second round samples neighbours of the units a first model gets most wrong
 (nn-Meter's adaptive sampling). The table has one row per (sample, kernel, repeat),
@@ -23,16 +24,18 @@ import pandas as pd
 from hardware.spec import HardwareSpec
 from hwnas.arch import encode
 from hwnas.errors import UserError
-from hwnas.estimator.decompose import decompose, feature_names
+from hwnas.estimator.decompose import GROUPING, decompose, feature_names
+from hwnas.estimator.onnxrt import CLOCKS, Protocol
 from hwnas.estimator.sampling import (MAX_BLOCK_MACS, Sample, map_size, network_samples,
-                                      neighbour, random_sample, space_configs, spaces_for)
+                                      neighbour, random_sample, space_configs, spaces_for,
+                                      unit_of, whole_network_samples)
 
-BACKENDS = ("sim", "cpu")
-GROUPING = {"sim": "kernel", "cpu": "block"}
+BACKENDS = ("sim", "onnxruntime")
+UNIT_TIMINGS = ("profiled", "isolated")
 
 
 def backend_arg(argv: list[str] | None, description: str | None) -> str:
-    """``--backend sim|cpu`` from a command line (both estimator stages take it)."""
+    """``--backend sim|onnxruntime`` from a command line (both estimator stages take it)."""
     import argparse
 
     ap = argparse.ArgumentParser(description=description)
@@ -51,15 +54,16 @@ class MicrobenchConfig:
     time_budget_s: float = 180.0   # stop sampling when this is spent
     repeats: int = 5
     noise: float = 0.03            # sim: relative measurement noise per repeat
-    warmup: int = 2                # cpu: untimed calls first
-    threads: int = 1               # cpu: torch.set_num_threads
-    min_repeat_ms: float = 2.0     # cpu: one repeat loops the module for at least this long
-    clock: str = "thread"          # cpu: thread CPU time (robust to other load) or wall
+    warmup: int = 2                # measured: untimed calls first
+    min_repeat_ms: float = 2.0     # measured: one repeat loops the model for at least this long
+    clock: str = "thread"          # measured: thread CPU time (robust to other load) or wall
+    units: str = "profiled"        # measured: a unit's nodes in a profiled run of its small
+                                   # network (as the runtime executes it), or "isolated"
     network_share: float = 0.6     # round 1: share of units cut from space networks (rest random)
     neighbours: int = 2            # nearby shapes per network unit
     adaptive_share: float = 0.25   # share of the budget for the adaptive round
     adaptive_top: float = 0.2      # round-1 samples with the highest error to resample around
-    calibration_networks: int = 0  # cpu: whole space networks timed to calibrate the unit sum
+    calibration_networks: int = 0  # measured: whole networks timed to calibrate the unit sum
     max_block_macs: float = MAX_BLOCK_MACS  # random shapes: largest unit (MACs) worth measuring
     seed: int = 0
     spaces: list = field(default_factory=lambda: [{"resolution": 32, "in_channels": 1}])
@@ -67,6 +71,8 @@ class MicrobenchConfig:
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise MicrobenchError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.units not in UNIT_TIMINGS:
+            raise MicrobenchError(f"units must be one of {', '.join(UNIT_TIMINGS)}, got {self.units!r}")
         if self.clock not in CLOCKS:
             raise MicrobenchError(f"clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
         if self.samples < 1 or self.repeats < 1:
@@ -117,83 +123,36 @@ def unit_module(sample: Sample):
     return BLOCKS[block.type](a.stem.out, block), shape
 
 
-CLOCKS = {"thread": time.thread_time_ns, "wall": time.perf_counter_ns}
-
-
-def time_module(module, shape, repeats: int, warmup: int = 2, min_repeat_ms: float = 2.0,
-                clock: str = "thread") -> list[float]:
-    """Milliseconds per call of ``module`` on a random input: ``repeats`` timed repeats,
-    each looping the call enough times to last ``min_repeat_ms``.
-
-    ``clock="thread"`` (the default) counts the CPU time of the calling thread, which with
-    one intra-op thread is all of the inference's work, and is not inflated when other
-    processes share the cores; ``"wall"`` is elapsed time."""
-    import torch
-
-    now = CLOCKS[clock]
-    module.eval()
-    x = torch.randn(*shape)
-    with torch.inference_mode():
-        t = now()
-        module(x)
-        per_call = now() - t
-        for _ in range(warmup):
-            t = now()
-            module(x)
-            per_call = min(per_call, now() - t)
-        inner = max(1, int(min_repeat_ms * 1e6 / max(per_call, 100)))
-        times = []
-        for _ in range(repeats):
-            t = now()
-            for _ in range(inner):
-                module(x)
-            times.append((now() - t) / inner / 1e6)
-    return times
-
-
-def time_network(arch, repeats: int, warmup: int = 2, min_repeat_ms: float = 2.0,
-                 clock: str = "thread") -> list[float]:
-    """``time_module`` on the whole PyTorch network of ``arch`` (batch 1)."""
-    from hwnas.model import build_model
-
-    shape = (1, arch.input.channels, arch.input.height, arch.input.width)
-    return time_module(build_model(arch), shape, repeats, warmup, min_repeat_ms, clock)
-
-
-def measure_cpu(samples: list[Sample], rows: pd.DataFrame, repeats: int, warmup: int,
-                min_repeat_ms: float, clock: str = "thread") -> np.ndarray:
-    out = np.empty((len(rows), repeats))
-    nets = rows["net"].to_numpy()
-    for j, i in enumerate(nets):
-        module, shape = unit_module(samples[i])
-        out[j] = time_module(module, shape, repeats, warmup, min_repeat_ms, clock)
-    return out
-
-
 NETWORK_KIND = "network"  # rows timing a whole network (calibration), not a unit
 
 
-def measure_networks(archs, cfg: MicrobenchConfig, first_id: int, progress=None) -> pd.DataFrame:
-    """Whole PyTorch networks timed like the units: one row per network and repeat."""
-    rows = []
-    for n, a in enumerate(archs):
-        times = time_network(a, cfg.repeats, cfg.warmup, cfg.min_repeat_ms, cfg.clock)
-        rows += [{"sample": first_id + n, "round": 3, "source": "calibration", "arch": encode(a),
-                  "role": -1, "kind": NETWORK_KIND, "kernel_index": 0, "repeat": r,
-                  "latency_ms": t} for r, t in enumerate(times)]
-        if progress:
-            progress(0)
-    return pd.DataFrame(rows)
+def network_module(arch):
+    """The whole PyTorch network of ``arch`` and its input shape (batch 1)."""
+    from hwnas.model import build_model
+
+    return build_model(arch), (1, arch.input.channels, arch.input.height, arch.input.width)
 
 
-def set_threads(threads: int) -> None:
-    import torch
+def measure_networks(archs, timer, first_id: int, chunk: int = 20) -> pd.DataFrame:
+    """Whole networks timed like the units: one row per network and repeat."""
+    times = []
+    for lo in range(0, len(archs), chunk):
+        part = archs[lo:lo + chunk]
+        times += list(timer.time_modules([network_module(a) for a in part], seed=first_id + lo))
+    return network_table(archs, times, first_id)
 
-    torch.set_num_threads(threads)
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set in this process
-        pass
+
+def network_table(archs, lat: list[np.ndarray], first_id: int) -> pd.DataFrame:
+    """Whole-network timings (one array of repeats per network) as calibration rows."""
+    return pd.DataFrame([{"sample": first_id + n, "round": 3, "source": "calibration",
+                          "arch": encode(a), "role": -1, "kind": NETWORK_KIND,
+                          "kernel_index": 0, "repeat": r, "latency_ms": float(t)}
+                         for n, (a, ts) in enumerate(zip(archs, lat)) for r, t in enumerate(ts)])
+
+
+def protocol(cfg) -> Protocol:
+    """The ONNX Runtime timing protocol of a microbench or evaluation config."""
+    return Protocol(cfg.repeats, cfg.warmup, cfg.min_repeat_ms, cfg.clock)
 
 
 # ---- running rounds ----------------------------------------------------------
@@ -208,37 +167,67 @@ def unit_rows(samples: list[Sample], spec: HardwareSpec | None, grouping: str) -
 
 
 def measure_units(samples: list[Sample], cfg: MicrobenchConfig, spec: HardwareSpec | None,
-            first_id: int, round_no: int) -> pd.DataFrame:
+                  first_id: int, round_no: int, timer=None) -> pd.DataFrame:
     """Measure samples; long table with one row per (sample, kernel, repeat)."""
     grouping = GROUPING[cfg.backend]
     rows = unit_rows(samples, spec if grouping == "kernel" else None, grouping)
-    rows["kind"] = rows["kind"].astype(str)
     if cfg.backend == "sim":
         lat = measure_sim(samples, rows, spec, cfg.repeats, cfg.noise, cfg.seed + first_id)
+    elif cfg.units == "isolated":  # one row per unit: its sample's timings
+        lat = timer.time_modules([unit_module(s) for s in samples], seed=cfg.seed + first_id)
+        lat = lat[rows["net"].to_numpy()]
     else:
-        lat = measure_cpu(samples, rows, cfg.repeats, cfg.warmup, cfg.min_repeat_ms, cfg.clock)
+        lat = profiled_units(samples, timer, cfg.seed + first_id)[rows["net"].to_numpy()]
+        timed = np.isfinite(lat).all(axis=1)  # a unit the runtime optimized away has no node
+        rows, lat = rows[timed].reset_index(drop=True), lat[timed]
+    return long_table(rows, samples, list(lat), first_id, round_no)
+
+
+def profiled_units(samples: list[Sample], timer, seed: int) -> np.ndarray:
+    """Each sample's small network run under the profiler; its unit's time is the sum of
+    the nodes the unit owns (``(n, repeats)``, NaN where it owns none)."""
+    from hwnas.estimator.onnxrt import node_unit
+
+    archs = list({id(s.arch): s.arch for s in samples}.values())  # a whole network once
+    profiles = timer.profile_modules([network_module(a) for a in archs], seed=seed)
+    by_arch = {id(a): p for a, p in zip(archs, profiles)}
+    out = np.full((len(samples), timer.protocol.repeats), np.nan)
+    for i, s in enumerate(samples):
+        nodes = by_arch[id(s.arch)]
+        own = [v for k, v in nodes.items() if node_unit(k, len(s.arch.blocks)) == s.unit]
+        if own:
+            out[i] = np.sum(own, axis=0)
+    return out
+
+
+def long_table(rows: pd.DataFrame, samples: list[Sample], lat: list[np.ndarray],
+               first_id: int, round_no: int) -> pd.DataFrame:
+    """``unit_rows`` with their timings (one array of repeats per row): one table row per
+    (sample, kernel, repeat), samples numbered from ``first_id``."""
     nets = rows["net"].to_numpy()
     rows = rows.drop(columns=["net"])
+    rows["kind"] = rows["kind"].astype(str)
     rows.insert(0, "sample", nets + first_id)
     rows.insert(1, "round", round_no)
     rows.insert(2, "source", [samples[i].source for i in nets])
     rows.insert(3, "arch", [encode(samples[i].arch) for i in nets])
     rows["kernel_index"] = rows.groupby("sample").cumcount()
-    long = rows.loc[rows.index.repeat(cfg.repeats)].reset_index(drop=True)
-    long["repeat"] = np.tile(np.arange(cfg.repeats), len(rows))
-    long["latency_ms"] = lat.reshape(-1)
+    counts = [len(x) for x in lat]
+    long = rows.loc[rows.index.repeat(counts)].reset_index(drop=True)
+    long["repeat"] = np.concatenate([np.arange(c) for c in counts])
+    long["latency_ms"] = np.concatenate(lat)
     return long
 
 
 def _measure_within(samples: list[Sample], cfg, spec, first_id: int, round_no: int,
                     deadline: float, progress: Callable[[int], None] | None,
-                    chunk: int) -> list[pd.DataFrame]:
+                    chunk: int, timer) -> list[pd.DataFrame]:
     parts = []
     for lo in range(0, len(samples), chunk):
         if time.monotonic() > deadline:
             break
         batch = samples[lo:lo + chunk]
-        parts.append(measure_units(batch, cfg, spec, first_id + lo, round_no))
+        parts.append(measure_units(batch, cfg, spec, first_id + lo, round_no, timer))
         if progress:
             progress(len(batch))
     return parts
@@ -272,33 +261,78 @@ def run_microbench(cfg: MicrobenchConfig, spec: HardwareSpec | None,
                    progress: Callable[[int], None] | None = None,
                    log: Callable[[str], None] = lambda s: None) -> pd.DataFrame:
     """Both rounds within the sample and time budgets; returns the raw table."""
+    from contextlib import nullcontext
+
+    from hwnas.estimator.onnxrt import Timer
+
     if cfg.backend == "sim" and spec is None:
         raise MicrobenchError("the sim backend needs a hardware spec")
-    if cfg.backend == "cpu":
-        set_threads(cfg.threads)
-    rng = np.random.default_rng(cfg.seed)
+    with Timer(protocol(cfg)) if cfg.backend != "sim" else nullcontext() as timer:
+        table = _rounds(cfg, spec, timer, progress, log)
+    table["role"] = table["role"].map({0: "stem", 1: "block", 2: "head", -1: "network"})
+    table["backend"] = cfg.backend
+    return table
+
+
+def _sample(cfg: MicrobenchConfig, spec: HardwareSpec | None, n: int, rng) -> list[Sample]:
+    """``n`` units: cut from space networks (with neighbours) and random shapes, shuffled."""
     step = spec.parallelism if spec is not None else 32
+    n_net = round(n * cfg.network_share)
+    spaces = spaces_for(spec, space_configs(cfg.spaces))
+    whole = cfg.backend != "sim" and cfg.units == "profiled"  # networks kept whole
+    units = (whole_network_samples(n_net, spaces, rng) if whole
+             else network_samples(n_net, spaces, rng, cfg.neighbours))
+    random = [random_sample(rng, step, cfg.max_block_macs) for _ in range(n - n_net)]
+    if whole:
+        return _interleave(units, random, rng)
+    units += random
+    return [units[i] for i in rng.permutation(len(units))]  # a time-cut round keeps the mix
+
+
+def _interleave(nets: list[Sample], random: list[Sample], rng) -> list[Sample]:
+    """Random units spread among whole networks' (consecutive) units, so a time-cut round
+    keeps the mix and a network's units stay together."""
+    where = np.sort(rng.integers(0, len(nets) + 1, size=len(random)))
+    out, j = [], 0
+    for i, s in enumerate(nets):
+        while j < len(random) and where[j] <= i:
+            out.append(random[j])
+            j += 1
+        out.append(s)
+    return out + random[j:]
+
+
+def first_round(cfg: MicrobenchConfig, spec: HardwareSpec | None, n: int):
+    """A plan for another device: ``n`` units as round 1 samples them, each in its own
+    small network (a device team times exported units, it may not profile), and the whole
+    networks that calibrate their sum."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(cfg.seed)
+    units = _sample(replace(cfg, units="isolated"), spec, n, rng)
+    spaces = spaces_for(spec, space_configs(cfg.spaces))
+    return units, [spaces[i % len(spaces)].sample(rng) for i in range(cfg.calibration_networks)]
+
+
+def _rounds(cfg: MicrobenchConfig, spec: HardwareSpec | None, timer,
+            progress: Callable[[int], None] | None, log: Callable[[str], None]) -> pd.DataFrame:
+    rng = np.random.default_rng(cfg.seed)
     spaces = spaces_for(spec, space_configs(cfg.spaces))
     start = time.monotonic()
     n1 = max(1, round(cfg.samples * (1 - cfg.adaptive_share)))
-    n_net = round(n1 * cfg.network_share)
-    first = network_samples(n_net, spaces, rng, cfg.neighbours)
-    first += [random_sample(rng, step, cfg.max_block_macs) for _ in range(n1 - n_net)]
-    order = rng.permutation(len(first))  # a time-cut round keeps the same mix
-    first = [first[i] for i in order]
-    chunk = 500 if cfg.backend == "sim" else 20
+    first = _sample(cfg, spec, n1, rng)
+    chunk = 500 if cfg.backend == "sim" else 60  # measured: interleaved within a chunk
     deadline1 = start + cfg.time_budget_s * (1 - cfg.adaptive_share)
-    parts = _measure_within(first, cfg, spec, 0, 1, deadline1, progress, chunk)
+    parts = _measure_within(first, cfg, spec, 0, 1, deadline1, progress, chunk, timer)
     if not parts:
         raise MicrobenchError("time budget spent before any sample was measured")
     table = pd.concat(parts, ignore_index=True)
     done = table["sample"].nunique()
     log(f"round 1: {done} units, {len(table)} rows in {time.monotonic() - start:.1f} s")
-    if cfg.calibration_networks and cfg.backend == "cpu":  # inside the time budget
+    if cfg.calibration_networks and timer is not None:  # inside the time budget
         nets = [spaces[i % len(spaces)].sample(rng) for i in range(cfg.calibration_networks)]
         first_id = len(first) + cfg.samples  # ids past any round-2 sample
-        table = pd.concat([table, measure_networks(nets, cfg, first_id, progress)],
-                          ignore_index=True)
+        table = pd.concat([table, measure_networks(nets, timer, first_id)], ignore_index=True)
         log(f"calibration: {len(nets)} whole networks")
     n2 = cfg.samples - done
     if n2 > 0 and cfg.adaptive_share > 0 and done >= 20:
@@ -306,16 +340,17 @@ def run_microbench(cfg: MicrobenchConfig, spec: HardwareSpec | None,
         worst = adaptive_targets(table[table["kind"] != NETWORK_KIND], features,
                                  cfg.adaptive_top, cfg.seed)
         by_id = {i: s for i, s in zip(range(len(first)), first)}
+        if cfg.backend != "sim" and cfg.units == "profiled":  # whole networks' units: cut out
+            by_id = {i: unit_of(s.arch, s.unit, s.source) for i, s in by_id.items()}
         second = [neighbour(by_id[int(worst[i % len(worst)])], rng, "adaptive", cfg.max_block_macs)
                   for i in range(n2)]
         deadline2 = start + cfg.time_budget_s
-        parts2 = _measure_within(second, cfg, spec, len(first), 2, deadline2, progress, chunk)
+        parts2 = _measure_within(second, cfg, spec, len(first), 2, deadline2, progress, chunk,
+                                 timer)
         if parts2:
             table = pd.concat([table, *parts2], ignore_index=True)
         log(f"round 2 (adaptive around {len(worst)} worst units): "
             f"{sum(p['sample'].nunique() for p in parts2)} units")
-    table["role"] = table["role"].map({0: "stem", 1: "block", 2: "head", -1: "network"})
-    table["backend"] = cfg.backend
     return table
 
 

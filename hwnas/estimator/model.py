@@ -22,13 +22,17 @@ from hardware.spec import HardwareSpec
 from hwnas.arch import ArchSpec, encode
 from hwnas.errors import UserError
 from hwnas.layout import HOST_TARGETS
-from hwnas.estimator.decompose import RANGE_FEATURES, decompose, network_memory, op_table
+from hwnas.estimator.decompose import (GROUPING, RANGE_FEATURES, decompose, network_memory,
+                                      op_table)
 from hwnas.lowering import unit_name
 
 MANIFEST = "manifest.json"
 FORMAT = 2  # 2: each model file's size and sha256 are in the manifest
 def retrain(folder: Path) -> str:
-    """How to rebuild the estimator in ``folder``: a host target has its own stage."""
+    """How to rebuild the estimator in ``folder``: a host target has its own stage, a
+    device team's timings their own command."""
+    if folder.name == "imported":
+        return "retrain it: hwnas import-timings FILE --plan DIR"
     stage = "train_estimator_host" if folder.name in HOST_TARGETS else "train_estimator"
     return f"retrain it: dvc repro {stage} (or hwnas train-estimator)"
 MIN_ROWS = 5  # fewest measured kernels of a kind worth a model
@@ -174,7 +178,7 @@ def save(models: dict, out_dir: Path, *, backend: str, grouping: str, features: 
     manifest = {
         "format": FORMAT, "backend": backend, "grouping": grouping,
         "target": "log(latency_ms)", "feature_transform": "log1p",
-        "hardware": spec.name if spec is not None else "cpu",
+        "hardware": spec.name if spec is not None else backend,
         "spec_hash": spec.spec_hash() if spec is not None else None,
         "bytes_per_element": bytes_per_element,
         "features": list(features), "kinds": kinds, "data_hash": data_hash,
@@ -200,7 +204,7 @@ def _is_range(v) -> bool:
 
 # The manifest's keys and the check each value must pass (what it must be, in words).
 _MANIFEST_KEYS = {
-    "backend": (lambda v: v in ("sim", "cpu"), "'sim' or 'cpu'"),
+    "backend": (lambda v: v in GROUPING, "one of " + ", ".join(GROUPING)),
     "grouping": (_is_str, "a string"),
     "features": (lambda v: isinstance(v, list) and v and all(map(_is_str, v)),
                  "a non-empty list of feature names"),

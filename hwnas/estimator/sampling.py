@@ -280,3 +280,13 @@ def network_samples(n: int, spaces, rng: np.random.Generator, neighbours: int = 
             if len(out) < n:
                 out.append(neighbour(s, rng))
     return out
+
+
+def whole_network_samples(n: int, spaces, rng: np.random.Generator) -> list[Sample]:
+    """Every unit of networks drawn from ``spaces``, each in its whole network (profiled
+    targets time a network once and read all its units), until ``n`` units."""
+    out: list[Sample] = []
+    while len(out) < n:
+        arch = spaces[int(rng.integers(len(spaces)))].sample(rng)
+        out += [Sample(arch, u, "network") for u in range(len(arch.blocks) + 2)]
+    return out[:n]

@@ -1,7 +1,8 @@
 """Scoring an estimator on held-out networks it never saw: nn-Meter's error metrics.
 
-Ground truth is the simulator without noise (``sim``) or the measured latency of the
-whole PyTorch network (``cpu``). This module imports the simulator; the estimator
+Ground truth is the simulator without noise (``sim``) or the whole network measured in
+ONNX Runtime, twice, in separate processes (``onnxruntime``), which also gives the
+machine's own test-retest agreement: no estimator can beat it. This module imports the simulator; the estimator
 itself (``hwnas.estimator.model``) never does.
 """
 from __future__ import annotations
@@ -47,17 +48,39 @@ def truth_sim(archs: list[ArchSpec], spec) -> tuple[np.ndarray, pd.DataFrame]:
     return lat, pd.DataFrame(rows, columns=["net", "kind", "latency_ms"])
 
 
-def truth_cpu(archs: list[ArchSpec], repeats: int = 5, warmup: int = 2,
-              min_repeat_ms: float = 5.0, progress=None, clock: str = "thread") -> np.ndarray:
-    """Median measured latency (ms) of each whole PyTorch network on this CPU."""
-    from hwnas.estimator.microbench import time_network
+def truth_measured(archs: list[ArchSpec], protocol, rounds: int = 2, chunk: int = 20,
+                   progress=None) -> np.ndarray:
+    """Each whole network timed in ONNX Runtime ``rounds`` times: every round in its own
+    pinned process, in its own order, one round after the other. ``(rounds, n)`` medians (ms)."""
+    import tempfile
 
-    out = np.empty(len(archs))
-    for i, a in enumerate(archs):
-        out[i] = float(np.median(time_network(a, repeats, warmup, min_repeat_ms, clock)))
-        if progress:
-            progress(1)
+    from hwnas.estimator.microbench import network_module
+    from hwnas.estimator.onnxrt import Timer, export, summary
+
+    out = np.empty((rounds, len(archs)))
+    with tempfile.TemporaryDirectory(prefix="hwnas-ort-") as tmp:
+        paths = []
+        for i, a in enumerate(archs):
+            paths.append(export(*network_module(a), Path(tmp) / f"{i}.onnx"))
+            if progress:
+                progress(1)
+        for r in range(rounds):
+            order = np.random.default_rng(r).permutation(len(archs))
+            with Timer(protocol) as timer:
+                for lo in range(0, len(archs), chunk):
+                    idx = order[lo:lo + chunk]
+                    times = timer.time_files([paths[i] for i in idx], seed=r * 7919 + lo)
+                    out[r, idx] = summary(times)
+                    if progress:
+                        progress(len(idx))
     return out
+
+
+def test_retest(first: np.ndarray, second: np.ndarray) -> dict:
+    """How well the machine agrees with itself: the second round against the first."""
+    rel = np.abs(second / first - 1)
+    return {"within_5pct": float(np.mean(rel <= 0.05)), "within_10pct": float(np.mean(rel <= 0.10)),
+            "median_abs_diff": float(np.median(rel)), "max_abs_diff": float(np.max(rel))}
 
 
 def error_metrics(pred: np.ndarray, true: np.ndarray) -> dict:

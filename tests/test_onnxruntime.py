@@ -1,0 +1,172 @@
+"""The measured target: ONNX Runtime's timing protocol, its microbenchmarks and scoring, and
+a device team's plan timed elsewhere and imported."""
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from hwnas.arch import decode
+from hwnas.cli import app
+from hwnas.estimator import Estimator
+from hwnas.estimator.microbench import MicrobenchConfig, run_microbench
+from hwnas.estimator.onnxrt import Protocol, Timer, export, time_files
+from hwnas.estimator.plan import read_timings
+from hwnas.registry import reference
+
+SPACE = [{"resolution": 32, "in_channels": 1}]
+QUICK = Protocol(repeats=2, warmup=1, min_repeat_ms=0.1)
+
+
+def test_protocol_times_every_model_every_repeat(tmp_path):
+    small = export(torch.nn.Conv2d(8, 8, 1), (1, 8, 8, 8), tmp_path / "small.onnx")
+    big = export(torch.nn.Conv2d(64, 64, 3, padding=1), (1, 64, 32, 32), tmp_path / "big.onnx")
+    times = time_files([str(small), str(big)], Protocol(repeats=3, warmup=1, min_repeat_ms=0.5))
+    assert times.shape == (2, 3) and (times > 0).all()
+    assert np.median(times[1]) > 20 * np.median(times[0])  # 37.7 MMACs vs 4 kMACs
+
+
+def test_the_timer_is_one_process_pinned_to_one_core():
+    with Timer(QUICK) as timer:
+        pid = timer._pool.submit(os.getpid).result()
+        if hasattr(os, "sched_getaffinity"):
+            assert timer._pool.submit(os.sched_getaffinity, 0).result() == {timer.core}
+        times = timer.time_modules([(torch.nn.Conv2d(4, 8, 3), (1, 4, 16, 16))] * 2)
+        assert timer._pool.submit(os.getpid).result() == pid  # the same process throughout
+        folder = timer._tmp.name
+    assert times.shape == (2, 2) and (times > 0).all()
+    assert pid != os.getpid() and not os.path.exists(folder)
+
+
+def test_the_profiler_attributes_every_node_the_runtime_runs_to_its_unit():
+    from hwnas.estimator.microbench import network_module
+    from hwnas.estimator.onnxrt import node_unit
+
+    arch = reference("tiny_conv_32")
+    with Timer(QUICK) as timer:
+        nodes = timer.profile_modules([network_module(arch)])[0]
+    units = {node_unit(name, len(arch.blocks)) for name in nodes}
+    assert set(range(len(arch.blocks) + 2)) <= units  # stem, each block, head
+    assert all(v.shape == (2,) and (v >= 0).all() for v in nodes.values())
+    assert node_unit("/blocks/blocks.3/dw/dw.2/Relu_output_0_nchwc", 5) == 4
+    assert node_unit("/head/fc/Gemm", 5) == 6 and node_unit("ReorderOutput", 5) == -1
+
+
+@pytest.mark.parametrize("units", ["profiled", "isolated"])
+def test_onnxruntime_microbench_times_units_and_whole_networks(units):
+    cfg = MicrobenchConfig(backend="onnxruntime", samples=6, repeats=2, warmup=1,
+                           min_repeat_ms=0.1, spaces=SPACE, adaptive_share=0,
+                           max_block_macs=2e6, calibration_networks=1, units=units)
+    table = run_microbench(cfg, None)
+    assert (table.groupby("sample").size() == 2).all()  # one row per unit and repeat
+    assert (table["latency_ms"] > 0).all() and (table["backend"] == "onnxruntime").all()
+    assert (table["kind"] == "network").sum() == 2  # one whole network, two repeats
+
+
+def test_scoring_puts_the_machines_test_retest_beside_the_estimator(tmp_path):
+    from hardware.spec import load_spec
+    from hwnas.estimator.model import LightGBMConfig
+    from hwnas.estimator.train import EvalConfig, score_estimator, train
+
+    spec = load_spec("neural-engine-32")
+    cfg = MicrobenchConfig(backend="onnxruntime", samples=60, repeats=2, warmup=1,
+                           min_repeat_ms=0.1, spaces=SPACE, adaptive_share=0,
+                           calibration_networks=6)
+    train(run_microbench(cfg, spec), spec, "onnxruntime", LightGBMConfig(n_estimators=20),
+          tmp_path / "est", "test")
+    est = Estimator.load(tmp_path / "est", spec)
+    assert est.manifest["host"]["onnxruntime"]
+    m = score_estimator(est, spec, "onnxruntime",
+                        EvalConfig(eval_networks=4, references=False, repeats=2, warmup=1,
+                                   min_repeat_ms=0.1, spaces=SPACE))
+    assert 0 <= m["test_retest_within_5pct"] <= m["test_retest_within_10pct"] <= 1
+    assert m["networks"] == 4 and "limited_by" in m
+    assert (m["_predictions"]["true_ms"] > 0).all()
+
+
+# ---- a device team's plan --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    """A plan of 40 units and 6 networks, timed in ONNX Runtime as a stand-in device."""
+    root = tmp_path_factory.mktemp("plan")
+    params = yaml.safe_load(open("params.yaml"))
+    params["microbench"]["onnxruntime"].update(calibration_networks=6, spaces=SPACE)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    folder = root / "plan"
+    r = CliRunner().invoke(app, ["microbench", "--plan", "40", "--out", str(folder),
+                                 "--params", str(root / "params.yaml")])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(open(folder / "timings_template.csv")))
+    files = {u["unit_id"]: u["file"] for u in csv.DictReader(open(folder / "plan.csv"))}
+    times = time_files([str(folder / files[r["unit_id"]]) for r in rows], QUICK)
+    timings = root / "timings.csv"
+    with open(timings, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["plan", "unit_id", "input_shape", "latency_ms"])
+        for r, ts in zip(rows, times):
+            w.writerows([r["plan"], r["unit_id"], r["input_shape"], f"{t:.6f}"] for t in ts)
+    return folder, timings
+
+
+def test_a_plan_timed_on_another_device_trains_an_estimator(plan, tmp_path):
+    folder, timings = plan
+    assert len(list((folder / "units").glob("*.onnx"))) == 46
+    out = tmp_path / "imported"
+    r = CliRunner().invoke(app, ["import-timings", str(timings), "--plan", str(folder),
+                                 "--out", str(out), "--n-estimators", "20"])
+    assert r.exit_code == 0, r.output
+    est = Estimator.load(out)
+    assert est.manifest["backend"] == "imported"
+    table = read_timings(timings, folder)  # what it trained on: every timing, networks too
+    assert len(table) == 2 * 46 and (table["kind"] == "network").sum() == 2 * 6
+    planned = pd.read_csv(folder / "plan.csv")
+    planned = planned[planned["role"] != "network"]
+    kf = est.kernel_frame([decode(a) for a in planned["arch"]])
+    own = kf[kf["unit"].to_numpy() == planned["unit"].to_numpy()[kf["net"]]]  # the timed units
+    modelled = own[own["kind"].astype(str).isin(list(est.models))]
+    assert len(modelled) >= 20 and (modelled["pred_ms"] > 0).all()
+
+
+def _edit(timings, tmp_path, change):
+    rows = list(csv.reader(open(timings)))
+    change(rows)
+    path = tmp_path / "bad.csv"
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return path
+
+
+def _set(row: int, col: int, value: str):
+    def change(rows):
+        rows[row][col] = value
+    return change
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda rows: [r.pop(3) for r in rows], "missing column 'latency_ms'"),
+    (_set(2, 3, "-1.5"), "row 3, column 'latency_ms': -1.5 ms"),
+    (_set(2, 3, "0"), "row 3, column 'latency_ms': 0 ms"),
+    (_set(4, 3, "fast"), "row 5, column 'latency_ms': 'fast' is not a number"),
+    (_set(2, 1, "u99999"), "row 3, column 'unit_id': 'u99999' is not a unit"),
+    (_set(2, 2, "1x3xbig"), "row 3, column 'input_shape'"),
+    (_set(2, 0, "0123456789abcdef"), "row 3, column 'plan': timings for plan"),
+    (lambda rows: rows.append([rows[1][0], rows[1][1], "1x9x9x9", "1.0"]),
+     "column 'input_shape': unit u00001 has shape 1x9x9x9 here but"),
+])
+def test_bad_timings_are_refused_before_anything_is_trained(plan, tmp_path, change, needle):
+    folder, timings = plan
+    bad = _edit(timings, tmp_path, change)
+    out = tmp_path / "est"
+    r = CliRunner().invoke(app, ["import-timings", str(bad), "--plan", str(folder),
+                                 "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    assert needle in r.stderr and str(bad) in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
