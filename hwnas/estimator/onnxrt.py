@@ -7,7 +7,9 @@ on a shared machine.
   spreads it, and the parent's Python does not share its caches.
 - Warm-up calls, then each repeat loops a model for at least ``min_repeat_ms``.
 - Repeats are interleaved: each round times every model of a batch once, in a fresh random
-  order, so drift (another job starting, a frequency change) hits all models alike.
+  order, so drift (another job starting, a frequency change) hits all models alike. Each
+  repeat starts with one untimed call: the model before it left the caches cold, which made
+  small networks 4-13% slower in 2 ms repeats than in 5 ms ones (bench/RESULTS.md).
 - The thread's CPU time by default: with one intra-op thread it is all of the inference's
   work, and it is not inflated while other processes hold the core (the choice is measured
   in bench/RESULTS.md).
@@ -99,6 +101,7 @@ def _interleaved(sessions, protocol: Protocol, rng) -> tuple[list[int], np.ndarr
     for r in range(protocol.repeats):
         for i in rng.permutation(len(sessions)):
             s, f, n = sessions[i], feeds[i], inner[i]
+            s.run(None, f)  # untimed: the previous model left the caches cold
             t, w = now(), time.perf_counter_ns()
             for _ in range(n):
                 s.run(None, f)
@@ -128,23 +131,22 @@ def node_unit(name: str, n_blocks: int) -> int:
     return n_blocks + 1 if m.group(1) == "head" else int(m.group(2)) + 1
 
 
-def _node_times(trace: str, runs_per_repeat: list[int], skip: int) -> dict[str, np.ndarray]:
-    """Per node, its mean duration (ms) within each repeat's runs, from a profiler trace."""
+def _node_times(trace: str, inner: int, repeats: int, skip: int) -> dict[str, np.ndarray]:
+    """Per node, its mean duration (ms) over each repeat's timed runs, from a profiler
+    trace: ``skip`` warm-up runs, then per repeat one untimed run and ``inner`` timed ones."""
     import json
 
     events = json.loads(Path(trace).read_text())
-    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
-    starts = np.array([r[0] for r in runs])
-    bounds = np.cumsum([skip, *runs_per_repeat])
+    starts = np.sort([e["ts"] for e in events if e.get("name") == "model_run"])
     out: dict[str, np.ndarray] = {}
     for e in events:
         if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
             continue
-        run = int(np.searchsorted(starts, e["ts"], side="right")) - 1
-        rep = int(np.searchsorted(bounds, run, side="right")) - 1
-        if 0 <= rep < len(runs_per_repeat):
-            acc = out.setdefault(e["name"][:-len("_kernel_time")], np.zeros(len(runs_per_repeat)))
-            acc[rep] += e["dur"] / 1e3 / runs_per_repeat[rep]
+        rep, pos = divmod(int(np.searchsorted(starts, e["ts"], side="right")) - 1 - skip,
+                          inner + 1)
+        if 0 <= rep < repeats and pos >= 1:
+            acc = out.setdefault(e["name"][:-len("_kernel_time")], np.zeros(repeats))
+            acc[rep] += e["dur"] / 1e3 / inner
     return out
 
 
@@ -159,7 +161,7 @@ def profile_files(paths: list[str], protocol: Protocol, seed: int = 0) -> list[d
         scale = clock / np.maximum(wall, 1)
         out = []
         for i, s in enumerate(sessions):
-            nodes = _node_times(s.end_profiling(), [inner[i]] * protocol.repeats,
+            nodes = _node_times(s.end_profiling(), inner[i], protocol.repeats,
                                 1 + protocol.warmup)
             out.append({k: v * np.minimum(scale[i], 1.0) for k, v in nodes.items()})
     return out
