@@ -2,8 +2,8 @@
 
 Ground truth is the simulator without noise (``sim``) or the whole network measured in
 ONNX Runtime, twice, in separate processes (``onnxruntime``), which also gives the
-machine's own test-retest agreement: no estimator can beat it. This module imports the simulator; the estimator
-itself (``hwnas.estimator.model``) never does.
+machine's own test-retest agreement: no estimator can beat it. This module imports the
+simulator; the estimator itself (``hwnas.estimator.model``) never does.
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def truth_measured(archs: list[ArchSpec], protocol, rounds: int = 2, chunk: int 
     return out
 
 
-def test_retest(first: np.ndarray, second: np.ndarray) -> dict:
+def retest_agreement(first: np.ndarray, second: np.ndarray) -> dict:
     """How well the machine agrees with itself: the second round against the first."""
     rel = np.abs(second / first - 1)
     return {"within_5pct": float(np.mean(rel <= 0.05)), "within_10pct": float(np.mean(rel <= 0.10)),

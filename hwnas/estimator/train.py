@@ -95,7 +95,7 @@ def score_estimator(est: Estimator, spec: HardwareSpec, backend: str, cfg: EvalC
         load = os.getloadavg()[0]
         rounds = scoring.truth_measured(archs, protocol(cfg), progress=progress)
         true = np.exp(np.log(rounds).mean(axis=0))  # geometric mean of the two rounds
-        retest = scoring.test_retest(rounds[0], rounds[1])
+        retest = scoring.retest_agreement(rounds[0], rounds[1])
         metrics["test_retest"] = {**retest, "load_avg_1min": [load, os.getloadavg()[0]]}
         metrics["test_retest_within_5pct"] = retest["within_5pct"]
         metrics["test_retest_within_10pct"] = retest["within_10pct"]
