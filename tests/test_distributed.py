@@ -176,8 +176,11 @@ def test_the_stage_on_two_processes_resumes_and_writes_once(tmp_path, one_torch_
     want = single.state_dict()
     print(f"float32: max |2 processes - 1 process| over the weights: "
           f"{_max_difference(got, want):.1e}")
+    # float32 rounding grows with the CPU's kernels: at most 3e-5 on a 2-core AMD EPYC,
+    # 5.5e-5 on a 2-core Intel Xeon with AVX-512 (a BatchNorm running mean), so the bound
+    # is 1e-4 (it was 1e-5 + 1e-4 relative). Exactness is the float64 test's (1e-9).
     for k, v in want.items():
-        torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-5, msg=k)
+        torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-4, msg=k)
     for k in ("val_score_largest", "val_score_smallest"):  # one image of 179 at most
         assert abs(metrics[k] - summary[k]) <= 100 / 179 + 1e-9, k
 
