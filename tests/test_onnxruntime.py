@@ -37,11 +37,15 @@ def test_the_timer_is_one_process_pinned_to_one_core():
         pid = timer._pool.submit(os.getpid).result()
         if hasattr(os, "sched_getaffinity"):
             assert timer._pool.submit(os.sched_getaffinity, 0).result() == {timer.core}
+            if len(timer._parent_cores) > 1:  # and this process keeps off its core
+                assert timer.core not in os.sched_getaffinity(0)
         times = timer.time_modules([(torch.nn.Conv2d(4, 8, 3), (1, 4, 16, 16))] * 2)
         assert timer._pool.submit(os.getpid).result() == pid  # the same process throughout
         folder = timer._tmp.name
     assert times.shape == (2, 2) and (times > 0).all()
     assert pid != os.getpid() and not os.path.exists(folder)
+    if hasattr(os, "sched_getaffinity"):
+        assert os.sched_getaffinity(0) == timer._parent_cores  # given back on close
 
 
 def test_the_profiler_attributes_every_node_the_runtime_runs_to_its_unit():

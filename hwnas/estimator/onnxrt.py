@@ -3,8 +3,9 @@ on a shared machine.
 
 - The CPU provider, batch 1, one intra-op and one inter-op thread, sequential execution,
   all graph optimizations: the whole inference runs on the calling thread.
-- A dedicated process pinned to one core (``Timer``): the scheduler neither migrates it nor
-  spreads it, and the parent's Python does not share its caches.
+- A dedicated process pinned to one core (``Timer``) that the calling process keeps off while
+  the timer lives: the scheduler neither migrates the timing nor shares its core, and the
+  parent's exports (torch's spinning OpenMP threads) stay on the other cores.
 - Warm-up calls, then each repeat loops a model for at least ``min_repeat_ms``.
 - Repeats are interleaved: each round times every model of a batch once, in a fresh random
   order, so drift (another job starting, a frequency change) hits all models alike. Each
@@ -184,6 +185,11 @@ class Timer:
         self.core = cores[-1] if core is None else core
         self._pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"),
                                          initializer=_pin, initargs=(self.core,))
+        # The core is the timer's alone: this process (exporting with torch, whose idle
+        # OpenMP threads spin for a while) keeps off it, where there is another core.
+        self._parent_cores = set(cores)
+        if len(cores) > 1:
+            os.sched_setaffinity(0, set(cores) - {self.core})
         self._tmp = tempfile.TemporaryDirectory(prefix="hwnas-ort-")
         self._n = 0
 
@@ -196,6 +202,8 @@ class Timer:
     def close(self) -> None:
         self._pool.shutdown(cancel_futures=True)
         self._tmp.cleanup()
+        if len(self._parent_cores) > 1:
+            os.sched_setaffinity(0, self._parent_cores)
 
     def time_files(self, paths: list[str | Path], seed: int = 0) -> np.ndarray:
         return self._pool.submit(time_files, [str(p) for p in paths], self.protocol,
