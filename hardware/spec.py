@@ -74,6 +74,10 @@ class HardwareSpec(_Strict):
     # one launch, and the tensor between them never leaves the chip.
     fusion: tuple[tuple[str, str], ...] = ()
     energy: Energy
+    # A processor whose latency is measured on a runtime (a ``hwnas.layout.HOST_TARGETS``
+    # backend), not simulated: its estimator is trained on measurements, evaluate times the
+    # models, and the numbers above serve curation and memory only.
+    measured_by: Literal["onnxruntime"] | None = None
 
     @field_validator("sram_kib")
     @classmethod
@@ -115,7 +119,9 @@ class HardwareSpec(_Strict):
 
     def spec_hash(self) -> str:
         """Stable hash of every field: keys estimators and lineage to this exact spec."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        data = self.model_dump(mode="json", exclude={"measured_by"} if self.measured_by is None
+                               else set())  # the simulated specs keep their hashes
+        blob = json.dumps(data, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -297,10 +297,21 @@ class Targets(_Section):
     family_score_drop: NonNegFloat = 1.0
 
 
+class EvaluateMeasure(_Section):
+    """How evaluate times the models on a measured target (``hwnas.estimator.onnxrt``)."""
+
+    rounds: Annotated[int, Field(ge=2, le=20)]  # two at least: their spread is reported
+    repeats: PosInt
+    warmup: NonNegInt
+    min_repeat_ms: NonNegFloat
+    clock: Literal["thread", "wall"]
+
+
 class Evaluate(_Section):
     equal_score_tolerance: NonNegFloat
     non_inferiority_margin: NonNegFloat
     targets: Targets
+    measure: EvaluateMeasure
 
 
 class CodesignGrid(_Section):
@@ -377,6 +388,15 @@ class Params(_Section):
     evaluate: Evaluate
     codesign: Codesign  # dvc.yaml's matrix reads its grid
     findings: Findings
+
+    @field_validator("host_targets")
+    @classmethod
+    def _not_the_base(cls, v: list, info):
+        base = info.data.get("base")
+        if base is not None and base.hardware in v:  # both stages would write its estimator
+            raise ValueError(f"{base.hardware} is base.hardware: the microbench and "
+                             f"train_estimator stages measure it already; leave it out here")
+        return v
 
 
 def _where(loc: tuple) -> str:

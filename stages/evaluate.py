@@ -1,5 +1,5 @@
-"""DVC stage ``evaluate``: the chosen models against the baseline, judged by the simulator
-(``hwnas.evaluation``). Reads the search's ``pareto.json`` and ``candidates.parquet``,
+"""DVC stage ``evaluate``: the chosen models against the baseline, judged by the simulator,
+or on a measured target (``onnxruntime``) timed for real (``hwnas.evaluation``). Reads the search's ``pareto.json`` and ``candidates.parquet``,
 extract's ``subnets.json``, the baseline's ``metrics.json`` and the estimator; writes
 ``results/evaluate/metrics.json``, ``models.json``, ``table.json``, ``pareto.png`` and
 ``report.md``.
@@ -34,7 +34,8 @@ def main() -> None:
     spec = load_spec(p["hardware"])
     estimator = Estimator.load(layout.estimator_dir(spec.name), spec)
     ev = evaluate(inputs, spec, estimator, float(p["equal_score_tolerance"]), log=say,
-                  targets=p["targets"], margin=float(p["non_inferiority_margin"]))
+                  targets=p["targets"], margin=float(p["non_inferiority_margin"]),
+                  measure=p["measure"])
     task = tasks.get(layout.current_task())
     metrics = {"task": task.name, "metric": task.metric, **ev.metrics}
     shown = [("latency model", layout.SUBNETS / "latency.pt"), ("baseline", layout.BASELINE_MODEL),
@@ -50,7 +51,7 @@ def main() -> None:
         flat.update({f"table.{k}": v for k, v in metrics["table"].items()})
         with staged() as files:  # every output, or none: the previous ones stay whole
             plot(ev.candidates, ev.base_search, ev.models, BASELINES,
-                 files.path(out / "pareto.png"), metrics=metrics)
+                 files.path(out / "pareto.png"), latency_col=ev.latency_col, metrics=metrics)
             metrics.update(tasks.torch_task(task.name).examples(
                 nets, test, files.path(out / "examples.png")))
             files.text(out / "report.md", report(metrics, ev.models, ev.table, ev.info))

@@ -10,22 +10,18 @@ import json
 import time
 
 from hwnas import layout
-from hwnas.params import backend_section, load_params, run_stage
+from hwnas.params import load_params, run_stage
 
 
 def main(argv: list[str] | None = None) -> None:
     from rich.progress import Progress
 
-    from hardware.spec import load_spec
     from hwnas.files import atomic_path
-    from hwnas.estimator.microbench import MicrobenchConfig, backend_arg, run_microbench
+    from hwnas.estimator.microbench import MicrobenchConfig, run_microbench, stage_target
     from hwnas.estimator.train import config_from
 
-    backend = backend_arg(argv, __doc__)
-    p = {**backend_section(load_params(), "microbench", backend), "backend": backend}
-    spec = load_spec(p["hardware"])
-    cfg = config_from(MicrobenchConfig, p)
-    target = layout.target_name(backend, spec.name)
+    backend, p, spec, target = stage_target(argv, __doc__, load_params(), "microbench")
+    cfg = config_from(MicrobenchConfig, {**p, "backend": backend})
     out = layout.microbench_table(target)
     start = time.monotonic()
     with Progress(transient=True) as bar:

@@ -10,25 +10,20 @@ from __future__ import annotations
 import json
 
 from hwnas import layout
-from hwnas.params import backend_section, load_params, run_stage
+from hwnas.params import load_params, run_stage
 
 
 def main(argv: list[str] | None = None) -> None:
     from rich.progress import Progress
 
-    from hardware.spec import load_spec
     from hwnas import tracking
-    from hwnas.estimator.microbench import backend_arg, read_table
+    from hwnas.estimator.microbench import read_table, stage_target
     from hwnas.files import staged
     from hwnas.estimator.model import Estimator, LightGBMConfig, file_hash
     from hwnas.estimator.train import (EvalConfig, config_from, flat_metrics, public_metrics,
                                        score_estimator, train)
 
-    backend = backend_arg(argv, __doc__)
-    params = load_params()
-    p = backend_section(params, "train_estimator", backend)
-    spec = load_spec(p["hardware"])
-    hw = layout.target_name(backend, spec.name)
+    backend, p, spec, hw = stage_target(argv, __doc__, load_params(), "train_estimator")
     data = layout.microbench_table(hw)
     table = read_table(data)
     out_dir, res_dir = layout.estimator_dir(hw), layout.estimator_results(hw)

@@ -174,3 +174,73 @@ def test_bad_timings_are_refused_before_anything_is_trained(plan, tmp_path, chan
     assert r.exit_code == 2, r.output
     assert needle in r.stderr and str(bad) in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+# ---- a measured base.hardware: the pipeline's estimator stages and evaluate's judge ----------
+
+
+def test_base_hardware_onnxruntime_makes_the_estimator_stages_measure_it():
+    from hwnas.estimator.microbench import stage_target
+    from hwnas.params import ParamsError, load_params, validate_params
+
+    params = load_params()
+    params["base"]["hardware"] = "onnxruntime"
+    backend, p, spec, target = stage_target([], None, params, "microbench")
+    assert (backend, target, spec.parallelism) == ("onnxruntime", "onnxruntime", 16)
+    assert p["units"] == "profiled"  # the section's onnxruntime overrides applied
+    assert stage_target(["--backend", "sim"], None, params, "microbench")[0] == "sim"
+    params["base"]["hardware"] = "neural-engine-32"
+    assert stage_target([], None, params, "train_estimator")[::3] == ("sim", "neural-engine-32")
+    # a host target that is base.hardware already: two stages would write one estimator
+    with pytest.raises(ParamsError, match="host_targets: onnxruntime is base.hardware"):
+        validate_params({**params, "base": {**params["base"], "hardware": "onnxruntime"},
+                         "host_targets": ["onnxruntime"]})
+
+
+def test_evaluate_on_a_measured_target_times_the_models(tmp_path):
+    """The judge is a measurement: latency replaced by the rounds' timings, the estimator's
+    error against them, no energy, each round's reduction in the metrics and the report."""
+    from hardware.spec import load_spec
+    from hwnas.evaluation.metrics import build_metrics, measure_models, simulate_models
+    from hwnas.evaluation.plots import plot
+    from hwnas.evaluation.report import report
+
+    spec = load_spec("onnxruntime")
+    small, big = reference("tiny_conv_32"), reference("mobilenetv2_32")
+    archs = {"latency": small, "memory": small, "baseline-scratch": big}
+    cfg = {"rounds": 2, "repeats": 2, "warmup": 1, "min_repeat_ms": 0.5, "clock": "thread"}
+    measured = measure_models(archs, cfg)
+    for m in measured.values():
+        rounds = np.array(m["latency_rounds_ms"])
+        assert rounds.shape == (2,) and (rounds > 0).all()
+        assert m["latency_ms"] == pytest.approx(np.sqrt(rounds.prod()))
+        assert m["latency_spread"] == pytest.approx(np.abs(rounds / m["latency_ms"] - 1).max())
+    assert measured["baseline-scratch"]["latency_ms"] > 3 * measured["latency"]["latency_ms"]
+
+    def estimate(items):  # 20% above the measurement (the models in order)
+        return [{"latency_ms": 1.2 * measured[n]["latency_ms"], "memory_bytes": 1,
+                 "out_of_range": []} for n in archs]
+
+    models = simulate_models(archs, spec, estimate, measured)
+    for name, m in models.items():
+        assert m["latency_ms"] == measured[name]["latency_ms"] and m["energy_mj"] is None
+        assert m["estimator_error"] == pytest.approx(0.2) and m["memory_bytes"] > 0
+        m["score"] = 90.0
+    metrics = build_metrics(models, ["baseline-scratch"])
+    assert metrics["energy_reduction"] is None and metrics["latency_reduction"] > 0.6
+    cuts = metrics["latency_reduction_rounds"]
+    # the reduction of the rounds' geometric means lies between the rounds' own
+    assert len(cuts) == 2 and min(cuts) - 1e-12 <= metrics["latency_reduction"] <= max(cuts) + 1e-12
+    metrics.update(latency_judge="measured", models_latency_spread_max=0.01)
+    text = report(metrics, models, [], {"hardware": "onnxruntime", "latency_judge": "measured",
+                                        "measure": cfg, "bytes_per_element": 4})
+    assert "Latency is measured" in text and "| measured latency (ms) |" in text
+    assert "energy (mJ) |" not in text.split("## Memory")[0]  # no energy row in the headline
+    assert "latency spread over the rounds" in text
+    cands = pd.DataFrame([{"arch": a.encode(), "score": 90.0, "latency_ms": 1.0 + i}
+                          for i, a in enumerate((small, big))])
+    base = {"arch": big.key, "score": 90.0, "latency_ms": 2.0}
+    plot(cands, base, {n: {**m, "est_latency_ms": 1.0, "search_score": 90.0}
+                       for n, m in models.items()}, ["baseline-scratch"], tmp_path / "p.png",
+         latency_col="latency_ms", metrics=metrics)
+    assert (tmp_path / "p.png").stat().st_size > 1000

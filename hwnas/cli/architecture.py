@@ -103,7 +103,7 @@ def specs():
     """List the bundled hardware specs."""
     table = Table(title="bundled hardware specs")
     for col in ("name", "MAC array", "clock MHz", "vector lanes", "SRAM KiB", "DRAM GB/s",
-                "fusion"):
+                "fusion", "latency"):
         table.add_column(col)
     broken = []
     for name in available_specs():
@@ -114,7 +114,8 @@ def specs():
             continue
         table.add_row(s.name, f"{s.mac_array.rows}x{s.mac_array.cols}", f"{s.clock_mhz:g}",
                       str(s.vector_unit.lanes), f"{s.sram_kib:g}", f"{s.dram_bandwidth_gb_s:g}",
-                      ", ".join("+".join(r) for r in s.fusion))
+                      ", ".join("+".join(r) for r in s.fusion),
+                      f"measured ({s.measured_by})" if s.measured_by else "simulated")
     console.print(table)
     if broken:  # the good specs are listed; the first broken one is named, exit 2
         more = f" (and {len(broken) - 1} more broken specs)" if len(broken) > 1 else ""

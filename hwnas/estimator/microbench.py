@@ -34,13 +34,22 @@ BACKENDS = ("sim", "onnxruntime")
 UNIT_TIMINGS = ("profiled", "isolated")
 
 
-def backend_arg(argv: list[str] | None, description: str | None) -> str:
-    """``--backend sim|onnxruntime`` from a command line (both estimator stages take it)."""
+def stage_target(argv: list[str] | None, description: str | None, params: dict, name: str):
+    """What an estimator stage works on: ``(backend, section, spec, target)``. The backend is
+    ``--backend`` on the command line (``microbench_host@onnxruntime``), else the one that
+    ``base.hardware``'s spec is measured by, else the simulator."""
     import argparse
 
+    from hardware.spec import load_spec
+    from hwnas import layout
+    from hwnas.params import backend_section
+
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--backend", choices=BACKENDS, default="sim")
-    return ap.parse_args(argv).backend
+    ap.add_argument("--backend", choices=BACKENDS, default=None)
+    spec = load_spec(params["base"]["hardware"])
+    backend = ap.parse_args(argv).backend or spec.measured_by or "sim"
+    return (backend, backend_section(params, name, backend), spec,
+            layout.target_name(backend, spec.name))
 
 
 class MicrobenchError(UserError):

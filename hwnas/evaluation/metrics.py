@@ -19,10 +19,37 @@ SIM_KEYS = ("latency_ms", "energy_mj", "memory_bytes", "params_bytes", "peak_act
             "macs", "cycles", "dram_bytes", "utilization")
 
 
-def simulate_models(archs: dict[str, ArchSpec], spec,
-                    estimate: Callable | None = None) -> dict[str, dict]:
+# What only the simulator knows: no figure of a measured target
+SIMULATED_ONLY = ("energy_mj", "cycles", "dram_bytes", "utilization")
+
+
+def measure_models(archs: dict[str, ArchSpec], cfg: dict, progress=None) -> dict[str, dict]:
+    """Name -> latency timed in ONNX Runtime: ``cfg['rounds']`` rounds, each in its own
+    pinned process, one after the other (``hwnas.estimator.scoring.truth_measured``).
+    ``latency_ms`` is the rounds' geometric mean, ``latency_spread`` the largest relative
+    distance of a round from it."""
+    import numpy as np
+
+    from hwnas.estimator.onnxrt import Protocol
+    from hwnas.estimator.scoring import truth_measured
+
+    names = list(archs)
+    rounds = truth_measured([archs[n] for n in names], Protocol(
+        cfg["repeats"], cfg["warmup"], cfg["min_repeat_ms"], cfg["clock"]),
+        rounds=cfg["rounds"], progress=progress)
+    mean = np.exp(np.log(rounds).mean(axis=0))
+    return {n: {"latency_ms": float(mean[i]),
+                "latency_rounds_ms": [float(r) for r in rounds[:, i]],
+                "latency_spread": float(np.max(np.abs(rounds[:, i] / mean[i] - 1)))}
+            for i, n in enumerate(names)}
+
+
+def simulate_models(archs: dict[str, ArchSpec], spec, estimate: Callable | None = None,
+                    measured: dict[str, dict] | None = None) -> dict[str, dict]:
     """Name -> simulated figures (``SIM_KEYS``) plus, with ``estimate`` (an
-    ``Estimator.estimate``), its latency/memory and relative errors against the simulator."""
+    ``Estimator.estimate``), its latency/memory and relative errors against the judge: the
+    simulator, or where ``measured`` (``measure_models``) is given, the measurement, whose
+    latency then replaces the simulator's (memory stays the graph's)."""
     from hwnas.simulation import simulate_arch
 
     names = list(archs)
@@ -31,6 +58,8 @@ def simulate_models(archs: dict[str, ArchSpec], spec,
         sim = simulate_arch(archs[name], spec, per_kernel=False)
         out[name] = {"arch": archs[name].key,
                      **{k: sim[k] for k in SIM_KEYS}}
+        if measured is not None:
+            out[name].update({k: None for k in SIMULATED_ONLY}, **measured[name])
     if estimate is not None and names:
         for name, est in zip(names, estimate([archs[n] for n in names])):
             rec = out[name]
@@ -133,8 +162,8 @@ def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
     base_name = scratch_name if by_scratch else max(variants, key=lambda n: variants[n])
     base = models[base_name]
 
-    def reduction(key: str, m: dict) -> float:
-        return 1.0 - m[key] / base[key]
+    def reduction(key: str, m: dict) -> float | None:
+        return None if m[key] is None else 1.0 - m[key] / base[key]
 
     def score_of(m: dict) -> float:
         return m["scratch_score"] if by_scratch and "scratch_score" in m else m["score"]
@@ -167,6 +196,10 @@ def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
     }
     if "score_runs" in base:
         out["baseline_score_runs"] = base["score_runs"]
+    if "latency_rounds_ms" in chosen:  # measured: the reduction in each round is its spread
+        out.update(latency_spread=chosen["latency_spread"],
+                   baseline_latency_spread=base["latency_spread"],
+                   latency_reduction_rounds=round_reductions(chosen, base))
     if by_scratch:  # the saved files against each other (one run each; val chose the weights)
         out["model_score_delta"] = out["model_score"] - base.get("model_score",
                                                                        base["score"])
@@ -192,6 +225,8 @@ def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
             "latency_ms": mem["latency_ms"], "latency_reduction": reduction("latency_ms", mem),
             "energy_mj": mem["energy_mj"], "estimator_error": mem.get("estimator_error"),
             **kept(mem)}
+        if "latency_rounds_ms" in mem:
+            out["memory_model"]["latency_reduction_rounds"] = round_reductions(mem, base)
         out["memory_model"].update(equality(out["memory_model"].get("score_runs") or [],
                                             base_runs, margin))
         mem_ok = (out["memory_model"]["memory_reduction"] >= targets["memory_reduction"]
@@ -223,6 +258,11 @@ def build_metrics(models: dict[str, dict], baseline_names: Sequence[str],
             family_met=bool(min(cuts) <= low and max(cuts) >= high and all(
                 f["score_delta"] >= -targets["family_score_drop"] for f in out["family"])))
     return out
+
+
+def round_reductions(m: dict, base: dict) -> list[float]:
+    """A measured model's latency reduction against the baseline in each timing round."""
+    return [1.0 - a / b for a, b in zip(m["latency_rounds_ms"], base["latency_rounds_ms"])]
 
 
 def resolution_effect(metrics: dict, models: dict[str, dict]) -> None:

@@ -15,9 +15,9 @@ MARKERS = {"latency": ("D", "#2ca02c"), "memory": ("s", "#9467bd")}
 def plot(candidates: pd.DataFrame, baseline_search: dict, models: dict[str, dict],
          baseline_names: Sequence[str], path, latency_col: str = "sim_latency_ms",
          metrics: dict | None = None) -> None:
-    """Left: every search candidate at its simulated latency and search score (feasible
-    or not), the feasible front, the baseline and the evaluated models. Right: the
-    evaluated models at simulated latency and test score (from scratch, the mean over
+    """Left: every search candidate at its simulated (measured target: estimated) latency
+    and search score (feasible or not), the feasible front, the baseline and the evaluated
+    models. Right: the evaluated models at the judge's latency and test score (from scratch, the mean over
     seeds, where a model was so trained; else after fine-tuning), the baseline variants
     marked, and with ``metrics`` the latency target's region (``build_metrics``). With a
     family in ``metrics``, a third panel: ``plot_family``."""
@@ -26,6 +26,11 @@ def plot(candidates: pd.DataFrame, baseline_search: dict, models: dict[str, dict
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # the left panel at the candidates' latency (simulated, or the search's estimate on a
+    # measured target), the right one at the judge's
+    left = "simulated" if latency_col == "sim_latency_ms" else "estimated"
+    model_left = "latency_ms" if left == "simulated" else "est_latency_ms"
+    judge = (metrics or {}).get("latency_judge", "simulated")
     family = bool(metrics and metrics.get("family"))
     fig, axes = plt.subplots(1, 3 if family else 2, figsize=(19.5 if family else 13, 5.2))
     ax1, ax2 = axes[:2]
@@ -40,18 +45,18 @@ def plot(candidates: pd.DataFrame, baseline_search: dict, models: dict[str, dict
     mask = non_dominated(np.column_stack([ok[latency_col], -ok["score"]]))
     front = ok[mask].sort_values(latency_col)
     ax1.plot(front[latency_col], front["score"], "-o", ms=3, c="#d62728",
-             label="front of the feasible (simulated latency)")
+             label=f"front of the feasible ({left} latency)")
     ax1.scatter([baseline_search[latency_col]], [baseline_search["score"]], marker="*",
                 s=220, c="#1f77b4", zorder=5, label="baseline")
     for name, m in models.items():
         if name in baseline_names or m.get("search_score") is None:
             continue
         marker, color = MARKERS.get(name, ("o", "#ff7f0e"))
-        ax1.scatter([m["latency_ms"]], [m["search_score"]], marker=marker, s=90, c=color,
+        ax1.scatter([m[model_left]], [m["search_score"]], marker=marker, s=90, c=color,
                     edgecolors="k", zorder=6)
-        ax1.annotate(name, (m["latency_ms"], m["search_score"]), textcoords="offset points",
+        ax1.annotate(name, (m[model_left], m["search_score"]), textcoords="offset points",
                      xytext=(7, -11), fontsize=8, fontweight="bold", color=color)
-    ax1.set_xlabel("simulated latency (ms)")
+    ax1.set_xlabel(f"{left} latency (ms)")
     from hwnas import tasks
 
     label = tasks.get((metrics or {}).get("task", "classification")).label
@@ -88,7 +93,7 @@ def plot(candidates: pd.DataFrame, baseline_search: dict, models: dict[str, dict
         pad = max(0.5, 0.1 * (max(accs) - min(accs)))
         ax2.set_ylim(min(accs) - pad, max(accs) + pad)
         ax2.set_xlim(0, 1.15 * max(lats))
-    ax2.set_xlabel("simulated latency (ms)")
+    ax2.set_xlabel(f"{judge} latency (ms)")
     ax2.set_ylabel(f"test {label} (%; from scratch: mean over seeds)")
     ax2.set_title("evaluated models (baseline: stars)")
     ax2.grid(alpha=0.3)
@@ -105,7 +110,7 @@ def _stride(stride: int | None) -> str:
 
 def plot_family(ax, metrics: dict) -> None:
     """A family's members (from scratch: mean and paired standard error over seeds) and the
-    baseline at simulated latency, each labelled with its input resolution and output
+    baseline at the judge's latency, each labelled with its input resolution and output
     stride; a member's twin at the baseline's resolution (``at_baseline_resolution``) hollow,
     an arrow from it to the member."""
     fam, base = metrics["family"], metrics
@@ -136,7 +141,7 @@ def plot_family(ax, metrics: dict) -> None:
     ax.axhline(base["baseline_score"] - drop, c="#1f77b4", ls=":", lw=1,
                label=f"baseline - {drop:g} points")
     ax.set_xlim(0, 1.15 * base["baseline_latency_ms"])
-    ax.set_xlabel("simulated latency (ms)")
+    ax.set_xlabel(f"{metrics.get('latency_judge', 'simulated')} latency (ms)")
     ax.set_ylabel("test score (%; from scratch: mean over seeds)")
     ax.set_title("the family (input px, /output stride)")
     ax.grid(alpha=0.3)

@@ -30,12 +30,12 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
     variants = ", ".join(f"{k.removeprefix('baseline_score_')}: {v:.2f}"
                          for k, v in metrics.items()
                          if k.startswith("baseline_score_") and isinstance(v, (int, float)))
+    judge = info.get("latency_judge", "simulated")
     lines = [
         f"# Evaluation on {info['hardware']}",
         "",
-        "All latency, energy and memory figures are from the analytic simulator on the target "
-        "spec (the judge); the latency estimator's relative error against it is reported "
-        f"beside them. Score is {task.label} (%) on the test split "
+        judge_sentence(info, metrics),
+        f"Score is {task.label} (%) on the test split "
         f"({info.get('test_images', '?')} images of {info.get('dataset', '?')}), never seen by "
         "the search (val split) or training.",
         "",
@@ -50,10 +50,15 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
         "| --- | --- | --- | --- |",
         f"| test score (%) | {metrics['score']:.2f} | {metrics['baseline_score']:.2f} "
         f"| {metrics['score_delta']:+.2f} points |",
-        f"| simulated latency (ms) | {metrics['latency_ms']:.4f} | "
+        f"| {judge} latency (ms) | {metrics['latency_ms']:.4f} | "
         f"{metrics['baseline_latency_ms']:.4f} | {_pct(-metrics['latency_reduction'])} |",
-        f"| simulated energy (mJ) | {metrics['energy_mj']:.5f} | "
-        f"{metrics['baseline_energy_mj']:.5f} | {_pct(-metrics['energy_reduction'])} |",
+        *([f"| latency spread over the rounds | {_pct(metrics['latency_spread'])} | "
+           f"{_pct(metrics['baseline_latency_spread'])} | each round: "
+           + ", ".join(_pct(-r) for r in metrics["latency_reduction_rounds"]) + " |"]
+          if "latency_spread" in metrics else []),
+        *([f"| simulated energy (mJ) | {metrics['energy_mj']:.5f} | "
+           f"{metrics['baseline_energy_mj']:.5f} | {_pct(-metrics['energy_reduction'])} |"]
+          if metrics["energy_mj"] is not None else []),
         f"| memory (bytes) | {metrics['memory_bytes']:,} | {metrics['baseline_memory_bytes']:,} "
         f"| {_pct(-metrics['memory_reduction'])} |",
         f"| estimator latency error | {_pct(metrics['estimator_error'])} | "
@@ -131,7 +136,7 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
         lines.append(f"| {name} | {saved:.2f} | {_num(m.get('search_score'), '.2f')} | "
                      f"{_num(m.get('inherited_score'), '.2f')} | "
                      f"{_num(scratch, '.2f')} | {m['latency_ms']:.4f} | "
-                     f"{m['energy_mj']:.5f} | {m['memory_bytes']:,} | "
+                     f"{_num(m['energy_mj'], '.5f')} | {m['memory_bytes']:,} | "
                      f"{_pct(m.get('estimator_error'))} | {_num(m.get('onnx_max_abs_diff'), '.1e')} |")
     lines += ["", "Test score: the saved weights on the test split. Search score: the "
                   "supernet's score for the architecture on the val split, which the search "
@@ -140,6 +145,9 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
                   "mean over seeds.",
               "", "Architectures:", ""]
     lines += [f"- `{name}`: `{m['arch']}`" for name, m in models.items()]
+    lines += ["", f"What the search chose on {info['hardware']}, block by block after the stem "
+                  "(F fused-IBN, I IBN, C conv; then kernel x expansion):", ""]
+    lines += [f"- `{name}`: {block_choices(m['arch'])}" for name, m in models.items()]
     lines += ["", "## Latency reduction at equal score, by search setting", "",
               "| fused-IBN search | depth-multiplier search | candidates | at equal score | "
               "latency (ms) | latency reduction |", "| --- | --- | --- | --- | --- | --- |"]
@@ -152,21 +160,55 @@ def report(metrics: dict, models: dict[str, dict], table: list[dict], info: dict
               "The same question answered by four searches of their own, each network trained "
               "from scratch: [the findings](../findings/report.md) (`hwnas findings --task "
               f"{metrics.get('task', 'classification')}` writes them).", "",
-              "![score vs simulated latency](pareto.png)", "",
+              f"![score vs {judge} latency](pareto.png)", "",
               "## Test examples", "", "![test examples](examples.png)", ""]
     if pixel := metrics.get("pixel_accuracy"):
         lines += ["Pixel accuracy on the test split (%): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in pixel.items()) + ". The logits' "
                   "bilinear upsampling to the labels' resolution and the argmax run on the host "
-                  "(not accelerator work, not in the simulated latency), as does scaling the "
+                  f"(not accelerator work, not in the {judge} latency), as does scaling the "
                   "image to a network's input resolution.", ""]
     if host := metrics.get("host_postprocess_ms"):
-        lines += ["Host post-processing (not accelerator work, not in the simulated latency): "
+        lines += [f"Host post-processing (not accelerator work, not in the {judge} latency): "
                   "sigmoid, top-k, box decoding and class-wise NMS run on the host CPU after "
                   "the network, measured here per test image in eager PyTorch on this host's CPU: "
                   + ", ".join(f"{k} {v:.2f} ms" for k, v in host.items()) + ".", ""]
     lines += [f"- {note}" for note in info.get("notes", ())]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def judge_sentence(info: dict, metrics: dict) -> str:
+    """What the figures are: the simulator's, or on a measured target timings."""
+    if info.get("latency_judge", "simulated") == "simulated":
+        return ("All latency, energy and memory figures are from the analytic simulator on the "
+                "target spec (the judge); the latency estimator's relative error against it is "
+                "reported beside them.")
+    m = info["measure"]
+    return (f"Latency is measured (the judge): each model exported to ONNX and timed in ONNX "
+            f"Runtime on this machine's CPU (batch 1, one pinned core, {m['clock']} clock, "
+            f"{m['repeats']} repeats of at least {m['min_repeat_ms']:g} ms after {m['warmup']} "
+            f"warm-up calls, the median), in {m['rounds']} rounds, each in its own process, "
+            f"one after the other; a figure is the rounds' geometric mean and its spread the "
+            f"largest distance of a round from it (largest here: "
+            f"{_pct(metrics.get('models_latency_spread_max'))}). Timings hold for this machine "
+            f"only. Memory is the graph's (parameters and peak activations at "
+            f"{info['bytes_per_element']} bytes per element); energy is not measured. "
+            f"The latency estimator's relative error against the measurement is beside them.")
+
+
+def block_choices(arch_text: str) -> str:
+    """A network's blocks in order as type/kernel/expansion, e.g. ``F3x4 F3x4 I5x6``
+    (F fused-IBN, I IBN, C conv), with the count of each type."""
+    from collections import Counter
+
+    from hwnas.arch import parse_arch
+
+    letter = {"fused_ibn": "F", "ibn": "I", "conv": "C"}
+    blocks = parse_arch(arch_text).blocks
+    seq = " ".join(f"{letter.get(b.type, '?')}{b.kernel}"
+                   + (f"x{b.expand:g}" if b.type != "conv" else "") for b in blocks)
+    counts = Counter(b.type for b in blocks)
+    return f"{seq} ({', '.join(f'{n} {t}' for t, n in sorted(counts.items()))})"
 
 
 def family_section(metrics: dict) -> list[str]:
@@ -215,14 +257,14 @@ def family_section(metrics: dict) -> list[str]:
     return lines
 
 
-def table_definition(tolerance: float) -> str:
+def table_definition(tolerance: float, latency: str = "simulated") -> str:
     return ("Table definition: each cell restricts the one search's feasible candidates to "
             "the sub-space that search setting allows (no fused-IBN block when fused-IBN "
             "search is off; the baseline's per-stage depths, i.e. depth multiplier 1, when "
             "depth-multiplier search is off), adds the baseline, keeps those whose search "
             f"score (supernet, val split) is at least the baseline's"
             f"{f' minus {tolerance:g} points' if tolerance else ''}, and reports the lowest "
-            "simulated latency among them against the baseline's. The cells come from one "
+            f"{latency} latency among them against the baseline's. The cells come from one "
             "search of the full space, not four searches, so restricted cells hold fewer "
             "candidates and understate a dedicated search; score here is the search's "
             "estimate, not the fine-tuned test score.")

@@ -120,8 +120,10 @@ class Evaluation:
     models: dict[str, dict]
     table: list[dict]
     info: dict                 # what the report states beside the figures
-    candidates: pd.DataFrame   # with ``sim_latency_ms``
+    candidates: pd.DataFrame   # with ``latency_col``
     base_search: dict          # the baseline as the search scored it
+    latency_col: str           # the candidates' latency: simulated, or on a measured target
+                               # the estimator's (the search's own)
 
 
 def fill_search_score(records: dict[str, dict], archs: dict, candidates: pd.DataFrame,
@@ -140,15 +142,17 @@ def fill_search_score(records: dict[str, dict], archs: dict, candidates: pd.Data
 
 
 def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print,
-             targets: dict | None = None, margin: float = 0.5) -> Evaluation:
-    """Simulate every model on ``spec``, with the estimator's error on each; scores equal
-    within ``margin`` points (``hwnas.evaluation.metrics.equality``)."""
+             targets: dict | None = None, margin: float = 0.5,
+             measure: dict | None = None) -> Evaluation:
+    """Judge every model on ``spec``: simulate it, or on a measured target (``measured_by``)
+    time it as ``measure`` says; with the estimator's error on each; scores equal within
+    ``margin`` points (``hwnas.evaluation.metrics.equality``)."""
     task = layout.current_task()
     from hwnas.arch import parse_arch
     from hwnas.evaluation.ablation import ablation_table
-    from hwnas.evaluation.metrics import (build_metrics, resolution_effect, simulate_latencies,
-                                          simulate_models)
-    from hwnas.evaluation.report import table_definition
+    from hwnas.evaluation.metrics import (build_metrics, measure_models, resolution_effect,
+                                          simulate_latencies, simulate_models)
+    from hwnas.evaluation.report import _pct, table_definition
     from hwnas.space import SearchSpace
 
     pareto, candidates, extracted, scratch = (inputs.pareto, inputs.candidates,
@@ -167,9 +171,15 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print,
                             f"the baseline {base_search_arch}; rerun the stale stage")
     archs = {n: parse_arch(r["arch"]) for n, r in records.items()}
     fill_search_score(records, archs, candidates, pareto)
-    log(f"simulating {len(archs)} models and {candidates['arch'].nunique()} candidates "
-        f"on {spec.name}")
-    sims = simulate_models(archs, spec, estimator.estimate)
+    measured = None
+    if spec.measured_by:
+        log(f"timing {len(archs)} models on {spec.name}: {measure['rounds']} rounds, each in "
+            f"its own pinned process")
+        measured = measure_models(archs, measure)
+    else:
+        log(f"simulating {len(archs)} models and {candidates['arch'].nunique()} candidates "
+            f"on {spec.name}")
+    sims = simulate_models(archs, spec, estimator.estimate, measured)
     models = {n: {**records[n], **sims[n]} for n in records}
     for name in ("latency", "memory"):
         if name not in models:
@@ -185,33 +195,50 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print,
     if metrics.get("family"):
         resolution_effect(metrics, models)
 
-    lat = simulate_latencies(list(candidates["arch"]) + [pareto["baseline"]["arch"]], spec)
-    candidates = candidates.assign(sim_latency_ms=candidates["arch"].map(lat))
-    base_search = {"arch": base_search_arch, "score": pareto["baseline"]["score"],
-                   "sim_latency_ms": lat[pareto["baseline"]["arch"]]}
-    table = ablation_table(candidates, base_search, space, tolerance)
+    base_search = {"arch": base_search_arch, "score": pareto["baseline"]["score"]}
+    if measured:  # thousands of candidates are not timed: they keep the search's estimates
+        col = "latency_ms"
+        base_search[col] = float(estimator.predict_latency([archs["baseline-scratch"]])[0])
+    else:
+        col = "sim_latency_ms"
+        lat = simulate_latencies(list(candidates["arch"]) + [pareto["baseline"]["arch"]], spec)
+        candidates = candidates.assign(sim_latency_ms=candidates["arch"].map(lat))
+        base_search[col] = lat[pareto["baseline"]["arch"]]
+        cand_err = (candidates["latency_ms"] / candidates["sim_latency_ms"] - 1).abs()
+        metrics.update(candidates_estimator_error_median=float(cand_err.median()),
+                       candidates_estimator_error_p90=float(cand_err.quantile(0.9)))
+    table = ablation_table(candidates, base_search, space, tolerance, latency_col=col)
     metrics["table"] = {f"fused_{'yes' if r['fused_ibn_search'] else 'no'}"
                         f"_depth_{'yes' if r['depth_multiplier_search'] else 'no'}":
                         r["latency_reduction"] for r in table}
-    cand_err = (candidates["latency_ms"] / candidates["sim_latency_ms"] - 1).abs()
-    metrics.update(candidates_estimator_error_median=float(cand_err.median()),
-                   candidates_estimator_error_p90=float(cand_err.quantile(0.9)),
-                   hardware=spec.name, score_mode=pareto.get("score_mode"))
+    metrics.update(hardware=spec.name, score_mode=pareto.get("score_mode"),
+                   latency_judge="measured" if measured else "simulated")
+    if measured:
+        errors = [m["estimator_error"] for m in models.values() if m["estimator_error"] is not None]
+        metrics.update(measured_by=spec.measured_by, measure=dict(measure),
+                       models_estimator_error_max=max(errors, default=None),
+                       models_latency_spread_max=max(m["latency_spread"]
+                                                     for m in models.values()))
     info = {"hardware": spec.name, "dataset": extracted["data"]["dataset"],
+            "latency_judge": metrics["latency_judge"], "measure": measure if measured else None,
+            "bytes_per_element": spec.bytes_per_element,
             "test_images": extracted["data"]["test"],
             "baseline_budget": (f"From scratch: {scratch.get('budget', '?')}. Fine-tuned: "
                                 f"extracted from the supernet and fine-tuned "
                                 f"{extracted['finetune']['epochs']} epoch(s) at lr "
                                 f"{extracted['finetune']['lr']:g}, like the chosen models."),
-            "table_definition": table_definition(tolerance),
+            "table_definition": table_definition(tolerance, "estimated" if measured else "simulated"),
             "notes": [
                 f"Search score mode: {pareto.get('score_mode')}; the search ranks by "
                 f"supernet (inherited) score on the val split, which is not the final test "
                 f"score after fine-tuning.",
-                f"Estimator on all {len(candidates)} candidates: median latency error "
-                f"{100 * metrics['candidates_estimator_error_median']:.1f}%, 90th percentile "
-                f"{100 * metrics['candidates_estimator_error_p90']:.1f}%.",
+                (f"Estimator on all {len(candidates)} candidates: median latency error "
+                 f"{100 * metrics['candidates_estimator_error_median']:.1f}%, 90th percentile "
+                 f"{100 * metrics['candidates_estimator_error_p90']:.1f}%." if not measured else
+                 f"Estimator on the {len(models)} timed models: largest latency error "
+                 f"{_pct(metrics['models_estimator_error_max'])}. The candidates, the "
+                 f"front and the table below are at the search's estimated latency."),
                 f"Reproduce: `dvc repro evaluate@{task}` (or `python -m stages.extract --task "
                 f"{task}`, then `stages.baseline`, then `stages.evaluate`, each with "
                 f"`--task {task}`)."]}
-    return Evaluation(metrics, models, table, info, candidates, base_search)
+    return Evaluation(metrics, models, table, info, candidates, base_search, col)
