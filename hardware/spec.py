@@ -74,9 +74,9 @@ class HardwareSpec(_Strict):
     # one launch, and the tensor between them never leaves the chip.
     fusion: tuple[tuple[str, str], ...] = ()
     energy: Energy
-    # A processor whose latency is measured on a runtime (a ``hwnas.layout.HOST_TARGETS``
-    # backend), not simulated: its estimator is trained on measurements, evaluate times the
-    # models, and the numbers above serve curation and memory only.
+    # A processor whose latency is measured on a runtime, not simulated: its estimator is
+    # trained on measurements, evaluate times the models, and the numbers above serve
+    # curation and memory only.
     measured_by: Literal["onnxruntime"] | None = None
 
     @field_validator("sram_kib")

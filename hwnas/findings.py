@@ -68,7 +68,7 @@ class Judge:
 
     def __post_init__(self):
         from hwnas.checkpoint import fingerprint
-        from hwnas.evaluation.metrics import simulate_models
+        from hwnas.evaluation.metrics import judge_models
         from hwnas.params import section
         from hwnas.proof import scratch_fingerprint
         from hwnas.scratch import budget_epochs
@@ -85,7 +85,7 @@ class Judge:
                                "train": scratch_fingerprint(section(self.params,
                                                                     "train_supernet")),
                                "baseline": [self.baseline["arch"], self.baseline["score_runs"]]})
-        self.base_sim = simulate_models({"b": parse_arch(self.baseline["arch"])}, self.spec)["b"]
+        self.base_sim = judge_models({"b": parse_arch(self.baseline["arch"])}, self.spec)["b"]
 
     def runs(self, arch: ArchSpec) -> list[float]:
         from hwnas.files import append_journal, read_journal
@@ -104,10 +104,10 @@ class Judge:
         return rec["score_runs"]
 
     def __call__(self, arch: ArchSpec) -> dict:
-        from hwnas.evaluation.metrics import equality, paired_se, simulate_models
+        from hwnas.evaluation.metrics import equality, paired_se, judge_models
 
         runs, base_runs = self.runs(arch), self.baseline["score_runs"]
-        sim, base = simulate_models({"x": arch}, self.spec)["x"], self.base_sim
+        sim, base = judge_models({"x": arch}, self.spec)["x"], self.base_sim
         return {"arch": arch.key, "score": statistics.fmean(runs), "score_runs": runs,
                 "score_delta": statistics.fmean(runs) - statistics.fmean(base_runs),
                 "score_delta_se": paired_se(runs, base_runs),

@@ -84,7 +84,6 @@ def codesign_dir(task: str) -> Path:
 
 
 HOST_TARGETS = ("onnxruntime",)  # measured on this machine (params.yaml host_targets)
-MEASURED_TARGETS = (*HOST_TARGETS, "imported")  # imported: a device team's timings of a plan
 
 
 def target_name(backend: str, spec_name: str) -> str:

@@ -37,8 +37,8 @@ def main() -> None:
                                    flops_findings, plot_curation)
     from hwnas.evaluation.metrics import equal_word
     from hwnas.files import read_table, staged
-    from hwnas.findings import (Judge, ablation_searches, expert_archs, plot_ablation, report,
-                                rules_sources, summary)
+    from hwnas.findings import (FindingsError, Judge, ablation_searches, expert_archs,
+                                plot_ablation, report, rules_sources, summary)
     from hwnas.search.objectives import make_objective_fn
     from hwnas.search.run import fingerprint, load_search_context
 
@@ -52,6 +52,10 @@ def main() -> None:
     others = rules_sources(p["rules_from"], task)  # checked before any work
     sctx = load_search_context(params)
     spec, out = sctx.spec, layout.FINDINGS
+    if spec.measured_by:  # its searches would be judged by a sketch of the processor
+        raise FindingsError(f"params.yaml: base.hardware: {spec.name} is measured by "
+                            f"{spec.measured_by}; the findings are judged by the simulator: "
+                            f"name a simulated spec")
     inputs = (layout.SUPERNET, sctx.estimator_dir / "manifest.json")
     scoring = {k: sctx.params[k] for k in ("seed", "hardware", "score", "calib_images",
                                            "val_images")}

@@ -1,4 +1,5 @@
-"""DVC stage ``references``: simulate every reference architecture on the target spec."""
+"""DVC stage ``references``: simulate every reference architecture on the target spec (none
+on a measured target)."""
 from __future__ import annotations
 
 import json
@@ -14,8 +15,13 @@ from hwnas.simulation import simulate_arch
 def main() -> None:
     p = section(load_params(), "references")
     spec = load_spec(p["hardware"])
-    rows = [simulate_arch(reference(n), spec, p["noise"], p["seed"], per_kernel=False)
-            for n in REFERENCES]
+    # a measured target's spec only sketches the processor: nothing of it is simulated
+    rows = [] if spec.measured_by else [
+        simulate_arch(reference(n), spec, p["noise"], p["seed"], per_kernel=False)
+        for n in REFERENCES]
+    if spec.measured_by:
+        print(f"references: {spec.name} is measured, not simulated: nothing to write (hwnas "
+              f"estimate --hardware {spec.name} --arch NAME estimates a reference)")
     metrics = {r["name"]: {k: r[k] for k in ("latency_ms", "energy_mj", "macs", "params",
                                              "memory_bytes", "utilization")} for r in rows}
     write_json(layout.REFERENCES / "metrics.json", metrics)

@@ -16,7 +16,7 @@ from hwnas.arch import ArchSpec, BlockSpec, StemSpec, validate
 from hwnas.data import Loader, load_dataset
 from hwnas.evaluation import EvaluateError
 from hwnas.evaluation.ablation import ablation_table, uses_depth_search, uses_fused
-from hwnas.evaluation.metrics import TARGETS, build_metrics, simulate_models
+from hwnas.evaluation.metrics import TARGETS, build_metrics, judge_models
 from hwnas.evaluation.plots import plot
 from hwnas.evaluation.report import report
 from hwnas.extract import (Data, ExtractError, FineTune, export_onnx, keep_better, load_subnet,
@@ -221,7 +221,7 @@ def test_simulate_models_simulates_and_scores_the_estimator(spec, archs):
         return [{"latency_ms": 1.1 * (s := simulate_arch(a, spec, per_kernel=False))["latency_ms"],
                  "memory_bytes": s["memory_bytes"], "out_of_range": []} for a in items]
 
-    out = simulate_models(archs, spec, estimate)
+    out = judge_models(archs, spec, estimate)
     for rec in out.values():
         assert rec["latency_ms"] > 0 and rec["energy_mj"] > 0 and rec["memory_bytes"] > 0
         assert rec["estimator_error"] == pytest.approx(0.1)
@@ -229,7 +229,7 @@ def test_simulate_models_simulates_and_scores_the_estimator(spec, archs):
 
 
 def _models(spec, archs, fast_score=97.0):
-    sims = simulate_models(archs, spec)
+    sims = judge_models(archs, spec)
     return {"latency": {**sims["fast"], "score": fast_score, "test_images": 1000},
             "memory": {**sims["fast"], "score": 96.0},
             "baseline-scratch": {**sims["baseline"], "score": 97.2},
@@ -292,7 +292,7 @@ def test_metrics_missing_model_is_named(spec, archs):
 
 
 def test_ablation_table_restricts_the_candidates(spec, space, archs):
-    sims = simulate_models(archs, spec)
+    sims = judge_models(archs, spec)
     cands = pd.DataFrame([
         {"arch": archs["fast"].encode(), "score": 72.0, "feasible": True,
          "sim_latency_ms": sims["fast"]["latency_ms"]},

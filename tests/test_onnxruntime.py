@@ -180,7 +180,7 @@ def test_bad_timings_are_refused_before_anything_is_trained(plan, tmp_path, chan
 
 
 def test_base_hardware_onnxruntime_makes_the_estimator_stages_measure_it():
-    from hwnas.estimator.microbench import stage_target
+    from hwnas.estimator.microbench import MicrobenchError, stage_target
     from hwnas.params import ParamsError, load_params, validate_params
 
     params = load_params()
@@ -188,20 +188,42 @@ def test_base_hardware_onnxruntime_makes_the_estimator_stages_measure_it():
     backend, p, spec, target = stage_target([], None, params, "microbench")
     assert (backend, target, spec.parallelism) == ("onnxruntime", "onnxruntime", 16)
     assert p["units"] == "profiled"  # the section's onnxruntime overrides applied
-    assert stage_target(["--backend", "sim"], None, params, "microbench")[0] == "sim"
+    with pytest.raises(MicrobenchError, match="onnxruntime is measured by onnxruntime, not sim"):
+        stage_target(["--backend", "sim"], None, params, "microbench")  # its files' name
     params["base"]["hardware"] = "neural-engine-32"
     assert stage_target([], None, params, "train_estimator")[::3] == ("sim", "neural-engine-32")
+    assert stage_target(["--backend", "onnxruntime"], None, params,  # a host target
+                        "microbench")[::3] == ("onnxruntime", "onnxruntime")
     # a host target that is base.hardware already: two stages would write one estimator
     with pytest.raises(ParamsError, match="host_targets: onnxruntime is base.hardware"):
         validate_params({**params, "base": {**params["base"], "hardware": "onnxruntime"},
                          "host_targets": ["onnxruntime"]})
 
 
+@pytest.mark.parametrize("args", [["simulate", "--hardware", "onnxruntime", "--arch",
+                                   "tiny_conv_32"],
+                                  ["references", "--hardware", "onnxruntime"],
+                                  ["microbench", "--hardware", "onnxruntime", "--backend", "sim"]])
+def test_a_measured_spec_is_not_simulated(args):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "measured by onnxruntime, not simulated" in result.output
+
+
+def test_a_measured_spec_is_no_codesign_base():
+    from hwnas.codesign.grid import GridError, specs
+
+    grid = {"mac_array": [16], "vector_lanes": [16], "sram_kib": [2048],
+            "dram_bandwidth_gb_s": [10], "fusion": [True]}
+    with pytest.raises(GridError, match="codesign.base: onnxruntime is measured"):
+        specs("onnxruntime", grid)
+    assert specs("neural-engine-32", grid)  # a simulated base makes its points
+
+
 def test_evaluate_on_a_measured_target_times_the_models(tmp_path):
     """The judge is a measurement: latency replaced by the rounds' timings, the estimator's
     error against them, no energy, each round's reduction in the metrics and the report."""
     from hardware.spec import load_spec
-    from hwnas.evaluation.metrics import build_metrics, measure_models, simulate_models
+    from hwnas.evaluation.metrics import build_metrics, measure_models, judge_models
     from hwnas.evaluation.plots import plot
     from hwnas.evaluation.report import report
 
@@ -221,7 +243,7 @@ def test_evaluate_on_a_measured_target_times_the_models(tmp_path):
         return [{"latency_ms": 1.2 * measured[n]["latency_ms"], "memory_bytes": 1,
                  "out_of_range": []} for n in archs]
 
-    models = simulate_models(archs, spec, estimate, measured)
+    models = judge_models(archs, spec, estimate, measured)
     for name, m in models.items():
         assert m["latency_ms"] == measured[name]["latency_ms"] and m["energy_mj"] is None
         assert m["estimator_error"] == pytest.approx(0.2) and m["memory_bytes"] > 0

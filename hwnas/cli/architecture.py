@@ -63,7 +63,7 @@ def simulate(
         if (arch is None) == (op is None):
             raise InputError("give exactly one of --arch or --op")
         check_number(noise, "--noise", 0, 1, high_open=True)
-        spec = load_spec(hardware)
+        spec = simulated_spec(hardware)
         if op is not None:
             r = simulate_op(parse_op(op), spec, noise, seed).to_dict()
             if as_json:
@@ -82,12 +82,21 @@ def simulate(
         console.print(_table(rows, f"simulated on {spec.name}"))
 
 
+def simulated_spec(hardware: str):
+    """The spec to simulate on; a measured target's spec only sketches its processor."""
+    spec = load_spec(hardware)
+    if spec.measured_by:
+        raise InputError(f"--hardware {spec.name}: measured by {spec.measured_by}, not "
+                         f"simulated; hwnas estimate --hardware {spec.name} estimates it")
+    return spec
+
+
 @app.command()
 def references(hardware: HardwareOpt = DEFAULT_SPEC, as_json: JsonOpt = False):
     """Simulate every reference architecture on a spec and print a table."""
     try:
-        spec = load_spec(hardware)
-    except SpecError as err:
+        spec = simulated_spec(hardware)
+    except (SpecError, InputError) as err:
         fail(str(err))
     rows = [simulate_arch(reference(n), spec, per_kernel=False) for n in REFERENCES]
     if as_json:

@@ -59,8 +59,9 @@ def estimate(
 
 @app.command()
 def microbench(
-    backend: Annotated[str, typer.Option(
-        help="sim (the simulator, noise on) or onnxruntime (this CPU, through ONNX Runtime).")] = "sim",
+    backend: Annotated[Optional[str], typer.Option(
+        help="sim (the simulator, noise on) or onnxruntime (this CPU, through ONNX Runtime); "
+             "default: the one the spec is measured by, else sim.")] = None,
     hardware: Annotated[Optional[str], typer.Option(
         "--hardware", "-H", help="Spec name or YAML (default: params.yaml's base.hardware).")] = None,
     samples: Annotated[Optional[int], typer.Option(min=1, max=MAX_SAMPLES, help="At most this many units.")] = None,
@@ -78,16 +79,18 @@ def microbench(
     from rich.progress import Progress
 
     from hwnas.estimator.microbench import (BACKENDS, MicrobenchConfig, MicrobenchError,
-                                            run_microbench)
+                                            resolve_backend, run_microbench)
     from hwnas.estimator.train import config_from
     from hwnas.params import ParamsError, backend_section, load_params
 
     try:
-        if backend not in BACKENDS:
+        if backend not in (None, *BACKENDS):
             raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        all_params = load_params(params)
+        backend = resolve_backend(load_spec(hardware or all_params["base"]["hardware"]), backend)
         # a plan is for a measured device: the measured targets' settings (whole networks too)
         section = "onnxruntime" if plan is not None else backend
-        p = {**backend_section(load_params(params), "microbench", section), "backend": section}
+        p = {**backend_section(all_params, "microbench", section), "backend": section}
         if hardware is not None:
             p["hardware"] = hardware
         if samples is not None:
@@ -124,16 +127,17 @@ def train_estimator(
     n_estimators: Annotated[int, typer.Option(min=1, max=100_000, help="Boosting rounds per kind.")] = 200,
 ):
     """Fit the per-kind LightGBM models on a microbenchmark table and save them."""
-    from hwnas.estimator.microbench import MicrobenchError, read_table
+    from hwnas.estimator.microbench import MicrobenchError, read_table, resolve_backend
     from hwnas.estimator.model import LightGBMConfig, file_hash
     from hwnas.estimator.train import train
 
     try:
         spec = load_spec(hardware)
         data = read_table(table)
+        backend = resolve_backend(spec, str(data["backend"].iloc[0])
+                                  if "backend" in data.columns else "sim")
     except (SpecError, MicrobenchError) as err:
-        fail(str(err))
-    backend = str(data["backend"].iloc[0]) if "backend" in data.columns else "sim"
+        fail(str(err).replace("--backend", f"{table}: measured on", 1))
     if backend == "sim":  # a table measured on another spec would train a wrong estimator
         from hwnas.estimator.decompose import spec_fields
 

@@ -7,11 +7,11 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from hardware.spec import DEFAULT_SPEC, SpecError, load_spec
+from hardware.spec import DEFAULT_SPEC, SpecError
 from hwnas.arch import ArchError, parse_arch
 from hwnas.cli.app import app, console
 from hwnas.cli.inputs import (HardwareOpt, InputError, JsonOpt, fail,
-                              load_estimator, read_arch, warn_out_of_range)
+                              load_estimator, read_arch, target_spec, warn_out_of_range)
 from hwnas.errors import read_yaml
 from hwnas.files import dumps, write_json
 
@@ -78,7 +78,7 @@ def expert(
     try:
         est = load_estimator(hardware, estimator)
         baseline = read_arch(arch)
-        parallelism = est.spec.parallelism if est.spec else load_spec(DEFAULT_SPEC).parallelism
+        parallelism = target_spec(hardware).parallelism
         chosen = (_learned_rules(learn_from, parallelism) if learn_from is not None
                   else _rules(rules, parallelism))
     except (ArchError, SpecError, InputError, EstimatorError) as err:

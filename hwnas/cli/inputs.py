@@ -159,8 +159,13 @@ def load_estimator(hardware: str, estimator: Path | None):
 
     from hwnas import layout
 
-    measured = hardware in layout.MEASURED_TARGETS
-    spec = load_spec(DEFAULT_SPEC if measured else hardware)
-    target = layout.target_name(hardware if measured else "sim", spec.name)
+    spec = target_spec(hardware)
+    target = "imported" if hardware == "imported" else spec.name
     return Estimator.load(estimator or layout.estimator_dir(target), spec)
+
+
+def target_spec(hardware: str):
+    """The spec of a target; a device team's timings (``imported``) have none of their own,
+    so channels align as the default's."""
+    return load_spec(DEFAULT_SPEC if hardware == "imported" else hardware)
 

@@ -200,7 +200,8 @@ def headline() -> str | None:
 
     try:
         m = json.loads((layout.EVALUATE / "metrics.json").read_text())
-        line = (f"latency model -{100 * m['latency_reduction']:.1f}% simulated latency at "
+        line = (f"latency model -{100 * m['latency_reduction']:.1f}% "
+                f"{m.get('latency_judge', 'simulated')} latency at "
                 f"{m['score_delta']:+.2f} points")
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -113,6 +113,9 @@ def specs(base: str, grid: dict) -> dict[str, HardwareSpec]:
         spec = load_spec(base)
     except SpecError as err:
         raise GridError(f"codesign.base: {err}") from None
+    if spec.measured_by:  # its variants would be chips nobody can measure
+        raise GridError(f"codesign.base: {spec.name} is measured by {spec.measured_by}; the "
+                        f"co-design varies a simulated accelerator: name one")
     out, seen = {}, {}
     for p in todo:
         key = point_key(p)

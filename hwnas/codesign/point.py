@@ -191,7 +191,7 @@ def run_point(params: dict, key: str, spec: HardwareSpec, files: PointFiles,
     from rich.progress import Progress
 
     from hwnas import layout
-    from hwnas.evaluation.metrics import simulate_models
+    from hwnas.evaluation.metrics import judge_models
     from hwnas.search.choice import summarize
     from hwnas.search.evolution import Constraints, search
     from hwnas.search.objectives import check_feasible, make_objective_fn
@@ -232,7 +232,7 @@ def run_point(params: dict, key: str, spec: HardwareSpec, files: PointFiles,
     archs = {"baseline": ctx.baseline}
     if summary["_fastest"]:
         archs["best"] = decode(summary["_fastest"])
-    sim = simulate_models(archs, spec, ctx.estimator.estimate)
+    sim = judge_models(archs, spec, ctx.estimator.estimate)
     tests = dict(zip(archs, scores_on_test(params, ctx, list(archs.values()))))
     metrics = {"key": key, "hardware": spec.name, "spec_hash": spec.spec_hash(),
                "estimator": {**accuracy, "units": built["units"],

@@ -47,9 +47,18 @@ def stage_target(argv: list[str] | None, description: str | None, params: dict, 
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--backend", choices=BACKENDS, default=None)
     spec = load_spec(params["base"]["hardware"])
-    backend = ap.parse_args(argv).backend or spec.measured_by or "sim"
+    backend = resolve_backend(spec, ap.parse_args(argv).backend)
     return (backend, backend_section(params, name, backend), spec,
             layout.target_name(backend, spec.name))
+
+
+def resolve_backend(spec: HardwareSpec, backend: str | None) -> str:
+    """``backend``, or by default the one ``spec`` is measured by, else the simulator. A
+    measured spec takes no other: its tables and estimator are named after it."""
+    if spec.measured_by and backend not in (None, spec.measured_by):
+        raise MicrobenchError(f"--backend {backend}: {spec.name} is measured by "
+                              f"{spec.measured_by}, not simulated")
+    return backend or spec.measured_by or "sim"
 
 
 class MicrobenchError(UserError):

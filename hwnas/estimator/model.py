@@ -33,8 +33,10 @@ def retrain(folder: Path) -> str:
     device team's timings their own command."""
     if folder.name == "imported":
         return "retrain it: hwnas import-timings FILE --plan DIR"
-    stage = "train_estimator_host" if folder.name in HOST_TARGETS else "train_estimator"
-    return f"retrain it: dvc repro {stage} (or hwnas train-estimator)"
+    if folder.name in HOST_TARGETS:
+        return (f"retrain it: dvc repro train_estimator_host@{folder.name} (train_estimator "
+                f"where base.hardware is {folder.name})")
+    return "retrain it: dvc repro train_estimator (or hwnas train-estimator)"
 MIN_ROWS = 5  # fewest measured kernels of a kind worth a model
 
 

@@ -24,8 +24,9 @@ SIMULATED_ONLY = ("energy_mj", "cycles", "dram_bytes", "utilization")
 
 
 def measure_models(archs: dict[str, ArchSpec], cfg: dict, progress=None) -> dict[str, dict]:
-    """Name -> latency timed in ONNX Runtime: ``cfg['rounds']`` rounds, each in its own
-    pinned process, one after the other (``hwnas.estimator.scoring.truth_measured``).
+    """Name -> latency timed in ONNX Runtime: each architecture built with random weights,
+    exported, and timed in ``cfg['rounds']`` rounds, each in its own pinned process, one after
+    the other (``hwnas.estimator.scoring.truth_measured``).
     ``latency_ms`` is the rounds' geometric mean, ``latency_spread`` the largest relative
     distance of a round from it."""
     import numpy as np
@@ -33,18 +34,19 @@ def measure_models(archs: dict[str, ArchSpec], cfg: dict, progress=None) -> dict
     from hwnas.estimator.onnxrt import Protocol
     from hwnas.estimator.scoring import truth_measured
 
-    names = list(archs)
-    rounds = truth_measured([archs[n] for n in names], Protocol(
+    unique = {a.key: a for a in archs.values()}  # one network under two names: one timing
+    rounds = truth_measured(list(unique.values()), Protocol(
         cfg["repeats"], cfg["warmup"], cfg["min_repeat_ms"], cfg["clock"]),
         rounds=cfg["rounds"], progress=progress)
     mean = np.exp(np.log(rounds).mean(axis=0))
+    column = {key: i for i, key in enumerate(unique)}
     return {n: {"latency_ms": float(mean[i]),
                 "latency_rounds_ms": [float(r) for r in rounds[:, i]],
                 "latency_spread": float(np.max(np.abs(rounds[:, i] / mean[i] - 1)))}
-            for i, n in enumerate(names)}
+            for n, i in ((n, column[a.key]) for n, a in archs.items())}
 
 
-def simulate_models(archs: dict[str, ArchSpec], spec, estimate: Callable | None = None,
+def judge_models(archs: dict[str, ArchSpec], spec, estimate: Callable | None = None,
                     measured: dict[str, dict] | None = None) -> dict[str, dict]:
     """Name -> simulated figures (``SIM_KEYS``) plus, with ``estimate`` (an
     ``Estimator.estimate``), its latency/memory and relative errors against the judge: the

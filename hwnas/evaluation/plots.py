@@ -28,9 +28,9 @@ def plot(candidates: pd.DataFrame, baseline_search: dict, models: dict[str, dict
 
     # the left panel at the candidates' latency (simulated, or the search's estimate on a
     # measured target), the right one at the judge's
-    left = "simulated" if latency_col == "sim_latency_ms" else "estimated"
-    model_left = "latency_ms" if left == "simulated" else "est_latency_ms"
     judge = (metrics or {}).get("latency_judge", "simulated")
+    left = "simulated" if judge == "simulated" else "estimated"
+    model_left = "latency_ms" if judge == "simulated" else "est_latency_ms"
     family = bool(metrics and metrics.get("family"))
     fig, axes = plt.subplots(1, 3 if family else 2, figsize=(19.5 if family else 13, 5.2))
     ax1, ax2 = axes[:2]

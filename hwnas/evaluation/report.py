@@ -184,8 +184,8 @@ def judge_sentence(info: dict, metrics: dict) -> str:
                 "target spec (the judge); the latency estimator's relative error against it is "
                 "reported beside them.")
     m = info["measure"]
-    return (f"Latency is measured (the judge): each model exported to ONNX and timed in ONNX "
-            f"Runtime on this machine's CPU (batch 1, one pinned core, {m['clock']} clock, "
+    return (f"Latency is measured (the judge): each model's architecture, built with random "
+            f"weights, exported to ONNX and timed in ONNX Runtime on this machine's CPU (batch 1, one pinned core, {m['clock']} clock, "
             f"{m['repeats']} repeats of at least {m['min_repeat_ms']:g} ms after {m['warmup']} "
             f"warm-up calls, the median), in {m['rounds']} rounds, each in its own process, "
             f"one after the other; a figure is the rounds' geometric mean and its spread the "

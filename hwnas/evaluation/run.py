@@ -1,6 +1,7 @@
 """One evaluation: every model of the pipeline (the extracted ones and the baselines)
-simulated on the target, the metrics against the baseline, the article's table from
-the search's candidates at simulated latency, and what the report says beside them."""
+judged on the target (simulated, or on a measured one timed), the metrics against the
+baseline, the article's table from the search's candidates (at simulated latency, or the
+estimated one on a measured target), and what the report says beside them."""
 from __future__ import annotations
 
 import json
@@ -151,7 +152,7 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print,
     from hwnas.arch import parse_arch
     from hwnas.evaluation.ablation import ablation_table
     from hwnas.evaluation.metrics import (build_metrics, measure_models, resolution_effect,
-                                          simulate_latencies, simulate_models)
+                                          simulate_latencies, judge_models)
     from hwnas.evaluation.report import _pct, table_definition
     from hwnas.space import SearchSpace
 
@@ -173,14 +174,21 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print,
     fill_search_score(records, archs, candidates, pareto)
     measured = None
     if spec.measured_by:
+        if measure is None:
+            raise EvaluateError(f"{spec.name} is measured by {spec.measured_by}: evaluate "
+                                f"needs evaluate.measure to time the models")
+        if estimator.manifest["backend"] != spec.measured_by:
+            raise EvaluateError(f"{estimator.path}: trained on {estimator.manifest['backend']}, "
+                                f"but {spec.name} is measured by {spec.measured_by}; "
+                                f"retrain it: dvc repro train_estimator")
         log(f"timing {len(archs)} models on {spec.name}: {measure['rounds']} rounds, each in "
             f"its own pinned process")
         measured = measure_models(archs, measure)
     else:
         log(f"simulating {len(archs)} models and {candidates['arch'].nunique()} candidates "
             f"on {spec.name}")
-    sims = simulate_models(archs, spec, estimator.estimate, measured)
-    models = {n: {**records[n], **sims[n]} for n in records}
+    judged = judge_models(archs, spec, estimator.estimate, measured)
+    models = {n: {**records[n], **judged[n]} for n in records}
     for name in ("latency", "memory"):
         if name not in models:
             log(f"note: no '{name}' model was extracted (extract.chosen)")
@@ -198,7 +206,8 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print,
     base_search = {"arch": base_search_arch, "score": pareto["baseline"]["score"]}
     if measured:  # thousands of candidates are not timed: they keep the search's estimates
         col = "latency_ms"
-        base_search[col] = float(estimator.predict_latency([archs["baseline-scratch"]])[0])
+        base_search[col] = pareto["baseline"].get(col) or float(
+            estimator.predict_latency([archs["baseline-scratch"]])[0])
     else:
         col = "sim_latency_ms"
         lat = simulate_latencies(list(candidates["arch"]) + [pareto["baseline"]["arch"]], spec)
