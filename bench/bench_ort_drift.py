@@ -1,4 +1,5 @@
-"""How far this machine drifts between the microbenchmarks and a later timing: the whole
+"""How far this machine drifts between the microbenchmarks and a later timing (the stage
+``train_estimator`` reports it too, as ``retest_later``, from one round): the whole
 networks a microbench table calibrated on (``kind == "network"``) timed again now, as the
 held-out networks are (``hwnas.estimator.scoring.truth_measured``: two rounds, each in its own
 pinned process). Prints the two new rounds' agreement (the test-retest the estimator's metrics
@@ -32,11 +33,9 @@ def main() -> None:
 
     from hwnas.arch import parse_arch
     from hwnas.estimator.onnxrt import Protocol
-    from hwnas.estimator.scoring import truth_measured
+    from hwnas.estimator.scoring import table_networks, truth_measured
 
-    table = pd.read_parquet(args.table)
-    nets = table[table["kind"] == "network"]
-    then = nets.groupby("arch", sort=False)["latency_ms"].median().iloc[:args.networks]
+    then = table_networks(pd.read_parquet(args.table)).iloc[:args.networks]
     archs = [parse_arch(a) for a in then.index]
     start = time.time()
     load = os.getloadavg()[0]

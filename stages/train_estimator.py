@@ -8,6 +8,7 @@ and logs an MLflow run.
 from __future__ import annotations
 
 import json
+import time
 
 from hwnas import layout
 from hwnas.params import load_params, run_stage
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from hwnas import tracking
     from hwnas.estimator.microbench import read_table, stage_target
+    from hwnas.estimator.scoring import table_networks
     from hwnas.files import staged
     from hwnas.estimator.model import Estimator, LightGBMConfig, file_hash
     from hwnas.estimator.train import (EvalConfig, config_from, flat_metrics, public_metrics,
@@ -41,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
             with Progress(transient=True) as bar:
                 task = bar.add_task(f"held-out networks ({hw})", total=None)
                 metrics = score_estimator(est, spec, backend, ecfg, png,
+                                          earlier=table_networks(table),
+                                          earlier_minutes=(time.time() - data.stat().st_mtime) / 60,
                                           progress=lambda n: bar.advance(task, n))
             metrics["training_rows"] = {k: v["rows"] for k, v in manifest["kinds"].items()}
             metrics["microbench_units"] = int(table["sample"].nunique())

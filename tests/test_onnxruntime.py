@@ -76,21 +76,28 @@ def test_onnxruntime_microbench_times_units_and_whole_networks(units):
 def test_scoring_puts_the_machines_test_retest_beside_the_estimator(tmp_path):
     from hardware.spec import load_spec
     from hwnas.estimator.model import LightGBMConfig
+    from hwnas.estimator.scoring import table_networks
     from hwnas.estimator.train import EvalConfig, score_estimator, train
 
     spec = load_spec("neural-engine-32")
     cfg = MicrobenchConfig(backend="onnxruntime", samples=60, repeats=2, warmup=1,
                            min_repeat_ms=0.1, spaces=SPACE, adaptive_share=0,
-                           calibration_networks=6)
-    train(run_microbench(cfg, spec), spec, "onnxruntime", LightGBMConfig(n_estimators=20),
-          tmp_path / "est", "test")
+                           max_block_macs=3e7, calibration_networks=6)  # no 1-s random blocks
+    table = run_microbench(cfg, spec)
+    train(table, spec, "onnxruntime", LightGBMConfig(n_estimators=20), tmp_path / "est", "test")
     est = Estimator.load(tmp_path / "est", spec)
     assert est.manifest["host"]["onnxruntime"]
+    earlier = table_networks(table)
     m = score_estimator(est, spec, "onnxruntime",
                         EvalConfig(eval_networks=4, references=False, repeats=2, warmup=1,
-                                   min_repeat_ms=0.1, spaces=SPACE))
+                                   min_repeat_ms=0.1, spaces=SPACE),
+                        earlier=earlier, earlier_minutes=0.5)
     assert 0 <= m["test_retest_within_5pct"] <= m["test_retest_within_10pct"] <= 1
     assert m["networks"] == 4 and "limited_by" in m
+    # the microbenchmarks' whole networks timed again: the repeatability across that time
+    later = m["retest_later"]
+    assert later["networks"] == len(earlier) == 6 and later["minutes_apart"] == 0.5
+    assert 0 <= later["within_5pct"] <= m["retest_later_within_10pct"] <= 1
     assert (m["_predictions"]["true_ms"] > 0).all()
 
 

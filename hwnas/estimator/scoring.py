@@ -76,6 +76,13 @@ def truth_measured(archs: list[ArchSpec], protocol, rounds: int = 2, chunk: int 
     return out
 
 
+def table_networks(table: pd.DataFrame) -> pd.Series:
+    """The whole networks a measured microbench table timed (its calibration networks):
+    median milliseconds by architecture string."""
+    nets = table[table["kind"] == "network"]
+    return nets.groupby("arch", sort=False)["latency_ms"].median()
+
+
 def retest_agreement(first: np.ndarray, second: np.ndarray) -> dict:
     """How well the machine agrees with itself: the second round against the first."""
     rel = np.abs(second / first - 1)

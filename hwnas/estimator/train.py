@@ -64,9 +64,12 @@ class EvalConfig:
 
 
 def score_estimator(est: Estimator, spec: HardwareSpec, backend: str, cfg: EvalConfig,
-             plot_path: Path | None = None,
-             progress: Callable[[int], None] | None = None) -> dict:
-    """nn-Meter's metrics on networks the microbenchmarks never used, per kind and whole."""
+                    plot_path: Path | None = None,
+                    progress: Callable[[int], None] | None = None,
+                    earlier: pd.Series | None = None, earlier_minutes: float = 0.0) -> dict:
+    """nn-Meter's metrics on networks the microbenchmarks never used, per kind and whole.
+    On a measured backend, ``earlier`` (``scoring.table_networks`` of the table, timed
+    ``earlier_minutes`` before) is timed again: the machine's repeatability across that time."""
     from hwnas.estimator import scoring
     from hwnas.lowering import static_cost
 
@@ -99,6 +102,15 @@ def score_estimator(est: Estimator, spec: HardwareSpec, backend: str, cfg: EvalC
         metrics["test_retest"] = {**retest, "load_avg_1min": [load, os.getloadavg()[0]]}
         metrics["test_retest_within_5pct"] = retest["within_5pct"]
         metrics["test_retest_within_10pct"] = retest["within_10pct"]
+        if earlier is not None and len(earlier):
+            from hwnas.arch import parse_arch
+
+            again = scoring.truth_measured([parse_arch(a) for a in earlier.index], protocol(cfg),
+                                           rounds=1)[0]
+            later = scoring.retest_agreement(earlier.to_numpy(), again)
+            metrics["retest_later"] = {**later, "networks": len(earlier),
+                                       "minutes_apart": round(earlier_minutes, 1)}
+            metrics["retest_later_within_10pct"] = later["within_10pct"]
         truth_name = (f"ONNX Runtime on this CPU, 1 thread, pinned, {cfg.clock} clock, "
                       "geometric mean of 2 rounds")
     metrics["truth"] = truth_name
@@ -127,7 +139,10 @@ def score_estimator(est: Estimator, spec: HardwareSpec, backend: str, cfg: EvalC
                      f"±5%: {n['within_5pct']:.1%}  ±10%: {n['within_10pct']:.1%}  "
                      f"Spearman {n['spearman']:.4f} (FLOPs {n['flops_spearman']:.3f})"
                      + (f"\nthe machine's test-retest: ±10% {metrics['test_retest_within_10pct']:.1%}"
-                        if backend != "sim" else ""))
+                        if backend != "sim" else "")
+                     + (f"; {metrics['retest_later']['minutes_apart']:.0f} min later: ±10% "
+                        f"{metrics['retest_later_within_10pct']:.1%}"
+                        if "retest_later" in metrics else ""))
     metrics["_predictions"] = pd.DataFrame({"name": [r["name"] for r in records],
                                             "source": sources, "true_ms": true,
                                             "pred_ms": pred, "flops": flops})
