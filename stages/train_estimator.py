@@ -8,7 +8,6 @@ and logs an MLflow run.
 from __future__ import annotations
 
 import json
-import time
 
 from hwnas import layout
 from hwnas.params import load_params, run_stage
@@ -44,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
                 task = bar.add_task(f"held-out networks ({hw})", total=None)
                 metrics = score_estimator(est, spec, backend, ecfg, png,
                                           earlier=table_networks(table),
-                                          earlier_minutes=(time.time() - data.stat().st_mtime) / 60,
+                                          earlier_time=data.stat().st_mtime,
                                           progress=lambda n: bar.advance(task, n))
             metrics["training_rows"] = {k: v["rows"] for k, v in manifest["kinds"].items()}
             metrics["microbench_units"] = int(table["sample"].nunique())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -66,10 +67,11 @@ class EvalConfig:
 def score_estimator(est: Estimator, spec: HardwareSpec, backend: str, cfg: EvalConfig,
                     plot_path: Path | None = None,
                     progress: Callable[[int], None] | None = None,
-                    earlier: pd.Series | None = None, earlier_minutes: float = 0.0) -> dict:
+                    earlier: pd.Series | None = None, earlier_time: float | None = None) -> dict:
     """nn-Meter's metrics on networks the microbenchmarks never used, per kind and whole.
-    On a measured backend, ``earlier`` (``scoring.table_networks`` of the table, timed
-    ``earlier_minutes`` before) is timed again: the machine's repeatability across that time."""
+    On a measured backend, ``earlier`` (``scoring.table_networks`` of the table, timed by
+    ``earlier_time``, seconds since the epoch) is timed again: the machine's repeatability
+    across that time."""
     from hwnas.estimator import scoring
     from hwnas.lowering import static_cost
 
@@ -105,11 +107,12 @@ def score_estimator(est: Estimator, spec: HardwareSpec, backend: str, cfg: EvalC
         if earlier is not None and len(earlier):
             from hwnas.arch import parse_arch
 
+            minutes = (time.time() - earlier_time) / 60 if earlier_time else None
             again = scoring.truth_measured([parse_arch(a) for a in earlier.index], protocol(cfg),
                                            rounds=1)[0]
             later = scoring.retest_agreement(earlier.to_numpy(), again)
             metrics["retest_later"] = {**later, "networks": len(earlier),
-                                       "minutes_apart": round(earlier_minutes, 1)}
+                                       "minutes_apart": minutes and round(minutes, 1)}
             metrics["retest_later_within_10pct"] = later["within_10pct"]
         truth_name = (f"ONNX Runtime on this CPU, 1 thread, pinned, {cfg.clock} clock, "
                       "geometric mean of 2 rounds")
