@@ -102,6 +102,17 @@ def test_scoring_puts_the_machines_test_retest_beside_the_estimator(tmp_path):
     assert (m["_predictions"]["true_ms"] > 0).all()
 
 
+def test_the_machine_limits_when_it_disagrees_with_itself_across_the_minutes():
+    from hwnas.estimator.train import limit
+
+    drifted = {"within_10pct": 0.733, "minutes_apart": 8.0}
+    assert limit(0.751, 0.984, drifted).startswith("the machine:")  # 0.751 >= 0.9 x 0.733
+    assert "8.0 min after the microbenchmarks is 73.3%" in limit(0.751, 0.984, drifted)
+    assert limit(0.751, 0.984).startswith("the estimator:")  # back to back it agrees: 98.4%
+    steady = {"within_10pct": 0.992, "minutes_apart": 3.1}
+    assert limit(0.792, 1.0, steady).startswith("the estimator:")
+
+
 # ---- a device team's plan --------------------------------------------------------------
 
 
