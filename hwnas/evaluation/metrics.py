@@ -47,7 +47,7 @@ def measure_models(archs: dict[str, ArchSpec], cfg: dict, progress=None) -> dict
 
 
 def judge_models(archs: dict[str, ArchSpec], spec, estimate: Callable | None = None,
-                    measured: dict[str, dict] | None = None) -> dict[str, dict]:
+                 measured: dict[str, dict] | None = None) -> dict[str, dict]:
     """Name -> simulated figures (``SIM_KEYS``) plus, with ``estimate`` (an
     ``Estimator.estimate``), its latency/memory and relative errors against the judge: the
     simulator, or where ``measured`` (``measure_models``) is given, the measurement, whose

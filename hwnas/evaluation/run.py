@@ -151,8 +151,8 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print,
     task = layout.current_task()
     from hwnas.arch import parse_arch
     from hwnas.evaluation.ablation import ablation_table
-    from hwnas.evaluation.metrics import (build_metrics, measure_models, resolution_effect,
-                                          simulate_latencies, judge_models)
+    from hwnas.evaluation.metrics import (build_metrics, judge_models, measure_models,
+                                          resolution_effect, simulate_latencies)
     from hwnas.evaluation.report import _pct, table_definition
     from hwnas.space import SearchSpace
 
