@@ -33,14 +33,14 @@ def main() -> None:
 
     from hwnas.arch import parse_arch
     from hwnas.estimator.onnxrt import Protocol
-    from hwnas.estimator.scoring import table_networks, truth_measured
+    from hwnas.estimator.scoring import rounds_mean, table_networks, truth_measured
 
     then = table_networks(pd.read_parquet(args.table)).iloc[:args.networks]
     archs = [parse_arch(a) for a in then.index]
     start = time.time()
     load = os.getloadavg()[0]
     rounds = truth_measured(archs, Protocol(repeats=5, warmup=2, min_repeat_ms=5.0))
-    now = np.exp(np.log(rounds).mean(axis=0))
+    now = rounds_mean(rounds)
     age = (start - os.path.getmtime(args.table)) / 60
     print(f"{len(archs)} networks of {args.table} (written {age:.0f} min before), timed again "
           f"in {time.time() - start:.0f} s; load average {load:.2f} before, "

@@ -78,16 +78,15 @@ def microbench(
     a plan of units for another device (--plan)."""
     from rich.progress import Progress
 
-    from hwnas.estimator.microbench import (BACKENDS, MicrobenchConfig, MicrobenchError,
+    from hwnas.estimator.microbench import (MicrobenchConfig, MicrobenchError,
                                             resolve_backend, run_microbench)
     from hwnas.estimator.train import config_from
     from hwnas.params import ParamsError, backend_section, load_params
 
     try:
-        if backend not in (None, *BACKENDS):
-            raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         all_params = load_params(params)
-        backend = resolve_backend(load_spec(hardware or all_params["base"]["hardware"]), backend)
+        spec = load_spec(hardware or all_params["base"]["hardware"])
+        backend = resolve_backend(spec, backend)
         # a plan is for a measured device: the measured targets' settings (whole networks too)
         section = "onnxruntime" if plan is not None else backend
         p = {**backend_section(all_params, "microbench", section), "backend": section}
@@ -97,14 +96,13 @@ def microbench(
             p["samples"] = samples
         if time_budget is not None:
             p["time_budget_s"] = check_number(time_budget, "--time-budget", 1e-3, 1e6)
-        if out is not None and out.suffix not in ("", ".parquet"):  # e.g. a .csv name
+        if plan is None and out is not None and out.suffix not in ("", ".parquet"):
             raise InputError(f"--out: {out}: the table is written as Parquet; name it *.parquet")
-        spec = load_spec(p["hardware"])
         cfg = config_from(MicrobenchConfig, p)
         if plan is not None and out is None:
             raise InputError("--plan needs --out DIR, the folder to write the plan to")
-        if plan is not None and out.exists() and any(out.iterdir()):
-            raise InputError(f"--out: {out}: not empty; a plan is written to a new folder")
+        if plan is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise InputError(f"--out: {out}: not an empty folder; a plan is written to a new one")
     except (SpecError, InputError, ParamsError, MicrobenchError) as err:
         fail(str(err))
     if plan is not None:
@@ -135,9 +133,10 @@ def train_estimator(
         spec = load_spec(hardware)
         data = read_table(table)
         backend = resolve_backend(spec, str(data["backend"].iloc[0])
-                                  if "backend" in data.columns else "sim")
+                                  if "backend" in data.columns else "sim",
+                                  f"{table}: measured on")
     except (SpecError, MicrobenchError) as err:
-        fail(str(err).replace("--backend", f"{table}: measured on", 1))
+        fail(str(err))
     if backend == "sim":  # a table measured on another spec would train a wrong estimator
         from hwnas.estimator.decompose import spec_fields
 
@@ -175,7 +174,7 @@ def import_timings(
     n_estimators: Annotated[int, typer.Option(min=1, max=100_000, help="Boosting rounds per kind.")] = 200,
 ):
     """Train an estimator from a device team's own timings of a plan's units."""
-    from hwnas.estimator.model import LightGBMConfig, file_hash
+    from hwnas.estimator.model import MIN_ROWS, LightGBMConfig, file_hash
     from hwnas.estimator.plan import BACKEND, PlanError, read_timings
     from hwnas.estimator.train import train
 
@@ -184,9 +183,15 @@ def import_timings(
     except PlanError as err:
         fail(str(err))
     path = out or layout.estimator_dir(BACKEND)
-    with atomic_dir(path) as tmp:  # the old estimator stays whole until the new one is
-        manifest = train(table, None, BACKEND, LightGBMConfig(n_estimators=n_estimators), tmp,
-                         file_hash(timings))
+    try:
+        with atomic_dir(path) as tmp:  # the old estimator stays whole until the new one is
+            manifest = train(table, None, BACKEND, LightGBMConfig(n_estimators=n_estimators),
+                             tmp, file_hash(timings))
+            if not manifest["kinds"]:
+                raise PlanError(f"{timings}: no kind of unit has {MIN_ROWS} timed units; nothing "
+                                f"trained (time every unit of the plan)")
+    except PlanError as err:
+        fail(str(err))
     cal = manifest["calibration"]
     typer.echo(f"{table['sample'].nunique()} timed units; {len(manifest['kinds'])} models "
                f"({', '.join(manifest['kinds'])})"

@@ -52,11 +52,13 @@ def stage_target(argv: list[str] | None, description: str | None, params: dict, 
             layout.target_name(backend, spec.name))
 
 
-def resolve_backend(spec: HardwareSpec, backend: str | None) -> str:
-    """``backend``, or by default the one ``spec`` is measured by, else the simulator. A
-    measured spec takes no other: its tables and estimator are named after it."""
+def resolve_backend(spec: HardwareSpec, backend: str | None, where: str = "--backend") -> str:
+    """``backend`` (named by ``where``), or by default the one ``spec`` is measured by, else
+    the simulator. A measured spec takes no other: its tables and estimator are named after it."""
+    if backend not in (None, *BACKENDS):
+        raise MicrobenchError(f"{where} {backend}: not a backend (known: {', '.join(BACKENDS)})")
     if spec.measured_by and backend not in (None, spec.measured_by):
-        raise MicrobenchError(f"--backend {backend}: {spec.name} is measured by "
+        raise MicrobenchError(f"{where} {backend}: {spec.name} is measured by "
                               f"{spec.measured_by}, not simulated")
     return backend or spec.measured_by or "sim"
 
@@ -169,8 +171,9 @@ def network_table(archs, lat: list[np.ndarray], first_id: int) -> pd.DataFrame:
 
 
 def protocol(cfg) -> Protocol:
-    """The ONNX Runtime timing protocol of a microbench or evaluation config."""
-    return Protocol(cfg.repeats, cfg.warmup, cfg.min_repeat_ms, cfg.clock)
+    """The ONNX Runtime timing protocol of a microbench or evaluation config (or mapping)."""
+    get = cfg.__getitem__ if isinstance(cfg, dict) else cfg.__getattribute__
+    return Protocol(get("repeats"), get("warmup"), get("min_repeat_ms"), get("clock"))
 
 
 # ---- running rounds ----------------------------------------------------------

@@ -83,6 +83,11 @@ def table_networks(table: pd.DataFrame) -> pd.Series:
     return nets.groupby("arch", sort=False)["latency_ms"].median()
 
 
+def rounds_mean(rounds: np.ndarray) -> np.ndarray:
+    """The figure of ``(rounds, n)`` timings: their geometric mean per network."""
+    return np.exp(np.log(rounds).mean(axis=0))
+
+
 def retest_agreement(first: np.ndarray, second: np.ndarray) -> dict:
     """How well the machine agrees with itself: the second round against the first."""
     rel = np.abs(second / first - 1)

@@ -31,14 +31,13 @@ def measure_models(archs: dict[str, ArchSpec], cfg: dict, progress=None) -> dict
     distance of a round from it."""
     import numpy as np
 
-    from hwnas.estimator.onnxrt import Protocol
-    from hwnas.estimator.scoring import truth_measured
+    from hwnas.estimator.microbench import protocol
+    from hwnas.estimator.scoring import rounds_mean, truth_measured
 
     unique = {a.key: a for a in archs.values()}  # one network under two names: one timing
-    rounds = truth_measured(list(unique.values()), Protocol(
-        cfg["repeats"], cfg["warmup"], cfg["min_repeat_ms"], cfg["clock"]),
-        rounds=cfg["rounds"], progress=progress)
-    mean = np.exp(np.log(rounds).mean(axis=0))
+    rounds = truth_measured(list(unique.values()), protocol(cfg), rounds=cfg["rounds"],
+                            progress=progress)
+    mean = rounds_mean(rounds)
     column = {key: i for i, key in enumerate(unique)}
     return {n: {"latency_ms": float(mean[i]),
                 "latency_rounds_ms": [float(r) for r in rounds[:, i]],

@@ -178,9 +178,11 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print,
             raise EvaluateError(f"{spec.name} is measured by {spec.measured_by}: evaluate "
                                 f"needs evaluate.measure to time the models")
         if estimator.manifest["backend"] != spec.measured_by:
+            from hwnas.estimator.model import retrain
+
             raise EvaluateError(f"{estimator.path}: trained on {estimator.manifest['backend']}, "
                                 f"but {spec.name} is measured by {spec.measured_by}; "
-                                f"retrain it: dvc repro train_estimator")
+                                f"{retrain(estimator.path)}")
         log(f"timing {len(archs)} models on {spec.name}: {measure['rounds']} rounds, each in "
             f"its own pinned process")
         measured = measure_models(archs, measure)
@@ -206,8 +208,7 @@ def evaluate(inputs: Inputs, spec, estimator, tolerance: float, log=print,
     base_search = {"arch": base_search_arch, "score": pareto["baseline"]["score"]}
     if measured:  # thousands of candidates are not timed: they keep the search's estimates
         col = "latency_ms"
-        base_search[col] = pareto["baseline"].get(col) or float(
-            estimator.predict_latency([archs["baseline-scratch"]])[0])
+        base_search[col] = models["baseline-scratch"]["est_latency_ms"]
     else:
         col = "sim_latency_ms"
         lat = simulate_latencies(list(candidates["arch"]) + [pareto["baseline"]["arch"]], spec)
