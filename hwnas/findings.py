@@ -15,6 +15,9 @@
   reached.
 - **Where FLOPs mislead**: the rank correlations over the pipeline search's candidates and
   the per-stage IBN / fused-IBN costs (``hwnas.experiments``).
+- **Zero-shot**: each proxy's Kendall tau against random networks trained from scratch on
+  the val split, and the chain zero-shot -> one-shot -> multishot against the one-shot
+  search alone at the chain's compute, both choices judged alike.
 """
 from __future__ import annotations
 
@@ -189,16 +192,131 @@ def expert_archs(baseline: ArchSpec, estimate, parallelism: int,
     return out
 
 
+ZERO_SHOT = ("naswot", "synflow", "grad_norm")  # the parameter count is their baseline
+
+
+def proxy_ranking(sctx, ctx, networks: int, seeds: int, journal: Path, log=print) -> dict:
+    """Kendall tau of each zero-shot proxy and of the parameter count against the
+    from-scratch val score (mean of ``seeds`` runs, kept in ``journal``) of ``networks``
+    random networks of the space, beside one seed's tau against another's (the ceiling).
+    The chain's proxy is the best zero-shot one here: chosen on the val split, not test."""
+    import math
+
+    from scipy.stats import kendalltau
+
+    from hwnas.experiments import proxy_taus, unique_samples
+    from hwnas.proof import scratch_results
+
+    archs = unique_samples(sctx.space, networks, sctx.params["seed"])
+    log(f"zero-shot: {len(archs)} random networks from scratch on the val split "
+        f"({seeds} seeds each)")
+    runs = scratch_results(archs, ctx, journal, eval_split="val", seeds=seeds)
+    taus, rows = proxy_taus(archs, [runs[a.key]["scratch_score"] for a in archs],
+                            sctx.val[0][:64], sctx.val[1][:64], sctx.params["seed"])
+    per_seed = [[runs[a.key]["scratch_scores"][i] for a in archs] for i in range(seeds)]
+    taus = {k: None if math.isnan(v) else v for k, v in taus.items()}  # a constant column
+    return {"networks": len(archs), "seeds": seeds, "kendall_tau": taus,
+            "seed_to_seed_tau": float(kendalltau(per_seed[0], per_seed[1]).statistic)
+            if seeds > 1 else None,
+            "proxy": max(ZERO_SHOT, key=lambda n: -2.0 if taus[n] is None else taus[n]),
+            "rows": rows}
+
+
+def zeroshot_chain(sctx, objective, proxy_batch, pool: int, keep: int, confirm: int,
+                   train_on_val, parallel_runs: int) -> dict:
+    """The chain the article leaves as future work: zero-shot -> one-shot -> multishot.
+    Of ``pool`` random networks, those within the search's limits are scored by the proxy
+    (``proxy_batch``), the best ``keep`` by the supernet (``objective``), and the latency
+    model is chosen as the search chooses it, with ``confirm`` of its tied candidates
+    trained from scratch on the val split (``train_on_val``). With the wall seconds of each
+    step; the confirmations' from their runs' own seconds over ``parallel_runs`` (a resumed
+    stage does not retrain them)."""
+    import time
+
+    import numpy as np
+
+    from hwnas.experiments import unique_samples
+    from hwnas.search.choice import summarize
+    from hwnas.search.evolution import candidates_table
+    from hwnas.search.run import search_constraints, tie_standard_errors
+
+    p = sctx.params
+    base = objective([sctx.baseline])[0]
+    limits = search_constraints(p, base)
+    t0 = time.perf_counter()
+    archs = unique_samples(sctx.space, pool, p["seed"] + 1)  # not the ranking's networks
+    fits = [a for a, c in zip(archs, sctx.estimator.estimate(archs))
+            if c["latency_ms"] is not None
+            and all(v <= 0 for v in limits.violations(c["latency_ms"], c["memory_bytes"]).values())]
+    if not fits:
+        raise FindingsError(f"findings.zeroshot: none of {len(archs)} random networks is "
+                            f"within the search's limits: raise findings.zeroshot.pool")
+    proxy = np.asarray(proxy_batch(fits), dtype=float)
+    kept = [fits[i] for i in np.argsort(-np.nan_to_num(proxy, nan=-np.inf), kind="stable")[:keep]]
+    t1 = time.perf_counter()
+    rows = objective(kept)
+    t2 = time.perf_counter()
+    df = candidates_table([{**r, "arch": a.encode()} for a, r in zip(kept, rows)], limits)
+    confirmed = {}
+
+    def train(archs: list[str]) -> dict[str, dict]:
+        confirmed.update(train_on_val(archs))
+        return confirmed
+
+    s = summarize(df, base, None, p.get("latency_budget"), tie_standard_errors(p),
+                  p["val_images"], confirm, train)
+    seconds = {"proxy": t1 - t0, "supernet": t2 - t1,
+               "confirm": sum(r["scratch_seconds"] for r in confirmed.values()) / parallel_runs}
+    return {"pool": len(archs), "within_limits": len(fits), "kept": len(kept),
+            "confirm": confirm, "chosen": s["_fastest"],
+            "search_latency_reduction": s["chosen_latency_reduction"],
+            "search_score": s["chosen_score"], "confirmations": s["confirmations"],
+            "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "total_seconds": round(sum(seconds.values()), 1),
+            "seconds_per_supernet_evaluation": (t2 - t1) / max(len(kept), 1)}
+
+
+def oneshot_at_equal_compute(sctx, objective, chain: dict, population: int,
+                             journal: Path) -> dict:
+    """The one-shot search alone with the chain's compute: as many supernet evaluations as
+    the chain's seconds buy at its own cost per evaluation (a whole number of
+    generations), chosen as the pipeline's search chooses."""
+    from hwnas.search.choice import summarize
+    from hwnas.search.evolution import search
+    from hwnas.search.run import search_constraints, tie_standard_errors
+
+    p = sctx.params
+    base = objective([sctx.baseline])[0]
+    generations = round(chain["total_seconds"] / chain["seconds_per_supernet_evaluation"]
+                        / population)
+    candidates = population * max(1, generations)
+    df = search(sctx.space, objective, candidates=candidates, population=population,
+                seed=p["seed"], constraints=search_constraints(p, base),
+                journal=journal / f"oneshot-{candidates}.jsonl", seeds=[sctx.baseline])
+    s = summarize(df, base, None, p.get("latency_budget"), tie_standard_errors(p),
+                  p["val_images"])
+    return {"candidates": candidates, "chosen": s["_fastest"],
+            "search_latency_reduction": s["chosen_latency_reduction"],
+            "search_score": s["chosen_score"]}
+
+
 def summary(ablation: dict[str, dict], expert: dict[str, dict], curation, flops: dict,
-            evaluated: dict) -> dict:
+            evaluated: dict, zeroshot: dict) -> dict:
     """``metrics.json``: flat figures first (``ablation.v0.latency_reduction`` ...), then the
     rows they come from."""
     flat = {}
-    for name, row in {**ablation, **expert}.items():
+    arms = {f"zeroshot.{arm}": zeroshot[arm] for arm in ("chain", "oneshot")}
+    for name, row in {**ablation, **expert, **arms}.items():
         for key in ("latency_reduction", "memory_reduction", "energy_reduction",
                     "score_delta", "score_delta_se", "shown_equal"):
             prefix = f"ablation.{name}" if name in ablation else name
             flat[f"{prefix}.{key}"] = row.get(key)
+    ranking = zeroshot["ranking"]
+    flat.update({f"zeroshot.{k}_tau": v for k, v in ranking["kendall_tau"].items()})
+    flat.update({"zeroshot.seed_to_seed_tau": ranking["seed_to_seed_tau"],
+                 "zeroshot.proxy": ranking["proxy"],
+                 "zeroshot.chain.seconds": zeroshot["chain"]["total_seconds"],
+                 "zeroshot.oneshot.candidates": zeroshot["oneshot"]["candidates"]})
     table = curation.set_index("space")
     for col, key in (("median_evaluations_to_own_final", "evaluations"),
                      ("median_evaluations_to_tolerance", "evaluations_to_common")):
@@ -211,7 +329,7 @@ def summary(ablation: dict[str, dict], expert: dict[str, dict], curation, flops:
                                        "misordered_pair_share")})
     flat["evaluate.shown_equal"] = evaluated.get("shown_equal")
     flat["evaluate.score_delta_ci95"] = evaluated.get("score_delta_ci95")
-    return {**flat, "ablation": ablation, "expert": expert,
+    return {**flat, "ablation": ablation, "expert": expert, "zeroshot": zeroshot,
             "curation": curation.astype(object).where(curation.notna(), None).to_dict("records"),
             "flops": flops,
             "article": ARTICLE}
@@ -321,6 +439,7 @@ def report(m: dict, task_label: str, hardware: str, margin: float, seeds: int) -
         lines += ["", f"Worst pair: `{p['fewer_flops']}` has {p['flops_ratio']:.2f}x fewer "
                       f"FLOPs than `{p['more_flops']}` and runs {p['latency_ratio']:.2f}x "
                       "slower."]
+    lines += zeroshot_report(m["zeroshot"], task_label)
     ci = m.get("evaluate.score_delta_ci95")
     lines += ["", "## Equal score in the pipeline's headline", "",
               "The evaluate stage's latency model: "
@@ -329,6 +448,49 @@ def report(m: dict, task_label: str, hardware: str, margin: float, seeds: int) -
                  f"interval [{ci[0]:+.2f}, {ci[1]:+.2f}] points")
               + " (`../evaluate/report.md`)."]
     return "\n".join(lines) + "\n"
+
+
+def zeroshot_report(z: dict, task_label: str) -> list[str]:
+    """The proxies' ranking and the chain against the one-shot search alone."""
+    r, chain, one = z["ranking"], z["chain"], z["oneshot"]
+    n = r["networks"]
+    null_se = (2 * (2 * n + 5) / (9 * n * (n - 1))) ** 0.5  # tau's spread with no association
+    tau = lambda v: "-" if v is None else f"{v:+.3f}"  # noqa: E731
+    lines = ["", "## Zero-shot: ranking networks, and the chain as a pre-filter", "",
+             f"{n} random networks of the space trained from scratch with the supernet's "
+             f"budget, scored by {task_label} on the val split (mean of {r['seeds']} seeds); "
+             "each proxy on 64 val images at initialization.", "",
+             "| proxy | Kendall tau vs the trained score |", "| --- | ---: |"]
+    lines += [f"| {name}{' (the chain uses it)' if name == r['proxy'] else ''} | "
+              f"{tau(r['kendall_tau'][name])} |" for name in ZERO_SHOT]
+    lines += [f"| parameter count (the baseline a proxy must beat) | "
+              f"{tau(r['kendall_tau']['params'])} |",
+              f"| one training seed against another (the ceiling) | "
+              f"{tau(r['seed_to_seed_tau'])} |", "",
+              f"With no association a tau over {n} networks spreads by about {null_se:.2f} "
+              "(its standard error), so a smaller tau is no evidence of ranking.", "",
+              "| | supernet evaluations | networks trained on val | compute (s) | "
+              "latency reduction | memory reduction | score change (points) | equal |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    sec = chain["seconds"]
+    for name, row, evals, trained, compute in (
+            (f"zero-shot ({r['proxy']}) -> one-shot -> multishot", chain, chain["kept"],
+             len(chain["confirmations"]), f"{chain['total_seconds']:.0f}"),
+            ("one-shot alone", one, one["candidates"], 0, f"~{chain['total_seconds']:.0f}")):
+        lines.append(f"| {name} | {evals} | {trained} | {compute} | "
+                     f"{_pct(row.get('latency_reduction'))} | {_pct(row.get('memory_reduction'))} "
+                     f"| {_delta(row)} | {_verdict(row)} |")
+    lines += ["", f"The chain: of {chain['pool']} random networks the {chain['within_limits']} "
+                  f"within the search's limits were scored by {r['proxy']} "
+                  f"({sec['proxy']:.0f} s), the best {chain['kept']} by the supernet "
+                  f"({sec['supernet']:.0f} s), and {len(chain['confirmations'])} of the latency "
+                  f"model's tied candidates trained from scratch on the val split "
+                  f"({sec['confirm']:.0f} s). The one-shot search alone had the same compute: "
+                  f"{one['candidates']} supernet evaluations at the chain's own cost per "
+                  "evaluation. Both chose as the pipeline's search chooses (the best within "
+                  "`search.latency_budget` at the baseline's supernet score); both choices were "
+                  "then judged like every network above."]
+    return lines
 
 
 def plot_ablation(m: dict, path) -> None:

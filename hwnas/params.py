@@ -351,12 +351,21 @@ class FindingsCuration(_Section):
     population: Annotated[int, Field(ge=2)]
 
 
+class FindingsZeroShot(_Section):
+    networks: Annotated[int, Field(ge=4)]  # trained from scratch to rank the proxies
+    seeds: Annotated[int, Field(ge=2)]  # two at least: one seed's ranking against another's
+    pool: PosInt
+    keep: Annotated[int, Field(ge=2)]
+    confirm: NonNegInt
+
+
 class Findings(_Section):
     tasks: list[TaskName]  # the tasks whose findings dvc.yaml holds (hwnas findings adds one)
     candidates: PosInt
     population: Annotated[int, Field(ge=2)]
     rules_from: list[TaskName]
     curation: FindingsCuration
+    zeroshot: FindingsZeroShot
 
 
 class Scenes(_Section):

@@ -174,11 +174,12 @@ def scratch_results(archs: list[ArchSpec], ctx: TrainContext, cache_path: Path,
     return {arch.key: out[arch.key] for arch in archs}
 
 
-def confirm_trainer(params: dict, log=print, before=None):
+def confirm_trainer(params: dict, log=print, before=None, journal: Path | None = None):
     """The search's ``train_on_val`` (``hwnas.search.choice.summarize``): architectures
     trained from scratch with the supernet's budget (``scratch_results``), scored on the val
-    split, mean of ``search.confirm_seeds`` runs, kept in ``layout.CONFIRMATIONS`` (a killed
-    search resumes them). ``before()`` runs first (the search frees its scoring workers)."""
+    split, mean of ``search.confirm_seeds`` runs, kept in ``journal`` (by default
+    ``layout.CONFIRMATIONS``; a killed search resumes them). ``before()`` runs first (the
+    search frees its scoring workers)."""
     from hwnas import layout
     from hwnas.arch import parse_arch
     from hwnas.context import train_context
@@ -193,7 +194,7 @@ def confirm_trainer(params: dict, log=print, before=None):
             f"({seeds} seed(s) each)")
         nets = [parse_arch(a) for a in archs]
         runs = scratch_results(nets, train_context(section(params, "train_supernet")),
-                               layout.CONFIRMATIONS, eval_split="val", seeds=seeds,
+                               journal or layout.CONFIRMATIONS, eval_split="val", seeds=seeds,
                                on_done=lambda r: log(f"search: confirmed {r['arch']}: val "
                                                      f"{r['scratch_score']:.2f}"))
         return {a: runs[n.key] for a, n in zip(archs, nets)}

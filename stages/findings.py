@@ -36,9 +36,11 @@ def main() -> None:
     from hwnas.experiments import (curation_runs, curation_spaces, curation_table,
                                    flops_findings, plot_curation)
     from hwnas.evaluation.metrics import equal_word
-    from hwnas.files import read_table, staged
+    from hwnas.files import read_table, staged, write_json
     from hwnas.findings import (FindingsError, Judge, ablation_searches, expert_archs,
-                                plot_ablation, report, rules_sources, summary)
+                                oneshot_at_equal_compute, plot_ablation, proxy_ranking, report,
+                                rules_sources, summary, zeroshot_chain)
+    from hwnas.proof import confirm_trainer
     from hwnas.search.objectives import make_objective_fn
     from hwnas.search.run import fingerprint, load_search_context
 
@@ -61,11 +63,20 @@ def main() -> None:
                                            "val_images")}
     journals = {kind: out / "journal" / fingerprint({**scoring, **budget}, *inputs)
                 for kind, budget in (("ablation", {k: p[k] for k in ("candidates", "population")}),
-                                     ("curation", p["curation"]))}
+                                     ("curation", p["curation"]),
+                                     ("zeroshot", {**p["zeroshot"], "population": p["population"],
+                                                   **{k: sctx.params[k] for k in (
+                                                       "latency_budget", "max_latency_ms",
+                                                       "memory_budget", "score_tie",
+                                                       "confirm_seeds")}}))}
+    ctx = train_context(section(params, "train_supernet"))
+    z = p["zeroshot"]
     with tracking.run("findings", params=p, tags=tracking.stage_tags("findings",
                                                                      spec.spec_hash())):
+        ranking = proxy_ranking(sctx, ctx, z["networks"], z["seeds"], out / "zeroshot.jsonl",
+                                log=say)
         scorer = sctx.scorer()
-        try:  # every search first, then the training (the scoring workers are gone by then)
+        try:  # the searches, then the training (the scoring workers leave first: 2 cores)
             objective = make_objective_fn(scorer, sctx.estimator.estimate)
             say(f"ablation: 4 searches of {p['candidates']} candidates")
             searches = ablation_searches(sctx, objective, p["candidates"], p["population"],
@@ -78,11 +89,30 @@ def main() -> None:
                                    candidates=c["candidates"], population=c["population"],
                                    min_score=objective([sctx.baseline])[0]["score"],
                                    journal=journals["curation"])
+            chain_path = journals["zeroshot"] / "chain.json"
+            if chain_path.is_file():  # its compute sets the one-shot budget: measured once
+                chain = json.loads(chain_path.read_text())
+            else:
+                say(f"zero-shot chain: {ranking['proxy']} on {z['pool']} random networks, the "
+                    f"best {z['keep']} by the supernet, {z['confirm']} confirmed")
+                chain = zeroshot_chain(
+                    sctx, objective, sctx.scorer(ranking["proxy"]), z["pool"], z["keep"],
+                    z["confirm"], confirm_trainer(params, say, getattr(scorer, "close", None),
+                                                  out / "zeroshot-confirm.jsonl"),
+                    parallel_runs=2 if ctx.device.type == "cpu" else 1)  # scratch_results'
+                write_json(chain_path, chain)
+        finally:
+            if hasattr(scorer, "close"):
+                scorer.close()
+        scorer = sctx.scorer()
+        try:
+            oneshot = oneshot_at_equal_compute(sctx, make_objective_fn(
+                scorer, sctx.estimator.estimate), chain, p["population"], journals["zeroshot"])
         finally:
             if hasattr(scorer, "close"):
                 scorer.close()
 
-        judge = Judge(params, train_context(section(params, "train_supernet")), spec, baseline,
+        judge = Judge(params, ctx, spec, baseline,
                       float(section(params, "evaluate")["non_inferiority_margin"]),
                       out / "runs.jsonl", log=say)
         ablation = {name: {**s, **(judge(parse_arch(s["chosen"])) if s["chosen"] else {})}
@@ -92,12 +122,15 @@ def main() -> None:
                   for name, e in expert_archs(sctx.baseline, sctx.estimator.estimate,
                                               spec.parallelism, others).items()}
 
+        zeroshot = {"ranking": ranking,
+                    **{arm: {**row, **(judge(parse_arch(row["chosen"])) if row["chosen"] else {})}
+                       for arm, row in (("chain", chain), ("oneshot", oneshot))}}
         stats, pairs, stages = flops_findings(df, sctx.baseline, sctx.space, spec)
         flops = {**stats, "pairs": pairs.to_dict("records"),
                  "stages": stages.astype(object).where(stages.notna(), None).to_dict("records")}
         table = curation_table(curves)
         metrics = {"task": task, "hardware": spec.name,
-                   **summary(ablation, expert, table, flops, evaluated),
+                   **summary(ablation, expert, table, flops, evaluated, zeroshot),
                    "seconds": round(time.perf_counter() - t0, 1)}
         label = tasks.get(task).label
         with staged() as files:  # every output, or none: the previous ones stay whole
@@ -109,7 +142,8 @@ def main() -> None:
                           f"curated vs uncurated on {spec.name} ({c['seeds']} seeds)")
             table.to_csv(files.path(out / "curation.csv"), index=False)
         tracking.log_metrics({k: v for k, v in metrics.items() if "." in k})
-    for name, row in {**ablation, **expert}.items():
+    for name, row in {**ablation, **expert, **{f"zero-shot {k}": zeroshot[k]
+                                               for k in ("chain", "oneshot")}}.items():
         if "score_delta" not in row:
             say(f"{name}: no network at the baseline's supernet score")
             continue

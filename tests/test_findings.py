@@ -46,7 +46,9 @@ def test_findings_stage_end_to_end(template, tmp_path):  # noqa: F811
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params["baseline"].update(seeds=2, epochs=1)
     params["findings"].update(candidates=12, population=4, rules_from=[],
-                              curation={"seeds": 2, "candidates": 12, "population": 4})
+                              curation={"seeds": 2, "candidates": 12, "population": 4},
+                              zeroshot={"networks": 4, "seeds": 2, "pool": 40, "keep": 6,
+                                        "confirm": 2})
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
     for stage in ("train_supernet", "search", "baseline"):
         _run(ws, stage)
@@ -72,8 +74,21 @@ def test_findings_stage_end_to_end(template, tmp_path):  # noqa: F811
     assert m["expert_only.latency_reduction"] == expert["latency_reduction"] >= 0  # rules that pay
     assert m["curation"][0]["space"] == "curated" and m["curation"][0]["seeds"] == 2
     assert -1 <= m["flops_latency_spearman"] <= 1 and m["evaluate.shown_equal"] is False
+    z = m["zeroshot"]
+    assert z["ranking"]["networks"] == 4 and set(z["ranking"]["kendall_tau"]) == {
+        "naswot", "synflow", "grad_norm", "params"}
+    assert m["zeroshot.proxy"] == z["ranking"]["proxy"] in ("naswot", "synflow", "grad_norm")
+    chain, oneshot = z["chain"], z["oneshot"]
+    assert chain["pool"] == 40 and chain["kept"] == min(6, chain["within_limits"])
+    assert chain["total_seconds"] == pytest.approx(sum(chain["seconds"].values()), abs=0.2)
+    # the one-shot search alone: the chain's seconds at the chain's cost per evaluation
+    assert oneshot["candidates"] % 4 == 0 and oneshot["candidates"] == 4 * max(1, round(
+        chain["total_seconds"] / chain["seconds_per_supernet_evaluation"] / 4))
+    for arm in (chain, oneshot):
+        assert not arm["chosen"] or len(arm["score_runs"]) == 2
     text = (ws / layout.FINDINGS / "report.md").read_text()
     assert "## Ablation: four searches of equal budget" in text and "| V3 |" in text
+    assert "| one-shot alone |" in text and "(the chain uses it)" in text
     assert (ws / layout.FINDINGS / "ablation.png").stat().st_size > 1000
     assert "training" in out
     trained = len(runs)
@@ -120,8 +135,19 @@ def test_report_and_plot_show_every_row(tmp_path):
          "curation.evaluations_ratio": None, "curation.best_latency_ratio": None,
          "flops": {"networks": 5, "flops_latency_spearman": 0.8, "params_latency_spearman": 0.9,
                    "misordered_pair_share": 0.1, "pairs": [], "stages": []},
-         "evaluate.score_delta_ci95": None}
+         "evaluate.score_delta_ci95": None,
+         "zeroshot": {"ranking": {"networks": 20, "seeds": 2, "seed_to_seed_tau": 0.7,
+                                  "kendall_tau": {"naswot": 0.1, "synflow": None,
+                                                  "grad_norm": 0.3, "params": 0.2},
+                                  "proxy": "grad_norm"},
+                      "chain": {**row, "pool": 100, "within_limits": 50, "kept": 10,
+                                "confirmations": [{}, {}], "total_seconds": 33.0,
+                                "seconds": {"proxy": 1.0, "supernet": 2.0, "confirm": 30.0}},
+                      "oneshot": {"candidates": 800, "chosen": None}}}
     text = report(m, "top-1 accuracy", "neural-engine-32", 0.5, 2)
+    assert "| grad_norm (the chain uses it) | +0.300 |" in text and "| synflow | - |" in text
+    assert "| zero-shot (grad_norm) -> one-shot -> multishot | 10 | 2 | 33 | 40.0% |" in text
+    assert "| one-shot alone | 800 | 0 | ~33 | - | - | - | no network at the baseline's" in text
     assert "| V0 | no | no | 10 | - | 0.0% |" in text and "no network at the baseline's" in text
     assert f"| V3 | yes | yes | 10 | 40.0% | {100 * ARTICLE['v3']:.1f}% |" in text
     assert "-0.20 ± 0.10 [-0.60, +0.20] | not shown equal |" in text

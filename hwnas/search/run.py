@@ -121,6 +121,24 @@ def check_space(space) -> None:
                                f"network: {err}") from None
 
 
+def search_constraints(p: dict, base: dict):
+    """The search's hard limits (``search.max_latency_ms``, ``latency_budget`` and
+    ``memory_budget``, the budgets as shares of the baseline's costs ``base``)."""
+    from hwnas.search.evolution import Constraints
+
+    budget, lat_budget = p.get("memory_budget"), p.get("latency_budget")
+    limits = [v for v in (p.get("max_latency_ms"),
+                          lat_budget * base["latency_ms"] if lat_budget else None) if v]
+    return Constraints(min(limits) if limits else None,
+                       budget * base["memory_bytes"] if budget else None)
+
+
+def tie_standard_errors(p: dict) -> float:
+    """``search.score_tie``: a proxy score is not a score on val_images, no binomial tie
+    for it."""
+    return (p.get("score_tie") or 0.0) if p["score"] == "supernet" else 0.0
+
+
 def run_search(ctx: SearchContext, objective_fn, train_on_val=None) -> SearchResult:
     """Search ``ctx.space`` with the batch objective ``objective_fn``, resuming from the journal;
     logs the run and every candidate to MLflow. ``train_on_val`` confirms the latency model's
@@ -130,17 +148,14 @@ def run_search(ctx: SearchContext, objective_fn, train_on_val=None) -> SearchRes
     from hwnas import tracking
     from hwnas.checkpoint import claim_run
     from hwnas.files import read_journal
-    from hwnas.search.evolution import Constraints, search
+    from hwnas.search.evolution import search
     from hwnas.search.choice import family, summarize
     from hwnas.search.objectives import check_feasible
 
     p, spec, space, baseline = ctx.params, ctx.spec, ctx.space, ctx.baseline
     base = objective_fn([baseline])[0]
     budget, lat_budget = p.get("memory_budget"), p.get("latency_budget")
-    limits = [v for v in (p.get("max_latency_ms"),
-                          lat_budget * base["latency_ms"] if lat_budget else None) if v]
-    constraints = Constraints(min(limits) if limits else None,
-                              budget * base["memory_bytes"] if budget else None)
+    constraints = search_constraints(p, base)
     check_feasible(space, ctx.estimator.estimate, constraints)
 
     fp = fingerprint(p, layout.SUPERNET, ctx.estimator_dir / "manifest.json")
@@ -157,8 +172,7 @@ def run_search(ctx: SearchContext, objective_fn, train_on_val=None) -> SearchRes
                     seed=p["seed"], constraints=constraints, journal=journal, seeds=[baseline],
                     on_batch=lambda n, _rows: bar.update(task, completed=n))
         seconds = time.perf_counter() - t0
-        # a proxy score is not a score on val_images: no binomial tie for it
-        tie_se = (p.get("score_tie") or 0.0) if p["score"] == "supernet" else 0.0
+        tie_se = tie_standard_errors(p)
         summary = summarize(df, base, budget, lat_budget, tie_se, p["val_images"],
                             p["confirm"], train_on_val)
         fastest, smallest = summary.pop("_fastest"), summary.pop("_smallest")
