@@ -193,6 +193,7 @@ def expert_archs(baseline: ArchSpec, estimate, parallelism: int,
 
 
 ZERO_SHOT = ("naswot", "synflow", "grad_norm")  # the parameter count is their baseline
+MAX_DRAWS = 200  # random networks drawn per one the chain's pool needs, at most
 
 
 def proxy_ranking(sctx, ctx, networks: int, seeds: int, journal: Path, log=print) -> dict:
@@ -210,7 +211,9 @@ def proxy_ranking(sctx, ctx, networks: int, seeds: int, journal: Path, log=print
     archs = unique_samples(sctx.space, networks, sctx.params["seed"])
     log(f"zero-shot: {len(archs)} random networks from scratch on the val split "
         f"({seeds} seeds each)")
-    runs = scratch_results(archs, ctx, journal, eval_split="val", seeds=seeds)
+    runs = scratch_results(archs, ctx, journal, eval_split="val", seeds=seeds,
+                           on_done=lambda r: log(f"zero-shot: trained {r['arch']}: val "
+                                                 f"{r['scratch_score']:.2f}"))
     taus, rows = proxy_taus(archs, [runs[a.key]["scratch_score"] for a in archs],
                             sctx.val[0][:64], sctx.val[1][:64], sctx.params["seed"])
     per_seed = [[runs[a.key]["scratch_scores"][i] for a in archs] for i in range(seeds)]
@@ -225,8 +228,9 @@ def proxy_ranking(sctx, ctx, networks: int, seeds: int, journal: Path, log=print
 def zeroshot_chain(sctx, objective, proxy_batch, pool: int, keep: int, confirm: int,
                    train_on_val, parallel_runs: int) -> dict:
     """The chain the article leaves as future work: zero-shot -> one-shot -> multishot.
-    Of ``pool`` random networks, those within the search's limits are scored by the proxy
-    (``proxy_batch``), the best ``keep`` by the supernet (``objective``), and the latency
+    ``pool`` random networks within the search's limits (drawn until found: under a tight
+    latency budget few random networks fit) are scored by the proxy (``proxy_batch``), the
+    best ``keep`` by the supernet (``objective``), and the latency
     model is chosen as the search chooses it, with ``confirm`` of its tied candidates
     trained from scratch on the val split (``train_on_val``). With the wall seconds of each
     step; the confirmations' from their runs' own seconds over ``parallel_runs`` (a resumed
@@ -235,7 +239,6 @@ def zeroshot_chain(sctx, objective, proxy_batch, pool: int, keep: int, confirm: 
 
     import numpy as np
 
-    from hwnas.experiments import unique_samples
     from hwnas.search.choice import summarize
     from hwnas.search.evolution import candidates_table
     from hwnas.search.run import search_constraints, tie_standard_errors
@@ -244,13 +247,21 @@ def zeroshot_chain(sctx, objective, proxy_batch, pool: int, keep: int, confirm: 
     base = objective([sctx.baseline])[0]
     limits = search_constraints(p, base)
     t0 = time.perf_counter()
-    archs = unique_samples(sctx.space, pool, p["seed"] + 1)  # not the ranking's networks
-    fits = [a for a, c in zip(archs, sctx.estimator.estimate(archs))
-            if c["latency_ms"] is not None
-            and all(v <= 0 for v in limits.violations(c["latency_ms"], c["memory_bytes"]).values())]
-    if not fits:
-        raise FindingsError(f"findings.zeroshot: none of {len(archs)} random networks is "
-                            f"within the search's limits: raise findings.zeroshot.pool")
+    rng, seen, fits = np.random.default_rng(p["seed"] + 1), set(), []  # not the ranking's
+    while len(fits) < pool and len(seen) < MAX_DRAWS * pool:
+        batch = {}
+        for _ in range(10 * pool):
+            arch = sctx.space.sample(rng)
+            if arch.encode() not in seen:
+                seen.add(arch.encode())
+                batch[arch.encode()] = arch
+        fits += [a for a, c in zip(batch.values(), sctx.estimator.estimate(list(batch.values())))
+                 if c["latency_ms"] is not None and all(
+                     v <= 0 for v in limits.violations(c["latency_ms"], c["memory_bytes"]).values())]
+    fits = fits[:pool]
+    if len(fits) < 2:
+        raise FindingsError(f"findings.zeroshot: {len(fits)} of {len(seen)} random networks "
+                            f"within the search's limits: the chain needs two at least")
     proxy = np.asarray(proxy_batch(fits), dtype=float)
     kept = [fits[i] for i in np.argsort(-np.nan_to_num(proxy, nan=-np.inf), kind="stable")[:keep]]
     t1 = time.perf_counter()
@@ -267,7 +278,7 @@ def zeroshot_chain(sctx, objective, proxy_batch, pool: int, keep: int, confirm: 
                   p["val_images"], confirm, train)
     seconds = {"proxy": t1 - t0, "supernet": t2 - t1,
                "confirm": sum(r["scratch_seconds"] for r in confirmed.values()) / parallel_runs}
-    return {"pool": len(archs), "within_limits": len(fits), "kept": len(kept),
+    return {"drawn": len(seen), "pool": len(fits), "kept": len(kept),
             "confirm": confirm, "chosen": s["_fastest"],
             "search_latency_reduction": s["chosen_latency_reduction"],
             "search_score": s["chosen_score"], "confirmations": s["confirmations"],
@@ -450,6 +461,18 @@ def report(m: dict, task_label: str, hardware: str, margin: float, seeds: int) -
     return "\n".join(lines) + "\n"
 
 
+def judgeable(ceiling: float | None, best: float | None, null_se: float) -> str:
+    """What the taus allow one to say: nothing where one seed's ranking does not repeat."""
+    if ceiling is None or ceiling < 2 * null_se:
+        return (" One training seed ranks these networks like another only at tau "
+                f"{'-' if ceiling is None else f'{ceiling:+.2f}'}: their trained scores lie "
+                "within the training's own noise, so this task cannot judge a proxy, and the "
+                "chain's pre-filter keeps networks no better than at random.")
+    if best is None or best < 2 * null_se:
+        return " No proxy ranks these networks: the chain's pre-filter is as good as random."
+    return ""
+
+
 def zeroshot_report(z: dict, task_label: str) -> list[str]:
     """The proxies' ranking and the chain against the one-shot search alone."""
     r, chain, one = z["ranking"], z["chain"], z["oneshot"]
@@ -468,7 +491,8 @@ def zeroshot_report(z: dict, task_label: str) -> list[str]:
               f"| one training seed against another (the ceiling) | "
               f"{tau(r['seed_to_seed_tau'])} |", "",
               f"With no association a tau over {n} networks spreads by about {null_se:.2f} "
-              "(its standard error), so a smaller tau is no evidence of ranking.", "",
+              "(its standard error), so a smaller tau is no evidence of ranking."
+              + judgeable(r["seed_to_seed_tau"], r["kendall_tau"][r["proxy"]], null_se), "",
               "| | supernet evaluations | networks trained on val | compute (s) | "
               "latency reduction | memory reduction | score change (points) | equal |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -480,8 +504,8 @@ def zeroshot_report(z: dict, task_label: str) -> list[str]:
         lines.append(f"| {name} | {evals} | {trained} | {compute} | "
                      f"{_pct(row.get('latency_reduction'))} | {_pct(row.get('memory_reduction'))} "
                      f"| {_delta(row)} | {_verdict(row)} |")
-    lines += ["", f"The chain: of {chain['pool']} random networks the {chain['within_limits']} "
-                  f"within the search's limits were scored by {r['proxy']} "
+    lines += ["", f"The chain: {chain['pool']} random networks within the search's limits "
+                  f"(of {chain['drawn']} drawn) were scored by {r['proxy']} "
                   f"({sec['proxy']:.0f} s), the best {chain['kept']} by the supernet "
                   f"({sec['supernet']:.0f} s), and {len(chain['confirmations'])} of the latency "
                   f"model's tied candidates trained from scratch on the val split "

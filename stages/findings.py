@@ -89,12 +89,13 @@ def main() -> None:
                                    candidates=c["candidates"], population=c["population"],
                                    min_score=objective([sctx.baseline])[0]["score"],
                                    journal=journals["curation"])
-            chain_path = journals["zeroshot"] / "chain.json"
+            chain_path = journals["zeroshot"] / f"chain-{ranking['proxy']}.json"
             if chain_path.is_file():  # its compute sets the one-shot budget: measured once
                 chain = json.loads(chain_path.read_text())
             else:
-                say(f"zero-shot chain: {ranking['proxy']} on {z['pool']} random networks, the "
-                    f"best {z['keep']} by the supernet, {z['confirm']} confirmed")
+                say(f"zero-shot chain: {ranking['proxy']} on {z['pool']} random networks "
+                    f"within the search's limits, the best {z['keep']} by the supernet, "
+                    f"{z['confirm']} confirmed")
                 chain = zeroshot_chain(
                     sctx, objective, sctx.scorer(ranking["proxy"]), z["pool"], z["keep"],
                     z["confirm"], confirm_trainer(params, say, getattr(scorer, "close", None),

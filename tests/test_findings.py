@@ -79,7 +79,7 @@ def test_findings_stage_end_to_end(template, tmp_path):  # noqa: F811
         "naswot", "synflow", "grad_norm", "params"}
     assert m["zeroshot.proxy"] == z["ranking"]["proxy"] in ("naswot", "synflow", "grad_norm")
     chain, oneshot = z["chain"], z["oneshot"]
-    assert chain["pool"] == 40 and chain["kept"] == min(6, chain["within_limits"])
+    assert chain["pool"] == 40 and chain["kept"] == 6 and chain["drawn"] >= 40
     assert chain["total_seconds"] == pytest.approx(sum(chain["seconds"].values()), abs=0.2)
     # the one-shot search alone: the chain's seconds at the chain's cost per evaluation
     assert oneshot["candidates"] % 4 == 0 and oneshot["candidates"] == 4 * max(1, round(
@@ -140,12 +140,13 @@ def test_report_and_plot_show_every_row(tmp_path):
                                   "kendall_tau": {"naswot": 0.1, "synflow": None,
                                                   "grad_norm": 0.3, "params": 0.2},
                                   "proxy": "grad_norm"},
-                      "chain": {**row, "pool": 100, "within_limits": 50, "kept": 10,
+                      "chain": {**row, "drawn": 900, "pool": 100, "kept": 10,
                                 "confirmations": [{}, {}], "total_seconds": 33.0,
                                 "seconds": {"proxy": 1.0, "supernet": 2.0, "confirm": 30.0}},
                       "oneshot": {"candidates": 800, "chosen": None}}}
     text = report(m, "top-1 accuracy", "neural-engine-32", 0.5, 2)
     assert "| grad_norm (the chain uses it) | +0.300 |" in text and "| synflow | - |" in text
+    assert "No proxy ranks these networks" in text  # 0.30 is under two standard errors (0.33)
     assert "| zero-shot (grad_norm) -> one-shot -> multishot | 10 | 2 | 33 | 40.0% |" in text
     assert "| one-shot alone | 800 | 0 | ~33 | - | - | - | no network at the baseline's" in text
     assert "| V0 | no | no | 10 | - | 0.0% |" in text and "no network at the baseline's" in text

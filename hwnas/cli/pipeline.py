@@ -94,7 +94,8 @@ def findings(
 ):
     """The article's findings on the task's pipeline (stage findings@<task>, after the task's
     stages where they are stale): the ablation as four searches, expert rules alone and across
-    tasks, curation, where FLOPs mislead; every network trained from scratch and judged."""
+    tasks, curation, where FLOPs mislead, the zero-shot proxies and their chain against the
+    one-shot search; every chosen network trained from scratch and judged."""
     import json
 
     from hwnas.findings import FindingsError, rules_sources
@@ -113,6 +114,11 @@ def findings(
             if k.startswith("ablation.") and k.endswith(".latency_reduction") and m[k] is not None)
             + (f"; expert rules alone {100 * m['expert_only.latency_reduction']:.1f}%"
                if m.get("expert_only.latency_reduction") is not None else ""))
+        proxy, pct = m["zeroshot.proxy"], lambda x: "-" if x is None else f"{100 * x:.1f}%"
+        typer.echo(f"  zero-shot: {proxy} tau {m[f'zeroshot.{proxy}_tau']:+.2f} (params "
+                   f"{m['zeroshot.params_tau']:+.2f}); latency reduction of the chain "
+                   f"{pct(m['zeroshot.chain.latency_reduction'])}, of the one-shot search alone "
+                   f"at its compute {pct(m['zeroshot.oneshot.latency_reduction'])}")
     except (OSError, ValueError, KeyError, TypeError):
         pass
     typer.echo(f"  report:   {layout.FINDINGS / 'report.md'}")
